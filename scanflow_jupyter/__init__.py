@@ -1,0 +1,14 @@
+"""Scanflow for Jupyter: notebooks whose magics declare pipeline steps, run as cached DAGs.
+
+Importing this package is cheap on purpose: `%load_ext scanflow_jupyter` must not pull in
+mlflow, papermill or nbformat. Heavy modules are imported where they are used.
+"""
+
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):  # noqa: ANN001 - IPython's signature
+    """Register the Scanflow magics (`%load_ext scanflow_jupyter`)."""
+    from scanflow_jupyter.magics import register
+
+    register(ipython)
