@@ -1,0 +1,202 @@
+"""The application model: what a notebook declares, as plain dataclasses with JSON round-trip.
+
+`notebook.parser` builds an `Application` from a notebook file; `Pipeline` is the DAG of
+executors that the runtime schedules. Nothing here reads files or imports heavy libraries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass
+class Message:
+    """A validation finding: what is wrong, where (notebook cell), and how to fix it."""
+
+    severity: Severity
+    code: str
+    text: str
+    fix: str
+    cell: int | None = None
+
+    def __str__(self) -> str:
+        where = f"cell {self.cell}" if self.cell is not None else "notebook"
+        return f"{self.severity}: {where}: {self.text} Fix: {self.fix}"
+
+
+@dataclass
+class Resources:
+    """Compute requested by a step (Kubernetes quantities as written by the user)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int | None = None
+
+
+@dataclass
+class CodeBlock:
+    """A piece of code taken from one notebook cell (magic line removed)."""
+
+    cell: int
+    source: str
+
+
+@dataclass
+class Executor:
+    """One batch step: a `%%executor` cell."""
+
+    name: str
+    cell: int
+    source: str
+    requires: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    image: str | None = None
+    requirements: list[str] = field(default_factory=list)
+    retries: int = 0
+    timeout: float | None = None
+    resources: Resources = field(default_factory=Resources)
+    cache: bool = True
+
+
+@dataclass
+class Service:
+    """An online inference service: a `%%service` cell."""
+
+    name: str
+    cell: int
+    source: str
+    model: str | None = None
+    replicas: int = 1
+
+
+@dataclass
+class Agent:
+    """A supervising agent: a `%%agent` cell with sensors, rules and actuators."""
+
+    name: str
+    cell: int
+    source: str
+    template: str | None = None
+
+
+@dataclass
+class Application:
+    """Everything one notebook declares; the single source of truth for every backend."""
+
+    name: str
+    notebook: str
+    team: str = "default"
+    kernel_name: str | None = None
+    kernel_display_name: str | None = None
+    language: str | None = None
+    setup: list[CodeBlock] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters_cell: int | None = None
+    executors: list[Executor] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    agents: list[Agent] = field(default_factory=list)
+    ignored_cells: list[int] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    cell_count: int = 0
+
+    def executor(self, name: str) -> Executor:
+        """The executor called `name` (KeyError if there is none)."""
+        for ex in self.executors:
+            if ex.name == name:
+                return ex
+        raise KeyError(name)
+
+    def producers(self) -> dict[str, list[str]]:
+        """Variable name -> the executors that declare it in `--outputs`."""
+        out: dict[str, list[str]] = {}
+        for ex in self.executors:
+            for var in ex.outputs:
+                out.setdefault(var, []).append(ex.name)
+        return out
+
+    def dependencies(self, ex: Executor) -> list[str]:
+        """`--requires` plus the producer of each `--inputs` variable, in declaration order."""
+        deps = list(ex.requires)
+        producers = self.producers()
+        for var in ex.inputs:
+            for producer in producers.get(var, []):
+                if producer != ex.name and producer not in deps:
+                    deps.append(producer)
+        return deps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Application:
+        data = dict(data)
+        data["setup"] = [CodeBlock(**b) for b in data.get("setup", [])]
+        data["executors"] = [
+            Executor(**{**e, "resources": Resources(**e.get("resources", {}))})
+            for e in data.get("executors", [])
+        ]
+        data["services"] = [Service(**s) for s in data.get("services", [])]
+        data["agents"] = [Agent(**a) for a in data.get("agents", [])]
+        data["messages"] = [Message(**m) for m in data.get("messages", [])]
+        return cls(**data)
+
+
+@dataclass
+class Step:
+    """An executor placed in the pipeline, with its resolved upstream steps."""
+
+    name: str
+    executor: Executor
+    depends_on: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Pipeline:
+    """The DAG of steps compiled from an application; `steps` is in topological order."""
+
+    app: str
+    steps: dict[str, Step] = field(default_factory=dict)
+
+    @classmethod
+    def from_application(cls, app: Application) -> Pipeline:
+        """Build the DAG (the application must be valid: no cycles, known dependencies)."""
+        pending = {ex.name: Step(ex.name, ex, app.dependencies(ex)) for ex in app.executors}
+        ordered: dict[str, Step] = {}
+        while pending:
+            ready = [s for s in pending.values() if all(d in ordered for d in s.depends_on)]
+            if not ready:
+                raise ValueError(f"cycle among steps: {', '.join(pending)}")
+            for step in ready:
+                ordered[step.name] = pending.pop(step.name)
+        return cls(app.name, ordered)
+
+    def dependents(self, name: str) -> list[str]:
+        """Steps that list `name` among their direct dependencies."""
+        return [s.name for s in self.steps.values() if name in s.depends_on]
+
+    def upstream(self, names: list[str]) -> set[str]:
+        """All transitive dependencies of `names` (the names themselves excluded)."""
+        seen: set[str] = set()
+        stack = [d for n in names for d in self.steps[n].depends_on]
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.steps[n].depends_on)
+        return seen - set(names)
+
+    def downstream(self, name: str) -> set[str]:
+        """All transitive dependents of `name`."""
+        seen: set[str] = set()
+        stack = self.dependents(name)
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.dependents(n))
+        return seen

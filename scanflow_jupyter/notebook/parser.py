@@ -1,0 +1,260 @@
+"""Read a notebook file into an `Application`, without a kernel.
+
+The notebook JSON is read with the standard library (importing nbformat costs seconds in
+Jupyter environments). Problems found while reading are kept as `Message`s on the
+application; `notebook.validate` adds the checks that need the whole picture.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from scanflow_jupyter.model import (
+    Agent,
+    Application,
+    CodeBlock,
+    Executor,
+    Message,
+    Resources,
+    Service,
+)
+from scanflow_jupyter.notebook.magic_args import (
+    CELL_MAGICS,
+    LINE_MAGICS,
+    MagicArgError,
+    parse_magic_line,
+)
+
+_CELL_MAGIC_RE = re.compile(r"^\s*%%([A-Za-z_][\w-]*)\s*(.*)$")
+_LINE_MAGIC_RE = re.compile(r"^\s*%([A-Za-z_][\w-]*)\s*(.*)$")
+PARAMETERS_TAG = "parameters"
+
+
+class NotebookReadError(Exception):
+    """The file is not a notebook we can read; carries a `Message`."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message
+
+
+def default_app_name(notebook_path: str) -> str:
+    """The notebook's file stem as a valid application name (`My Notebook` -> `my-notebook`)."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", Path(notebook_path).stem.lower()).strip("-_")
+    return slug if slug[:1].isalpha() else f"app-{slug}" if slug else "app"
+
+
+def cell_source(cell: dict[str, Any]) -> str:
+    """A cell's source as one string (nbformat allows a list of lines)."""
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def read_notebook_json(path: str | Path) -> dict[str, Any]:
+    """Load the notebook JSON, raising NotebookReadError with an actionable message."""
+    p = Path(path)
+    if not p.exists():
+        raise NotebookReadError(
+            Message("error", "notebook-not-found", f"notebook {p} does not exist.",
+                    "check the path; run the command from the notebook's folder or give its full path.")
+        )
+    try:
+        nb = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NotebookReadError(
+            Message("error", "not-a-notebook", f"{p.name} is not valid notebook JSON ({exc}).",
+                    "open and re-save it in JupyterLab, or restore it from version control.")
+        ) from exc
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise NotebookReadError(
+            Message("error", "not-a-notebook", f"{p.name} has no 'cells' list, so it is not a notebook.",
+                    "give the path of an .ipynb file saved by Jupyter (nbformat 4).")
+        )
+    if nb.get("nbformat", 4) < 4:
+        raise NotebookReadError(
+            Message("error", "old-nbformat", f"{p.name} uses nbformat {nb.get('nbformat')}; 4 is required.",
+                    "open it in JupyterLab and save it again (it is converted to nbformat 4).")
+        )
+    return nb
+
+
+def parse_notebook(path: str | Path) -> Application:
+    """Parse the notebook at `path` into an Application (messages attached, never raised).
+
+    Raises NotebookReadError only when the file is not a readable notebook at all.
+    """
+    p = Path(path).resolve()
+    nb = read_notebook_json(p)
+    return parse_notebook_dict(nb, str(p))
+
+
+def parse_notebook_dict(nb: dict[str, Any], notebook_path: str) -> Application:
+    """Parse an already loaded notebook JSON dict."""
+    meta = nb.get("metadata") or {}
+    kernelspec = meta.get("kernelspec") or {}
+    language = (meta.get("language_info") or {}).get("name") or kernelspec.get("language")
+    app = Application(
+        name=default_app_name(notebook_path),
+        notebook=notebook_path,
+        kernel_name=kernelspec.get("name"),
+        kernel_display_name=kernelspec.get("display_name"),
+        language=language,
+        cell_count=len(nb["cells"]),
+    )
+    msgs = app.messages
+    if not kernelspec.get("name"):
+        msgs.append(Message("error", "no-kernelspec", "the notebook has no kernelspec, so no step knows which kernel to start.",
+                            "open the notebook in JupyterLab, select the Python 3 kernel and save it."))
+    elif language and language.lower() != "python":
+        msgs.append(Message("error", "not-python", f"the notebook's kernel language is {language}; Scanflow steps run Python.",
+                            "switch the notebook to a Python kernel."))
+    app_name_cell: int | None = None
+    for index, cell in enumerate(nb["cells"]):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell_source(cell)
+        tags = (cell.get("metadata") or {}).get("tags") or []
+        app_name_cell = _parse_line_magics(app, index, source, app_name_cell)
+        lines = source.split("\n")
+        first = next((i for i, line in enumerate(lines) if line.strip()), None)
+        head = _CELL_MAGIC_RE.match(lines[first]) if first is not None else None
+        _check_misplaced_cell_magics(app, index, lines, first)
+        if head is None:
+            if PARAMETERS_TAG in tags:
+                _parse_parameters(app, index, source)
+            elif first is not None:
+                app.ignored_cells.append(index)
+            continue
+        magic, rest = head.group(1), head.group(2)
+        body = "\n".join(lines[first + 1:])
+        if first != 0:
+            msgs.append(Message("error", "magic-not-first-line", f"%%{magic} is not on the cell's first line (blank lines above it).",
+                                f"delete the blank lines so that %%{magic} is the first line.", index))
+        if magic not in CELL_MAGICS:
+            close = difflib.get_close_matches(magic, CELL_MAGICS, n=1, cutoff=0.75)
+            if close:
+                msgs.append(Message("error", "unknown-magic", f"unknown cell magic %%{magic}.",
+                                    f"did you mean %%{close[0]}?", index))
+            else:
+                app.ignored_cells.append(index)
+            continue
+        if magic == "params" and PARAMETERS_TAG in tags:
+            pass  # both markers on one cell: fine, parsed once below
+        try:
+            parsed = parse_magic_line(magic, rest)
+        except MagicArgError as err:
+            msgs.append(Message("error", err.code, err.text, err.fix, index))
+            continue
+        _add_cell(app, index, magic, parsed.args, body)
+    return app
+
+
+def _parse_line_magics(app: Application, index: int, source: str, app_name_cell: int | None) -> int | None:
+    """Handle `%scanflow_app` (and spot misspellings of Scanflow line magics)."""
+    for line in source.split("\n"):
+        m = _LINE_MAGIC_RE.match(line)
+        if not m or line.lstrip().startswith("%%"):
+            continue
+        magic, rest = m.group(1), m.group(2)
+        if magic == "scanflow_app":
+            if app_name_cell is not None:
+                app.messages.append(Message("error", "duplicate-app", f"%scanflow_app appears again (first in cell {app_name_cell}).",
+                                            "keep one %scanflow_app line in the notebook.", index))
+                continue
+            try:
+                args = parse_magic_line("scanflow_app", rest).args
+            except MagicArgError as err:
+                app.messages.append(Message("error", err.code, err.text, err.fix, index))
+                continue
+            app.name = args.name
+            if args.team:
+                app.team = args.team
+            app_name_cell = index
+        elif magic not in LINE_MAGICS and magic.startswith("scanflow"):
+            close = difflib.get_close_matches(magic, LINE_MAGICS, n=1, cutoff=0.6)
+            hint = f"did you mean %{close[0]}?" if close else "use %scanflow_app NAME or %scanflow run|build|deploy|status."
+            app.messages.append(Message("error", "unknown-magic", f"unknown line magic %{magic}.", hint, index))
+    return app_name_cell
+
+
+def _check_misplaced_cell_magics(app: Application, index: int, lines: list[str], first: int | None) -> None:
+    for i, line in enumerate(lines):
+        if i == first:
+            continue
+        m = _CELL_MAGIC_RE.match(line)
+        if m and m.group(1) in CELL_MAGICS:
+            app.messages.append(Message("error", "magic-not-first-line", f"%%{m.group(1)} on line {i + 1} of the cell; a cell magic must be the cell's first line.",
+                                        f"split the cell so that %%{m.group(1)} starts a new cell.", index))
+
+
+def _add_cell(app: Application, index: int, magic: str, args: Any, body: str) -> None:
+    if magic == "setup":
+        app.setup.append(CodeBlock(index, body))
+    elif magic == "params":
+        _parse_parameters(app, index, body)
+    elif magic == "executor":
+        app.executors.append(Executor(
+            name=args.name, cell=index, source=body, requires=list(args.requires),
+            inputs=list(args.inputs), outputs=list(args.outputs), image=args.image,
+            requirements=list(args.requirements), retries=args.retries, timeout=args.timeout,
+            resources=Resources(cpu=args.cpu, memory=args.memory, gpu=args.gpu), cache=not args.no_cache,
+        ))
+    elif magic == "service":
+        app.services.append(Service(args.name, index, body, model=args.model, replicas=args.replicas))
+    elif magic == "agent":
+        app.agents.append(Agent(args.name, index, body, template=args.template))
+
+
+def strip_magic_lines(source: str) -> str:
+    """Source with IPython magic/shell lines turned into harmless placeholders for `ast`."""
+    out = []
+    for line in source.split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith(("%", "!")):
+            indent = line[: len(line) - len(stripped)]
+            out.append(f"{indent}pass  # {stripped}")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _parse_parameters(app: Application, index: int, source: str) -> None:
+    """Literal assignments of the parameters cell become the pipeline's parameters."""
+    if app.parameters_cell is not None:
+        app.messages.append(Message("error", "duplicate-parameters", f"a second parameters cell (first is cell {app.parameters_cell}).",
+                                    "merge the parameters into one cell tagged 'parameters' (or one %%params cell).", index))
+        return
+    app.parameters_cell = index
+    try:
+        tree = ast.parse(strip_magic_lines(source))
+    except SyntaxError as exc:
+        app.messages.append(Message("error", "syntax-error", f"syntax error in the parameters cell, line {exc.lineno}: {exc.msg}.",
+                                    "fix the Python syntax of that line.", index))
+        return
+    for node in tree.body:
+        if isinstance(node, ast.Pass):
+            continue
+        targets: list[ast.expr]
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno} of the parameters cell is not an assignment.",
+                                        "keep only `name = value` lines with literal values (numbers, strings, booleans, None, lists, dicts); move other code to %%setup.", index))
+            continue
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+            app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno} of the parameters cell assigns to something other than one name.",
+                                        "write one `name = value` per line.", index))
+            continue
+        name = targets[0].id
+        try:
+            app.parameters[name] = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            app.messages.append(Message("error", "non-literal-parameter", f"parameter '{name}' (line {node.lineno}) is not a literal: {ast.unparse(value)}.",
+                                        "give it a literal value (number, string, boolean, None, list, dict) and compute derived values inside a step or %%setup.", index))

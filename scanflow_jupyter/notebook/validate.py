@@ -1,0 +1,274 @@
+"""One validation engine for the CLI, the magics and the sidebar: `validate(app)`.
+
+Returns every finding at once (parse-time messages first, then whole-notebook checks),
+each with its severity, notebook cell, what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import keyword
+import re
+
+from scanflow_jupyter.model import Application, Executor, Message
+from scanflow_jupyter.notebook.parser import strip_magic_lines
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+CPU_RE = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+MEMORY_RE = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+IMAGE_RE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+MODEL_URI_RE = re.compile(r"^(models:/[^/@]+(/\d+|@[\w-]+)|runs:/[0-9a-f]+/.+|[a-z0-9+]+://.+)$")
+RESERVED_NAMES = {"__scanflow__", "_scanflow"}
+KERNEL_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__file__"}
+
+
+def has_errors(messages: list[Message]) -> bool:
+    """True if any message is an error (warnings never block a run)."""
+    return any(m.severity == "error" for m in messages)
+
+
+def validate(app: Application) -> list[Message]:
+    """All findings for `app`: errors block running it, warnings do not."""
+    msgs = list(app.messages)
+    if not app.executors and not app.services and not app.agents:
+        msgs.append(Message("error", "no-executors", "the notebook declares no %%executor cell, so there is nothing to run.",
+                            "start a cell with `%%executor NAME` (after `%load_ext scanflow_jupyter`)."))
+    if not NAME_RE.match(app.name):
+        msgs.append(Message("error", "bad-app-name", f"application name '{app.name}' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63).",
+                            "name it with `%scanflow_app my-app` or rename the notebook file."))
+    if not NAME_RE.match(app.team):
+        msgs.append(Message("error", "bad-team-name", f"team name '{app.team}' is not valid.",
+                            "use letters, digits, '-' and '_', e.g. `%scanflow_app my-app --team data-science`."))
+    for name in app.parameters:
+        if name in RESERVED_NAMES:
+            msgs.append(Message("error", "reserved-name", f"parameter '{name}' uses a name Scanflow reserves.",
+                                "rename the parameter.", app.parameters_cell))
+    msgs += _check_names(app)
+    msgs += _check_code(app)
+    for ex in app.executors:
+        msgs += _check_executor(app, ex)
+    msgs += _check_cycles(app)
+    for svc in app.services:
+        if svc.model and not MODEL_URI_RE.match(svc.model):
+            msgs.append(Message("error", "bad-model-uri", f"service '{svc.name}': --model '{svc.model}' is not a model URI.",
+                                "use models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.", svc.cell))
+        if not svc.model and "predict" not in _defined_names(svc.source):
+            msgs.append(Message("error", "service-without-model", f"service '{svc.name}' has neither --model nor a `predict` function.",
+                                "add --model models:/NAME@champion, or define `def predict(inputs): ...` in the cell.", svc.cell))
+    return msgs
+
+
+def _check_names(app: Application) -> list[Message]:
+    msgs: list[Message] = []
+    seen: dict[str, int] = {}
+    for kind, items in (("executor", app.executors), ("service", app.services), ("agent", app.agents)):
+        for item in items:
+            if not NAME_RE.match(item.name):
+                msgs.append(Message("error", "bad-name", f"{kind} name '{item.name}' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63).",
+                                    f"rename it, e.g. %%{kind} {_slug(item.name)}.", item.cell))
+            if item.name in seen:
+                msgs.append(Message("error", "duplicate-name", f"the name '{item.name}' is already used by the cell {seen[item.name]}.",
+                                    "give every executor, service and agent its own name.", item.cell))
+            else:
+                seen[item.name] = item.cell
+    return msgs
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_") or "step"
+    return slug if slug[0].isalpha() else f"step-{slug}"
+
+
+def _check_code(app: Application) -> list[Message]:
+    msgs: list[Message] = []
+    blocks = [("setup cell", b.cell, b.source) for b in app.setup]
+    blocks += [(f"executor '{e.name}'", e.cell, e.source) for e in app.executors]
+    blocks += [(f"service '{s.name}'", s.cell, s.source) for s in app.services]
+    blocks += [(f"agent '{a.name}'", a.cell, a.source) for a in app.agents]
+    for what, cell, source in blocks:
+        try:
+            ast.parse(strip_magic_lines(source))
+        except SyntaxError as exc:
+            line = (exc.lineno or 0) + 1  # +1: the magic line
+            msgs.append(Message("error", "syntax-error", f"syntax error in {what}, line {line} of the cell: {exc.msg}.",
+                                "fix the Python syntax of that line.", cell))
+    for ex in app.executors:
+        if not ex.source.strip():
+            msgs.append(Message("warning", "empty-executor", f"executor '{ex.name}' has no code.",
+                                "write the step's code below the %%executor line, or delete the cell.", ex.cell))
+    return msgs
+
+
+def _check_executor(app: Application, ex: Executor) -> list[Message]:
+    msgs: list[Message] = []
+    executors = {e.name for e in app.executors}
+    others = {s.name for s in app.services} | {a.name for a in app.agents}
+    producers = app.producers()
+    for dep in ex.requires:
+        if dep == ex.name:
+            msgs.append(Message("error", "self-dependency", f"executor '{ex.name}' requires itself.",
+                                f"remove '{dep}' from --requires.", ex.cell))
+        elif dep in others:
+            msgs.append(Message("error", "requires-non-executor", f"executor '{ex.name}' requires '{dep}', which is a service or agent, not an executor.",
+                                "--requires names executors only; services and agents are deployed, not run as steps.", ex.cell))
+        elif dep not in executors:
+            msgs.append(Message("error", "unknown-dependency", f"executor '{ex.name}' requires '{dep}', but no executor has that name.",
+                                _did_you_mean(dep, executors, "fix the name in --requires"), ex.cell))
+    for option, values in (("--requires", ex.requires), ("--inputs", ex.inputs), ("--outputs", ex.outputs)):
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        if dupes:
+            msgs.append(Message("warning", "duplicate-value", f"executor '{ex.name}' lists {', '.join(dupes)} more than once in {option}.",
+                                "list each name once.", ex.cell))
+    for var in ex.inputs + ex.outputs:
+        if not var.isidentifier() or keyword.iskeyword(var):
+            msgs.append(Message("error", "bad-variable", f"executor '{ex.name}': '{var}' is not a Python variable name.",
+                                "--inputs and --outputs take variable names such as `model` or `train_df`.", ex.cell))
+        elif var in RESERVED_NAMES:
+            msgs.append(Message("error", "reserved-name", f"executor '{ex.name}': '{var}' is a name Scanflow reserves.",
+                                "rename the variable.", ex.cell))
+    for var in ex.inputs:
+        makers = [p for p in producers.get(var, []) if p != ex.name]
+        if var in ex.outputs:
+            msgs.append(Message("error", "input-is-output", f"executor '{ex.name}' both consumes and produces '{var}'.",
+                                f"give the new value another name, e.g. --outputs {var}_2.", ex.cell))
+        elif not makers:
+            fix = f"add `--outputs {var}` to the executor that computes it"
+            if var in app.parameters:
+                fix = f"'{var}' is a pipeline parameter, available in every step: remove it from --inputs"
+            msgs.append(Message("error", "input-without-producer", f"executor '{ex.name}' needs input '{var}', but no executor lists it in --outputs.",
+                                fix + ".", ex.cell))
+        elif len(makers) > 1:
+            msgs.append(Message("error", "input-two-producers", f"input '{var}' of executor '{ex.name}' is produced by {' and '.join(makers)}.",
+                                "a variable passed between steps needs exactly one producer: rename one of the outputs.", ex.cell))
+    if ex.outputs:
+        assigned = _defined_names(ex.source)
+        for var in ex.outputs:
+            if var.isidentifier() and var not in assigned:
+                msgs.append(Message("error", "output-not-assigned", f"executor '{ex.name}' declares output '{var}' but its code never assigns it.",
+                                    f"assign `{var} = ...` in the cell or remove it from --outputs.", ex.cell))
+            if var in app.parameters:
+                msgs.append(Message("error", "output-shadows-parameter", f"executor '{ex.name}' outputs '{var}', which is also a pipeline parameter.",
+                                    "rename the output or the parameter.", ex.cell))
+    msgs += _check_resources(ex)
+    if ex.image is not None and not IMAGE_RE.match(ex.image):
+        msgs.append(Message("error", "bad-image", f"executor '{ex.name}': --image '{ex.image}' is not a valid image reference.",
+                            "use REGISTRY/NAME:TAG, e.g. --image python:3.11-slim.", ex.cell))
+    msgs += _check_requirements(ex)
+    msgs += _check_undefined(app, ex)
+    return msgs
+
+
+def _check_resources(ex: Executor) -> list[Message]:
+    msgs = []
+    cpu, memory = ex.resources.cpu, ex.resources.memory
+    if cpu is not None and (not CPU_RE.match(cpu) or float(cpu.rstrip("m") or 0) == 0):
+        msgs.append(Message("error", "bad-quantity", f"executor '{ex.name}': --cpu '{cpu}' is not a CPU quantity.",
+                            "use cores or millicores, e.g. --cpu 2, --cpu 0.5 or --cpu 500m.", ex.cell))
+    if memory is not None and not MEMORY_RE.match(memory):
+        hint = ""
+        m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGTPE])i?B$", memory, re.I)
+        if m:
+            hint = f" ({m.group(1)}{m.group(2).upper()}i)"
+        msgs.append(Message("error", "bad-quantity", f"executor '{ex.name}': --memory '{memory}' is not a memory quantity.",
+                            f"use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi{hint}.", ex.cell))
+    return msgs
+
+
+def _check_requirements(ex: Executor) -> list[Message]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    msgs = []
+    for req in ex.requirements:
+        try:
+            Requirement(req)
+        except InvalidRequirement as exc:
+            msgs.append(Message("error", "bad-requirement", f"executor '{ex.name}': --requirements '{req}' is not a valid requirement ({exc}).",
+                                "write pip requirement specifiers, e.g. --requirements scikit-learn==1.5.2 'pandas>=2'.", ex.cell))
+    return msgs
+
+
+def _check_cycles(app: Application) -> list[Message]:
+    """Find dependency cycles and name each one (a -> b -> a)."""
+    names = {e.name for e in app.executors}
+    graph = {e.name: [d for d in app.dependencies(e) if d in names and d != e.name] for e in app.executors}
+    cells = {e.name: e.cell for e in app.executors}
+    msgs: list[Message] = []
+    state: dict[str, int] = {}
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in graph[node]:
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    shown = " -> ".join(reversed(cycle))
+                    msgs.append(Message("error", "cycle", f"the steps form a cycle: {shown}.",
+                                        "remove one of these dependencies (--requires or an --inputs/--outputs pair).", cells[dep]))
+            elif state.get(dep) is None:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for name in graph:
+        if state.get(name) is None:
+            visit(name, [name])
+    return msgs
+
+
+def _defined_names(source: str) -> set[str]:
+    """Names a piece of code binds anywhere (assignments, imports, defs, loops, with, walrus)."""
+    try:
+        tree = ast.parse(strip_magic_lines(source))
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name or isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+    return names
+
+
+def _loaded_names(source: str) -> list[tuple[str, int]]:
+    try:
+        tree = ast.parse(strip_magic_lines(source))
+    except SyntaxError:
+        return []
+    return [(n.id, n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+
+
+def _check_undefined(app: Application, ex: Executor) -> list[Message]:
+    """Warn when a step reads a name that nothing in its step notebook provides."""
+    available = set(dir(builtins)) | KERNEL_NAMES | set(app.parameters) | set(ex.inputs)
+    for block in app.setup:
+        available |= _defined_names(block.source)
+    available |= _defined_names(ex.source)
+    missing: dict[str, int] = {}
+    for name, line in _loaded_names(ex.source):
+        if name not in available and name not in missing:
+            missing[name] = line + 1
+    return [
+        Message("warning", "undefined-name", f"executor '{ex.name}' uses '{name}' (line {line} of the cell), which no %%setup cell, parameter or --inputs provides.",
+                f"add `--inputs {name}` and `--outputs {name}` on its producer, or define it in a %%setup cell.", ex.cell)
+        for name, line in missing.items()
+    ]
+
+
+def _did_you_mean(word: str, choices: set[str], default: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else f"{default}; known executors: {', '.join(sorted(choices)) or 'none'}."
