@@ -115,13 +115,13 @@ class Application:
         """Variable name -> the executors that declare it in `--outputs`."""
         out: dict[str, list[str]] = {}
         for ex in self.executors:
-            for var in ex.outputs:
+            for var in dict.fromkeys(ex.outputs):
                 out.setdefault(var, []).append(ex.name)
         return out
 
     def dependencies(self, ex: Executor) -> list[str]:
         """`--requires` plus the producer of each `--inputs` variable, in declaration order."""
-        deps = list(ex.requires)
+        deps = list(dict.fromkeys(d for d in ex.requires if d != ex.name))
         producers = self.producers()
         for var in ex.inputs:
             for producer in producers.get(var, []):

@@ -29,14 +29,14 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise MagicArgError("bad-arguments", f"%{self.prog}: {message}.", _usage(self))
+        raise MagicArgError("bad-arguments", f"{self.prog}: {message}.", _usage(self))
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
-        raise MagicArgError("bad-arguments", message or f"%{self.prog}: invalid arguments.", _usage(self))
+        raise MagicArgError("bad-arguments", message or f"{self.prog}: invalid arguments.", _usage(self))
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
-    return "write it as " + " ".join(parser.format_usage().split()[1:]).replace("usage: ", "")
+    return "write it as " + " ".join(parser.format_usage().split()[1:]) + "."
 
 
 def _non_negative_int(text: str) -> int:
@@ -55,31 +55,31 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
-_non_negative_int.__name__ = "a whole number >= 0"
-_positive_int.__name__ = "a whole number >= 1"
-_positive_float.__name__ = "a positive number"
+_non_negative_int.__name__ = "whole-number"
+_positive_int.__name__ = "whole-number"
+_positive_float.__name__ = "number-of-seconds"
 
 
 def _build_parsers() -> dict[str, _Parser]:
     p: dict[str, _Parser] = {}
 
-    app = _Parser(prog="scanflow_app", add_help=False)
+    app = _Parser(prog="%scanflow_app", add_help=False, allow_abbrev=False)
     app.add_argument("name")
     app.add_argument("--team", default=None)
     p["scanflow_app"] = app
 
-    ex = _Parser(prog="%executor", add_help=False)
+    ex = _Parser(prog="%%executor", add_help=False, allow_abbrev=False)
     ex.add_argument("name")
-    ex.add_argument("--requires", nargs="+", default=[], metavar="STEP")
-    ex.add_argument("--inputs", nargs="+", default=[], metavar="VAR")
-    ex.add_argument("--outputs", nargs="+", default=[], metavar="VAR")
+    ex.add_argument("--requires", nargs="+", action="extend", default=[], metavar="STEP")
+    ex.add_argument("--inputs", nargs="+", action="extend", default=[], metavar="VAR")
+    ex.add_argument("--outputs", nargs="+", action="extend", default=[], metavar="VAR")
     ex.add_argument("--image", default=None, metavar="REF")
-    ex.add_argument("--requirements", nargs="+", default=[], metavar="PKG")
+    ex.add_argument("--requirements", nargs="+", action="extend", default=[], metavar="PKG")
     ex.add_argument("--retries", type=_non_negative_int, default=0, metavar="N")
     ex.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS")
     ex.add_argument("--cpu", default=None)
@@ -88,19 +88,19 @@ def _build_parsers() -> dict[str, _Parser]:
     ex.add_argument("--no-cache", dest="no_cache", action="store_true")
     p["executor"] = ex
 
-    svc = _Parser(prog="%service", add_help=False)
+    svc = _Parser(prog="%%service", add_help=False, allow_abbrev=False)
     svc.add_argument("name")
     svc.add_argument("--model", default=None, metavar="URI")
     svc.add_argument("--replicas", type=_positive_int, default=1, metavar="N")
     p["service"] = svc
 
-    agent = _Parser(prog="%agent", add_help=False)
+    agent = _Parser(prog="%%agent", add_help=False, allow_abbrev=False)
     agent.add_argument("name")
     agent.add_argument("--template", choices=AGENT_TEMPLATES, default=None)
     p["agent"] = agent
 
     for bare in ("setup", "params"):
-        p[bare] = _Parser(prog=f"%{bare}", add_help=False)
+        p[bare] = _Parser(prog=f"%%{bare}", add_help=False, allow_abbrev=False)
     return p
 
 
@@ -119,11 +119,14 @@ def parse_magic_line(magic: str, arg_text: str) -> MagicLine:
     """Parse the arguments of magic `magic` (without `%`/`%%`); raise MagicArgError if bad."""
     parser = PARSERS[magic]
     try:
-        words = shlex.split(arg_text, comments=True)
+        words = shlex.split(arg_text)
     except ValueError as exc:
         raise MagicArgError(
-            "bad-quoting", f"%{parser.prog.lstrip('%')}: {exc}.", "close the quote."
+            "bad-quoting", f"{parser.prog}: {str(exc).lower().rstrip('.')}.", "close the quote."
         ) from exc
+    if "#" in arg_text:  # a comment starts at a word beginning with '#', not inside `x#y`
+        first = next((i for i, w in enumerate(words) if w.startswith("#")), len(words))
+        words = words[:first]
     if words and magic in ("setup", "params"):
         raise MagicArgError(
             "unexpected-arguments",
@@ -137,12 +140,12 @@ def parse_magic_line(magic: str, arg_text: str) -> MagicLine:
             valid = sorted({o for a in parser._actions for o in a.option_strings})
             raise MagicArgError(
                 "unknown-option",
-                f"%{parser.prog.lstrip('%')}: unknown option {', '.join(opts)}.",
+                f"{parser.prog}: unknown option {', '.join(opts)}.",
                 f"use one of {', '.join(valid)}.",
             )
         raise MagicArgError(
             "unexpected-arguments",
-            f"%{parser.prog.lstrip('%')}: unexpected argument(s) {' '.join(unknown)}.",
+            f"{parser.prog}: unexpected argument(s) {' '.join(unknown)}.",
             "give one name, then options; quote values that contain spaces.",
         )
     return MagicLine(magic, known)

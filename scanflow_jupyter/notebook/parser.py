@@ -63,22 +63,33 @@ def read_notebook_json(path: str | Path) -> dict[str, Any]:
             Message("error", "notebook-not-found", f"notebook {p} does not exist.",
                     "check the path; run the command from the notebook's folder or give its full path.")
         )
+    if not p.is_file():
+        raise NotebookReadError(
+            Message("error", "not-a-notebook", f"{p} is not a file.",
+                    "give the path of an .ipynb file saved by Jupyter (nbformat 4).")
+        )
     try:
         nb = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NotebookReadError(
+            Message("error", "unreadable-notebook", f"cannot read {p}: {exc.strerror}.",
+                    "check the file's permissions.")
+        ) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise NotebookReadError(
             Message("error", "not-a-notebook", f"{p.name} is not valid notebook JSON ({exc}).",
                     "open and re-save it in JupyterLab, or restore it from version control.")
         ) from exc
+    version = nb.get("nbformat", 4) if isinstance(nb, dict) else 4
+    if not isinstance(version, int) or version < 4:
+        raise NotebookReadError(
+            Message("error", "old-nbformat", f"{p.name} uses nbformat {version}; 4 is required.",
+                    "open it in JupyterLab and save it again (it is converted to nbformat 4).")
+        )
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise NotebookReadError(
             Message("error", "not-a-notebook", f"{p.name} has no 'cells' list, so it is not a notebook.",
                     "give the path of an .ipynb file saved by Jupyter (nbformat 4).")
-        )
-    if nb.get("nbformat", 4) < 4:
-        raise NotebookReadError(
-            Message("error", "old-nbformat", f"{p.name} uses nbformat {nb.get('nbformat')}; 4 is required.",
-                    "open it in JupyterLab and save it again (it is converted to nbformat 4).")
         )
     return nb
 

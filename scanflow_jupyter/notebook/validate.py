@@ -71,7 +71,7 @@ def _check_names(app: Application) -> list[Message]:
                 msgs.append(Message("error", "bad-name", f"{kind} name '{item.name}' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63).",
                                     f"rename it, e.g. %%{kind} {_slug(item.name)}.", item.cell))
             if item.name in seen:
-                msgs.append(Message("error", "duplicate-name", f"the name '{item.name}' is already used by the cell {seen[item.name]}.",
+                msgs.append(Message("error", "duplicate-name", f"the name '{item.name}' is already used in cell {seen[item.name]}.",
                                     "give every executor, service and agent its own name.", item.cell))
             else:
                 seen[item.name] = item.cell
@@ -130,7 +130,7 @@ def _check_executor(app: Application, ex: Executor) -> list[Message]:
         elif var in RESERVED_NAMES:
             msgs.append(Message("error", "reserved-name", f"executor '{ex.name}': '{var}' is a name Scanflow reserves.",
                                 "rename the variable.", ex.cell))
-    for var in ex.inputs:
+    for var in dict.fromkeys(ex.inputs):
         makers = [p for p in producers.get(var, []) if p != ex.name]
         if var in ex.outputs:
             msgs.append(Message("error", "input-is-output", f"executor '{ex.name}' both consumes and produces '{var}'.",
@@ -147,7 +147,7 @@ def _check_executor(app: Application, ex: Executor) -> list[Message]:
     if ex.outputs:
         assigned = _defined_names(ex.source)
         for var in ex.outputs:
-            if var.isidentifier() and var not in assigned:
+            if var.isidentifier() and not keyword.iskeyword(var) and var not in assigned:
                 msgs.append(Message("error", "output-not-assigned", f"executor '{ex.name}' declares output '{var}' but its code never assigns it.",
                                     f"assign `{var} = ...` in the cell or remove it from --outputs.", ex.cell))
             if var in app.parameters:

@@ -1,0 +1,57 @@
+# Scanflow for Jupyter — every target a newcomer needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXAMPLES := notebooks/linear_chain.ipynb notebooks/diamond.ipynb notebooks/parameterised.ipynb
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format unit integration bad-inputs nbval golden bench clean
+
+help: ## List every target
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install scanflow-jupyter with test tools
+
+run: $(STAMP) ## Set up, then run the example notebooks as pipelines (local runner, local MLflow store)
+	@for nb in $(EXAMPLES); do echo "== scanflow run $$nb"; $(BIN)/scanflow run $$nb || exit $$?; done
+	@echo "MLflow store: .scanflow/mlflow.db  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///.scanflow/mlflow.db)"
+
+test: $(STAMP) lint ## Set up, then run every test (unit, integration, bad inputs, notebooks)
+	$(BIN)/pytest -q tests/unit tests/integration tests/bad_inputs
+	$(BIN)/pytest -q --nbval-lax notebooks/
+
+unit: $(STAMP) ## Unit tests only
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP) ## Integration tests (real kernels, real MLflow store)
+	$(BIN)/pytest -q tests/integration
+
+bad-inputs: $(STAMP) ## The broken-notebook suite
+	$(BIN)/pytest -q tests/bad_inputs
+
+nbval: $(STAMP) ## Execute the example notebooks top to bottom in a live kernel
+	$(BIN)/pytest -q --nbval-lax notebooks/
+
+lint: $(STAMP) ## ruff check
+	$(BIN)/ruff check scanflow_jupyter tests scripts
+
+format: $(STAMP) ## ruff format + autofix
+	$(BIN)/ruff format scanflow_jupyter tests scripts
+	$(BIN)/ruff check --fix scanflow_jupyter tests scripts
+
+golden: $(STAMP) ## Regenerate golden step notebooks after an intended change
+	$(BIN)/python scripts/regen_golden.py
+
+bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run)
+	$(BIN)/python -m tests.benchmarks.run_all
+
+clean: ## Remove the venv, caches and local run data
+	rm -rf $(VENV) .scanflow .pytest_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,202 @@
+"""The `scanflow` command line: inspect and run notebooks as pipelines.
+
+Exit codes: 0 success, 1 a step failed, 2 invalid input (nothing executed, no MLflow run),
+130 cancelled (Ctrl-C / SIGTERM). Heavy modules are imported inside commands only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scanflow_jupyter import __version__
+
+
+def parse_param_value(text: str) -> Any:
+    """Type a `-p key=value` value the way papermill does: int, float, bool, None, else str."""
+    if text in ("True", "true"):
+        return True
+    if text in ("False", "false"):
+        return False
+    if text in ("None", "none"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE (e.g. -p learning_rate=0.1)", param_hint="-p")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = parse_param_value(value)
+    return params
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _print_messages(messages: list[Any], console: Any) -> None:
+    for m in messages:
+        colour = "red" if m.severity == "error" else "yellow"
+        where = f"cell {m.cell}" if m.cell is not None else "notebook"
+        console.print(f"[{colour}]{m.severity}[/{colour}] [bold]{where}[/bold]: {m.text}")
+        console.print(f"  [dim]fix:[/dim] {m.fix}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="scanflow")
+def main() -> None:
+    """Scanflow for Jupyter: run notebooks whose magics declare pipeline steps."""
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def inspect(notebook: str, as_json: bool) -> None:
+    """Show the executors of NOTEBOOK, their order and every validation message."""
+    from scanflow_jupyter.model import Pipeline
+    from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
+    from scanflow_jupyter.notebook.validate import has_errors, validate
+
+    try:
+        app = parse_notebook(notebook)
+    except NotebookReadError as exc:
+        if as_json:
+            click.echo(json.dumps({"valid": False, "messages": [vars(exc.message)]}, indent=2))
+        else:
+            _print_messages([exc.message], _console(stderr=True))
+        sys.exit(2)
+    messages = validate(app)
+    valid = not has_errors(messages)
+    order = list(Pipeline.from_application(app).steps) if valid else []
+    if as_json:
+        doc = {
+            "app": app.name, "team": app.team, "notebook": app.notebook, "valid": valid,
+            "parameters": app.parameters, "order": order,
+            "executors": [{"name": e.name, "cell": e.cell, "depends_on": app.dependencies(e), "inputs": e.inputs,
+                           "outputs": e.outputs, "retries": e.retries, "timeout": e.timeout, "cache": e.cache,
+                           "image": e.image, "requirements": e.requirements, "resources": vars(e.resources)}
+                          for e in app.executors],
+            "services": [{"name": s.name, "cell": s.cell, "model": s.model, "replicas": s.replicas} for s in app.services],
+            "agents": [{"name": a.name, "cell": a.cell, "template": a.template} for a in app.agents],
+            "messages": [vars(m) for m in messages],
+        }
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        from rich.table import Table
+
+        console = _console()
+        console.print(f"[bold]{app.name}[/bold] (team {app.team}) — {Path(app.notebook).name}")
+        if app.parameters:
+            console.print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in app.parameters.items()))
+        table = Table("#", "executor", "cell", "depends on", "inputs", "outputs", "retries", "timeout")
+        position = {name: i + 1 for i, name in enumerate(order)}
+        for e in app.executors:
+            table.add_row(str(position.get(e.name, "-")), e.name, str(e.cell), ", ".join(app.dependencies(e)) or "-",
+                          ", ".join(e.inputs) or "-", ", ".join(e.outputs) or "-", str(e.retries),
+                          f"{e.timeout:g}s" if e.timeout else "-")
+        console.print(table)
+        for s in app.services:
+            console.print(f"service [bold]{s.name}[/bold] (cell {s.cell}) model={s.model or 'custom predict'} replicas={s.replicas}")
+        for a in app.agents:
+            console.print(f"agent [bold]{a.name}[/bold] (cell {a.cell}) template={a.template or '-'}")
+        _print_messages(messages, console)
+        if valid:
+            console.print("[green]valid[/green]")
+    sys.exit(0 if valid else 2)
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--backend", default="local", show_default=True, help="Where steps run (a registered backend).")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a pipeline parameter.")
+@click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable); upstream outputs come from the cache or the store.")
+@click.option("--resume", metavar="RUN_ID", help="Re-run only the steps of RUN_ID that did not succeed.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Steps running at once (default: CPU count).")
+@click.option("--no-cache", is_flag=True, help="Ignore cached step outputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the live view.")
+def run(notebook: str, backend: str, params: tuple[str, ...], only: tuple[str, ...], resume: str | None,
+        max_parallel: int | None, no_cache: bool, as_json: bool) -> None:
+    """Run NOTEBOOK as a pipeline of isolated, cached, parallel steps."""
+    from scanflow_jupyter.runtime.backends import UnknownBackendError
+    from scanflow_jupyter.runtime.runner import EXIT_INVALID, InvalidApplication, run_notebook
+
+    view = None if as_json else _live_view()
+    try:
+        result = run_notebook(notebook, params=_parse_params(params), only=list(only), resume=resume,
+                              max_parallel=max_parallel, no_cache=no_cache, backend=backend,
+                              on_event=view.on_event if view else None)
+    except InvalidApplication as exc:
+        if as_json:
+            click.echo(json.dumps({"status": "invalid", "messages": [vars(m) for m in exc.messages]}, indent=2))
+        else:
+            _print_messages(exc.messages, _console(stderr=True))
+            _console(stderr=True).print("[red]nothing was run[/red]")
+        sys.exit(EXIT_INVALID)
+    except UnknownBackendError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    finally:
+        if view:
+            view.stop()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_summary(result)
+    sys.exit(result.exit_code)
+
+
+def _live_view() -> Any:
+    from scanflow_jupyter.cli_view import LiveRunView
+
+    return LiveRunView(_console())
+
+
+def _print_summary(result: Any) -> None:
+    console = _console()
+    colour = {"succeeded": "green", "failed": "red", "killed": "yellow"}.get(result.status, "white")
+    console.print(f"run [bold]{result.run_id}[/bold]: [{colour}]{result.status}[/{colour}]"
+                  f" (MLflow run {result.mlflow_run_id or '-'}; files in {result.run_dir})")
+    for m in result.messages:
+        if m.code == "tracking-failed":
+            _print_messages([m], console)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(limit: int, as_json: bool) -> None:
+    """List recent pipeline runs of the run store in this folder."""
+    from scanflow_jupyter.data.store import RunStore
+    from scanflow_jupyter.tracking import scanflow_home
+
+    states = RunStore(scanflow_home() / "runs").list_runs(limit=limit)
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in states], indent=2, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("run id", "app", "status", "steps", "notebook")
+    for s in states:
+        counts: dict[str, int] = {}
+        for step in s.steps.values():
+            counts[step.status] = counts.get(step.status, 0) + 1
+        table.add_row(s.run_id, s.app, s.status, ", ".join(f"{n} {k}" for k, n in counts.items()), Path(s.notebook).name)
+    _console().print(table)
+
+
+if __name__ == "__main__":
+    main()

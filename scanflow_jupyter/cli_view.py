@@ -1,0 +1,85 @@
+"""The Rich live view of `scanflow run`: one line per step (status, attempt, duration)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from scanflow_jupyter.runtime.events import Event
+
+STYLE = {
+    "pending": "dim", "queued": "dim", "running": "bold blue", "succeeded": "green", "cached": "magenta",
+    "failed": "bold red", "skipped": "dim", "killed": "yellow", "retrying": "yellow",
+}
+EVENT_STATUS = {
+    "step_queued": "queued", "step_started": "running", "step_succeeded": "succeeded", "step_cached": "cached",
+    "step_failed": "failed", "step_skipped": "skipped", "step_retrying": "retrying", "step_killed": "killed",
+}
+
+
+class LiveRunView:
+    """Consumes runner events and redraws a table; prints failures with their cell."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.live import Live
+
+        self.console = console
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.title = "scanflow run"
+        self._lock = threading.Lock()
+        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False,
+                         get_renderable=self._render, redirect_stdout=False)
+        self.live.start()
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=self.title, title_justify="left", show_edge=False, pad_edge=False)
+        for col in ("step", "status", "attempt", "duration", "note"):
+            table.add_column(col)
+        now = time.time()
+        with self._lock:
+            rows = list(self.rows.items())
+        for name, row in rows:
+            duration = row.get("duration")
+            if duration is None and row.get("started"):
+                duration = now - row["started"]
+            status = row["status"]
+            table.add_row(name, f"[{STYLE.get(status, '')}]{status}[/]", str(row.get("attempt") or "-"),
+                          f"{duration:.1f}s" if duration is not None else "-", row.get("note", ""))
+        return table
+
+    def on_event(self, event: Event) -> None:
+        with self._lock:
+            if event.type == "run_started":
+                self.title = f"scanflow run {event.run_id} — {event.data.get('app')}"
+                for name in event.data.get("steps", []):
+                    self.rows.setdefault(name, {"status": "pending"})
+            status = EVENT_STATUS.get(event.type)
+            if status and event.step:
+                row = self.rows.setdefault(event.step, {"status": "pending"})
+                row["status"] = status
+                if event.attempt:
+                    row["attempt"] = event.attempt
+                if event.type == "step_started":
+                    row["started"] = event.time
+                    row.pop("duration", None)
+                if "duration_s" in event.data:
+                    row["duration"] = event.data["duration_s"]
+                if event.type == "step_cached":
+                    row["note"] = f"from {event.data.get('cached_from')}"
+                if event.type == "step_skipped":
+                    row["note"] = event.data.get("reason", "")
+                if event.type in ("step_failed", "step_retrying"):
+                    cell = event.data.get("cell")
+                    where = f"cell {cell}" if cell is not None else "step"
+                    row["note"] = f"{where}: {event.data.get('ename')}: {event.data.get('evalue')}"[:120]
+        if event.type == "step_failed":
+            cell = event.data.get("cell")
+            where = f"notebook cell {cell}" if cell is not None else "the step"
+            self.console.print(f"[red]step {event.step} failed in {where}[/red]: "
+                               f"{event.data.get('ename')}: {event.data.get('evalue')}")
+
+    def stop(self) -> None:
+        self.live.stop()

@@ -1,0 +1,449 @@
+"""The run store: one folder per pipeline run holding its state (run.json) and step files.
+
+Layout (DESIGN §3)::
+
+    <root>/<run_id>/run.json                     RunState, replaced atomically on every write
+    <root>/<run_id>/<step>/input.ipynb, output.ipynb, log.txt
+    <root>/<run_id>/<step>/outputs/<var>.<ext>   saved variables (+ <var>.meta.json)
+    <root>/cache/<key[:2]>/<key>.json            cache index: step cache key -> CacheEntry
+
+Every JSON file is written to a temp file in the same folder, flushed, fsynced and then
+``os.replace``-d over the old one, so a crash at any point leaves the previous (or the new)
+complete file. One writer process per run is expected; no locks are taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scanflow_jupyter.data.serializers import OutputRecord, atomic_write_bytes
+
+__all__ = [
+    "RUN_STATUSES",
+    "STEP_STATUSES",
+    "CacheEntry",
+    "RunNotFoundError",
+    "RunState",
+    "RunStore",
+    "StepError",
+    "StepState",
+    "StoreError",
+    "link_outputs",
+    "output_entry",
+]
+
+STEP_STATUSES = (
+    "pending",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cached",
+    "skipped",
+    "killed",
+)
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "killed", "interrupted")
+
+_STATE_FILE = "run.json"
+_CACHE_DIR = "cache"
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{2,256}")
+
+
+class StoreError(Exception):
+    """A run store problem (unreadable state, bad name, vanished cached file)."""
+
+
+class RunNotFoundError(StoreError, LookupError):
+    """No run with this id exists in the store."""
+
+
+# --------------------------------------------------------------------------- state dataclasses
+
+
+def _check_status(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"invalid {what} status {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass
+class StepError:
+    """Why a step failed: the failing cell (index in the source notebook) and its traceback."""
+
+    cell: int | None
+    ename: str
+    evalue: str
+    traceback: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell,
+            "ename": self.ename,
+            "evalue": self.evalue,
+            "traceback": list(self.traceback),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepError:
+        cell = data.get("cell")
+        return cls(
+            cell=None if cell is None else int(cell),
+            ename=str(data.get("ename", "")),
+            evalue=str(data.get("evalue", "")),
+            traceback=[str(line) for line in data.get("traceback") or []],
+        )
+
+
+@dataclass
+class StepState:
+    """State of one step within a run.
+
+    ``outputs`` maps each variable to its :class:`OutputRecord` as a dict plus ``folder``, the
+    absolute folder holding the file (see :func:`output_entry`).
+    """
+
+    name: str
+    status: str = "pending"
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    cache_key: str | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: StepError | None = None
+    mlflow_run_id: str | None = None
+    cached_from: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_status(self.status, STEP_STATUSES, "step")
+
+    def to_dict(self) -> dict[str, Any]:
+        _check_status(self.status, STEP_STATUSES, "step")
+        return {
+            "name": self.name,
+            "status": self.status,
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
+            "cache_key": self.cache_key,
+            "outputs": {var: dict(out) for var, out in self.outputs.items()},
+            "error": None if self.error is None else self.error.to_dict(),
+            "mlflow_run_id": self.mlflow_run_id,
+            "cached_from": self.cached_from,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepState:
+        error = data.get("error")
+        return cls(
+            name=str(data["name"]),
+            status=str(data.get("status", "pending")),
+            attempts=int(data.get("attempts", 0)),
+            started_at=_opt_float(data.get("started_at")),
+            finished_at=_opt_float(data.get("finished_at")),
+            duration_s=_opt_float(data.get("duration_s")),
+            cache_key=data.get("cache_key"),
+            outputs={var: dict(out) for var, out in (data.get("outputs") or {}).items()},
+            error=None if error is None else StepError.from_dict(error),
+            mlflow_run_id=data.get("mlflow_run_id"),
+            cached_from=data.get("cached_from"),
+        )
+
+
+@dataclass
+class RunState:
+    """State of one pipeline run (the content of ``run.json``); ``steps`` keeps DAG order."""
+
+    run_id: str
+    app: str
+    notebook: str
+    backend: str = "local"
+    status: str = "queued"
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    pid: int | None = None
+    steps: dict[str, StepState] = field(default_factory=dict)
+    resumed_from: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_status(self.status, RUN_STATUSES, "run")
+
+    def to_dict(self) -> dict[str, Any]:
+        _check_status(self.status, RUN_STATUSES, "run")
+        return {
+            "run_id": self.run_id,
+            "app": self.app,
+            "notebook": self.notebook,
+            "backend": self.backend,
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "params": json.loads(json.dumps(self.params)),
+            "mlflow_run_id": self.mlflow_run_id,
+            "pid": self.pid,
+            "steps": {name: step.to_dict() for name, step in self.steps.items()},
+            "resumed_from": self.resumed_from,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        pid = data.get("pid")
+        return cls(
+            run_id=str(data["run_id"]),
+            app=str(data["app"]),
+            notebook=str(data["notebook"]),
+            backend=str(data.get("backend", "local")),
+            status=str(data.get("status", "queued")),
+            created_at=float(data["created_at"]),
+            started_at=_opt_float(data.get("started_at")),
+            finished_at=_opt_float(data.get("finished_at")),
+            params=dict(data.get("params") or {}),
+            mlflow_run_id=data.get("mlflow_run_id"),
+            pid=None if pid is None else int(pid),
+            steps={
+                name: StepState.from_dict(step) for name, step in (data.get("steps") or {}).items()
+            },
+            resumed_from=data.get("resumed_from"),
+        )
+
+
+@dataclass
+class CacheEntry:
+    """A cache index entry: the step run whose outputs a cache key maps to."""
+
+    key: str
+    run_id: str
+    step: str
+    outputs: dict[str, dict[str, Any]]
+    created_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "run_id": self.run_id,
+            "step": self.step,
+            "outputs": {var: dict(out) for var, out in self.outputs.items()},
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheEntry:
+        return cls(
+            key=str(data["key"]),
+            run_id=str(data["run_id"]),
+            step=str(data["step"]),
+            outputs={var: dict(out) for var, out in (data.get("outputs") or {}).items()},
+            created_at=float(data["created_at"]),
+        )
+
+
+# --------------------------------------------------------------------------- outputs helpers
+
+
+def output_entry(record: OutputRecord, folder: str | Path) -> dict[str, Any]:
+    """A ``StepState.outputs`` value: the record as a dict plus its absolute ``folder``."""
+    return {**record.to_dict(), "folder": str(Path(folder).absolute())}
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (copy across devices), replacing ``dst`` atomically."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def link_outputs(entry_outputs: dict[str, dict[str, Any]], dest_folder: str | Path) -> dict:
+    """Hard-link (or copy) cached output files and their .meta.json into ``dest_folder``.
+
+    Returns the outputs dict with every ``folder`` pointing at ``dest_folder``. Linking is safe
+    because output files are never modified in place (they are always replaced).
+    """
+    dest = Path(dest_folder).absolute()
+    dest.mkdir(parents=True, exist_ok=True)
+    result: dict[str, dict[str, Any]] = {}
+    for var, out in entry_outputs.items():
+        record = OutputRecord.from_dict(out)
+        src_folder = Path(out["folder"])
+        src = src_folder / record.file
+        try:
+            _link_or_copy(src, dest / record.file)
+        except FileNotFoundError:
+            raise StoreError(
+                f"cached output '{var}' vanished ({src}); run again with the step's cache off"
+            ) from None
+        meta_name = f"{record.name}.meta.json"
+        if (src_folder / meta_name).exists():
+            _link_or_copy(src_folder / meta_name, dest / meta_name)
+        else:
+            atomic_write_bytes(dest / meta_name, json.dumps(record.to_dict(), indent=1).encode())
+        result[var] = {**out, "folder": str(dest)}
+    return result
+
+
+def _outputs_present(outputs: dict[str, dict[str, Any]]) -> bool:
+    for out in outputs.values():
+        try:
+            size = (Path(out["folder"]) / out["file"]).stat().st_size
+        except (OSError, KeyError, TypeError):
+            return False
+        if "size" in out and size != out["size"]:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value in (".", ".."):
+        raise StoreError(f"invalid {what} {value!r}: use letters, digits, '_', '-' and '.'")
+    return value
+
+
+class RunStore:
+    """Local-folder run store rooted at ``root`` (created on first write)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    # -- paths
+
+    def new_run_id(self) -> str:
+        """A new run id, e.g. ``20261127T105501-3f9a1c`` (UTC time + random suffix).
+
+        Ids sort by creation time (to the second). The run folder is created here, which
+        reserves the id: two processes can never get the same one.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.urandom(3).hex()}"
+            try:
+                (self.root / run_id).mkdir()
+            except FileExistsError:
+                continue
+            return run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        _check_name(run_id, "run id")
+        if run_id == _CACHE_DIR:
+            raise StoreError(f"'{_CACHE_DIR}' is reserved and cannot be a run id")
+        return self.root / run_id
+
+    def state_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / _STATE_FILE
+
+    def step_dir(self, run_id: str, step: str) -> Path:
+        return self.run_dir(run_id) / _check_name(step, "step name")
+
+    def outputs_dir(self, run_id: str, step: str) -> Path:
+        return self.step_dir(run_id, step) / "outputs"
+
+    # -- run state
+
+    def write_state(self, state: RunState) -> None:
+        """Write ``run.json`` atomically (temp file + flush + fsync + os.replace)."""
+        path = self.state_path(state.run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(state.to_dict(), indent=1).encode()
+        atomic_write_bytes(path, data, fsync=True)
+
+    def read_state(self, run_id: str) -> RunState:
+        """Read a run's state; :class:`RunNotFoundError` if the run does not exist."""
+        path = self.state_path(run_id)
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise RunNotFoundError(
+                f"no run '{run_id}' in the run store {self.root}; "
+                "see the existing runs with `scanflow runs`"
+            ) from None
+        try:
+            return RunState.from_dict(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(f"the state of run '{run_id}' ({path}) is unreadable: {exc}") from exc
+
+    def list_runs(self, limit: int | None = None) -> list[RunState]:
+        """Runs, newest first (by ``created_at``); folders without a readable run.json are skipped."""
+        try:
+            names = [
+                entry.name
+                for entry in os.scandir(self.root)
+                if entry.is_dir() and entry.name != _CACHE_DIR and _NAME_RE.fullmatch(entry.name)
+            ]
+        except FileNotFoundError:
+            return []
+        names.sort(reverse=True)
+        runs: list[RunState] = []
+        boundary: str | None = None  # timestamp part of the id that filled the limit
+        for name in names:
+            if boundary is not None and name.partition("-")[0] != boundary:
+                break  # ids sort by second; runs of the same second are all read, then sorted
+            try:
+                runs.append(self.read_state(name))
+            except StoreError:
+                continue
+            if limit is not None and boundary is None and len(runs) >= limit:
+                boundary = name.partition("-")[0]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return runs if limit is None else runs[:limit]
+
+    # -- cache index
+
+    def cache_path(self, key: str) -> Path:
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            raise StoreError(f"invalid cache key {key!r}")
+        return self.root / _CACHE_DIR / key[:2] / f"{key}.json"
+
+    def cache_lookup(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``, or None if absent, unreadable, or any output file is gone."""
+        path = self.cache_path(key)
+        try:
+            entry = CacheEntry.from_dict(json.loads(path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if entry.key != key or not _outputs_present(entry.outputs):
+            return None
+        return entry
+
+    def cache_record(self, key: str, entry: CacheEntry) -> None:
+        """Store ``entry`` under ``key`` (atomically; the last writer wins)."""
+        if entry.key != key:
+            raise StoreError(f"cache entry key {entry.key!r} does not match {key!r}")
+        path = self.cache_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, json.dumps(entry.to_dict(), indent=1).encode(), fsync=True)
+
+    def link_outputs(self, entry_outputs: dict[str, dict[str, Any]], dest_folder: str | Path) -> dict:
+        """See :func:`link_outputs`."""
+        return link_outputs(entry_outputs, dest_folder)

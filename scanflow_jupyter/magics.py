@@ -1,0 +1,522 @@
+"""IPython magics: notebook cells declare pipeline steps and still run interactively.
+
+`%load_ext scanflow_jupyter` registers `%scanflow_app`, `%%setup`, `%%params`, `%%executor`,
+`%%service`, `%%agent` and `%scanflow run|inspect`. Every magic line is parsed with
+`notebook.magic_args` (the grammar the kernel-free parser uses) and every cell body runs with
+`shell.run_cell`, so tracebacks, display and `%` lines inside it behave as in any cell. What
+the kernel learns (app name, parameters, each executor's last run, the last pipeline run) is
+kept on `ScanflowMagics.state` (see `kernel_state()`), never in the user's namespace.
+
+Loading the extension imports no heavy library: the runner, ipywidgets and friends are
+imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from scanflow_jupyter.model import (
+    Agent,
+    Application,
+    Executor,
+    Message,
+    Pipeline,
+    Service,
+    Step,
+)
+from scanflow_jupyter.notebook.magic_args import (
+    PARSERS,
+    MagicArgError,
+    _Parser,
+    _positive_int,
+    parse_magic_line,
+)
+from scanflow_jupyter.notebook.parser import parse_notebook_dict, strip_magic_lines
+from scanflow_jupyter.widgets import ExecutorWidget, RunProgressWidget, describe_value
+
+SCANFLOW_ACTIONS = ("run", "inspect")
+
+# Findings that need the whole notebook; a single cell checked in the kernel cannot judge them
+# (or the check below does it better, with the live namespace).
+_WHOLE_NOTEBOOK_CODES = {
+    "input-without-producer",
+    "input-two-producers",
+    "unknown-dependency",
+    "requires-non-executor",
+    "cycle",
+    "undefined-name",
+    "no-executors",
+    "output-shadows-parameter",
+    "output-not-assigned",
+    "no-kernelspec",
+    "not-python",
+    "bad-app-name",
+    "bad-team-name",
+    "syntax-error",  # run_cell shows the SyntaxError itself
+}
+
+
+def _build_scanflow_parser() -> _Parser:
+    """Grammar of `%scanflow ACTION [options]` (to move into notebook.magic_args with the CLI)."""
+    p = _Parser(prog="scanflow", add_help=False)
+    p.add_argument("action", choices=SCANFLOW_ACTIONS)
+    p.add_argument("--notebook", default=None, metavar="PATH")
+    p.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--only", nargs="+", action="extend", default=[], metavar="STEP")
+    p.add_argument("--resume", default=None, metavar="RUN_ID")
+    p.add_argument(
+        "--max-parallel", dest="max_parallel", type=_positive_int, default=None, metavar="N"
+    )
+    p.add_argument("--no-cache", dest="no_cache", action="store_true")
+    p.add_argument("--backend", default="local")
+    return p
+
+
+PARSERS.setdefault("scanflow", _build_scanflow_parser())
+
+
+class CellFailed(Exception):
+    """A Scanflow cell's code raised. Its traceback is already shown, so render one line only.
+
+    Raising it (instead of returning quietly) marks the cell as failed, so "Run All", nbclient
+    and papermill stop at a broken step just as they would for a plain cell.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return f"{type(self).__name__}: {self}".splitlines()
+
+
+class RunFailed(CellFailed):
+    """`%scanflow run` did not succeed (invalid notebook or a failed step)."""
+
+
+@dataclass
+class ExecutorRun:
+    """The last interactive run of one `%%executor` cell in this kernel."""
+
+    executor: Executor
+    status: str
+    duration_s: float
+    finished_at: float
+    outputs: dict[str, str]
+    missing: list[str]
+
+
+@dataclass
+class KernelState:
+    """What the magics learned in this kernel (kept off the user's namespace)."""
+
+    app_name: str | None = None
+    team: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    executors: dict[str, ExecutorRun] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    last_run: Any = None
+
+
+def parse_param_value(text: str) -> Any:
+    """Type a `-p key=value` value as papermill's CLI does: bool, None, int, float, else str."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """`["lr=0.1", "name=x"]` -> `{"lr": 0.1, "name": "x"}`; UsageError on a malformed item."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(
+                f"%scanflow: -p expects KEY=VALUE, got '{item}'. "
+                "Fix: write one -p per parameter, e.g. -p learning_rate=0.1 -p epochs=5."
+            )
+        params[key] = parse_param_value(value)
+    return params
+
+
+def find_notebook(explicit: str | None = None, ipython: Any = None) -> Path | None:
+    """The notebook this kernel belongs to: `explicit`, else what the frontend tells the kernel.
+
+    JupyterLab / Notebook 7 start kernels with `JPY_SESSION_NAME` (ipykernel copies it to
+    `__session__`); VS Code sets `__vsc_ipynb_file__`. A relative session path is resolved
+    against the kernel's working directory and its parents (the server root is one of them).
+    """
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    user_ns = getattr(ipython, "user_ns", None) or {}
+    candidates = (
+        os.environ.get("JPY_SESSION_NAME"),
+        user_ns.get("__session__"),
+        user_ns.get("__vsc_ipynb_file__"),
+    )
+    cwd = Path.cwd()
+    for raw in candidates:
+        if not raw or not isinstance(raw, str):
+            continue
+        path = Path(raw).expanduser()
+        bases = [Path()] if path.is_absolute() else [cwd, *cwd.parents]
+        for base in bases:
+            if (base / path).is_file():
+                return (base / path).resolve()
+        if not path.is_absolute() and (cwd / path.name).is_file():
+            return (cwd / path.name).resolve()
+    return None
+
+
+def format_inspection(app: Application, messages: list[Message]) -> str:
+    """Plain-text report of a parsed notebook: executors in run order, services, agents, findings."""
+    lines = [f"application {app.name} (team {app.team}): {app.notebook}"]
+    if app.parameters:
+        lines.append("parameters: " + ", ".join(f"{k}={v!r}" for k, v in app.parameters.items()))
+    if app.executors:
+        try:
+            steps = list(Pipeline.from_application(app).steps.values())
+            lines.append("executors, in run order:")
+        except ValueError:
+            steps = [Step(ex.name, ex, app.dependencies(ex)) for ex in app.executors]
+            lines.append("executors (declaration order; fix the dependency errors below):")
+        for i, step in enumerate(steps, 1):
+            ex = step.executor
+            bits = [f"  {i}. {ex.name} (cell {ex.cell})"]
+            if step.depends_on:
+                bits.append("after " + ", ".join(step.depends_on))
+            if ex.inputs:
+                bits.append("inputs " + ", ".join(ex.inputs))
+            if ex.outputs:
+                bits.append("outputs " + ", ".join(ex.outputs))
+            lines.append(" | ".join(bits))
+    for svc in app.services:
+        lines.append(
+            f"service {svc.name} (cell {svc.cell})" + (f": {svc.model}" if svc.model else "")
+        )
+    for agent in app.agents:
+        lines.append(
+            f"agent {agent.name} (cell {agent.cell})"
+            + (f": template {agent.template}" if agent.template else "")
+        )
+    errors = sum(m.severity == "error" for m in messages)
+    warnings = len(messages) - errors
+    lines.append(f"{errors} error(s), {warnings} warning(s):" if messages else "no problems found.")
+    lines += [f"  {m}" for m in messages]
+    return "\n".join(lines)
+
+
+def kernel_state(ipython: Any = None) -> KernelState | None:
+    """The Scanflow state of `ipython` (default: the running shell); None if not loaded."""
+    if ipython is None:
+        from IPython import get_ipython
+
+        ipython = get_ipython()
+    if ipython is None:
+        return None
+    magics = ipython.magics_manager.registry.get(ScanflowMagics.__name__)
+    return getattr(magics, "state", None)
+
+
+def register(ipython: Any) -> ScanflowMagics:
+    """Register the Scanflow magics on `ipython` (called by `%load_ext scanflow_jupyter`)."""
+    magics = ScanflowMagics(ipython)
+    ipython.register_magics(magics)
+    return magics
+
+
+def _args(magic: str, line: str) -> Any:
+    """Parse a magic line with the shared grammar; a bad line becomes a one-line UsageError."""
+    try:
+        return parse_magic_line(magic, line).args
+    except MagicArgError as err:
+        raise UsageError(f"{err.text} Fix: {err.fix}") from None
+
+
+def _one_cell_app(magic: str, line: str, cell: str) -> Application:
+    """Parse this cell alone with the notebook parser (same model, same messages)."""
+    nb = {
+        "metadata": {"kernelspec": {"name": "python3"}, "language_info": {"name": "python"}},
+        "cells": [{"cell_type": "code", "metadata": {}, "source": f"%%{magic} {line}\n{cell}"}],
+    }
+    return parse_notebook_dict(nb, "notebook.ipynb")
+
+
+def _cell_findings(app: Application) -> list[Message]:
+    from scanflow_jupyter.notebook.validate import validate
+
+    return [m for m in validate(app) if m.code not in _WHOLE_NOTEBOOK_CODES]
+
+
+def _warn(text: str) -> None:
+    print(f"scanflow: {text}", file=sys.stderr)
+
+
+def _print_findings(messages: list[Message]) -> None:
+    for m in messages:
+        _warn(f"{m.severity}: {m.text} Fix: {m.fix}")
+
+
+def _functions(source: str) -> list[tuple[str, list[str]]]:
+    """Top-level functions of `source` with their decorator names (`@sensor(...)` -> sensor)."""
+    try:
+        tree = ast.parse(strip_magic_lines(source))
+    except SyntaxError:
+        return []
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names = []
+            for deco in node.decorator_list:
+                target = deco.func if isinstance(deco, ast.Call) else deco
+                if isinstance(target, ast.Attribute):
+                    names.append(target.attr)
+                elif isinstance(target, ast.Name):
+                    names.append(target.id)
+            found.append((node.name, names))
+    return found
+
+
+def _error_text(result: Any) -> str:
+    err = result.error_before_exec or result.error_in_exec
+    return f"{type(err).__name__}: {err}" if err is not None else "the cell failed"
+
+
+@magics_class
+class ScanflowMagics(Magics):
+    """The Scanflow magics; `state` holds what this kernel has learned."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.state = KernelState()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _has_frontend(self) -> bool:
+        """True inside a Jupyter kernel (widgets can be shown); False in a plain IPython shell."""
+        return getattr(self.shell, "kernel", None) is not None
+
+    def _run_body(self, cell: str, what: str) -> Any:
+        """Run `cell` in the user namespace like a normal cell; CellFailed if it raised."""
+        result = self.shell.run_cell(cell)
+        if not result.success:
+            raise CellFailed(f"{what} failed: {_error_text(result)} (traceback above)")
+        return result
+
+    # -- declarations ----------------------------------------------------------------------
+
+    @line_magic("scanflow_app")
+    def scanflow_app(self, line: str) -> None:
+        """%scanflow_app NAME [--team TEAM]: name the application."""
+        args = _args("scanflow_app", line)
+        self.state.app_name = args.name
+        self.state.team = args.team
+
+    @cell_magic("setup")
+    def setup_cell(self, line: str, cell: str) -> None:
+        """%%setup: code every step needs (imports, helpers); runs here as a normal cell."""
+        _args("setup", line)
+        self._run_body(cell, "%%setup cell")
+
+    @cell_magic("params")
+    def params_cell(self, line: str, cell: str) -> None:
+        """%%params: pipeline parameters, literal `name = value` lines only."""
+        _args("params", line)
+        app = _one_cell_app("params", "", cell)
+        errors = [m for m in app.messages if m.severity == "error"]
+        if errors:
+            details = "\n".join(f"  {m.text} Fix: {m.fix}" for m in errors)
+            raise UsageError(
+                f"%%params accepts only literal assignments; nothing was run.\n{details}"
+            )
+        self._run_body(cell, "%%params cell")
+        self.state.parameters.update(app.parameters)
+
+    @cell_magic("executor")
+    def executor_cell(self, line: str, cell: str) -> None:
+        """%%executor NAME [options]: one pipeline step, run here interactively."""
+        args = _args("executor", line)
+        app = _one_cell_app("executor", line, cell)
+        _print_findings(_cell_findings(app))
+        spec = app.executors[0]
+        ns = self.shell.user_ns
+        producers = {v: n for n, run in self.state.executors.items() for v in run.executor.outputs}
+        for var in (v for v in args.inputs if v not in ns):
+            hint = (
+                f"run the '{producers[var]}' executor cell first"
+                if var in producers
+                else f"run the producer cell first (the %%executor with --outputs {var})"
+            )
+            _warn(f"warning: executor '{spec.name}': input '{var}' is not defined yet; {hint}.")
+
+        widget = ExecutorWidget(
+            spec.name, requires=spec.requires, inputs=spec.inputs, outputs=spec.outputs
+        )
+        live = self._has_frontend()
+        if live:
+            widget.start()
+            widget.show()
+        started = time.perf_counter()
+        result = self.shell.run_cell(cell)
+        duration = time.perf_counter() - started
+
+        ok = bool(result.success)
+        produced = {v: describe_value(ns[v]) for v in spec.outputs if v in ns}
+        missing = [v for v in spec.outputs if v not in ns]
+        error = None if ok else _error_text(result)
+        widget.finish(ok=ok, duration_s=duration, produced=produced, missing=missing, error=error)
+        if live:
+            widget.refresh(republish=True)
+        else:
+            print(widget.text())
+        if ok and missing:
+            _warn(
+                f"warning: executor '{spec.name}' declares --outputs {' '.join(missing)}, but the "
+                "cell did not define it. Fix: assign it in the cell or remove it from --outputs."
+            )
+        self.state.executors[spec.name] = ExecutorRun(
+            spec, widget.status, duration, time.time(), produced, missing
+        )
+        if not ok:
+            raise CellFailed(f"executor '{spec.name}' failed: {error} (traceback above)")
+
+    @cell_magic("service")
+    def service_cell(self, line: str, cell: str) -> None:
+        """%%service NAME [--model URI] [--replicas N]: define `predict` here; deployed elsewhere."""
+        _args("service", line)
+        app = _one_cell_app("service", line, cell)
+        _print_findings(_cell_findings(app))
+        svc = app.services[0]
+        self._run_body(cell, f"service '{svc.name}'")
+        self.state.services[svc.name] = svc
+        bits = [f"service {svc.name}: defined"]
+        if svc.model:
+            bits.append(f"model {svc.model}")
+        fns = [name for name, _ in _functions(cell)]
+        if fns:
+            bits.append("functions " + ", ".join(fns))
+        bits.append(f"{svc.replicas} replica{'s' if svc.replicas != 1 else ''}")
+        bits.append("not served from this kernel: `scanflow deploy` starts it")
+        print(" | ".join(bits))
+
+    @cell_magic("agent")
+    def agent_cell(self, line: str, cell: str) -> None:
+        """%%agent NAME [--template T]: sensors/actuators defined here; deployed elsewhere."""
+        _args("agent", line)
+        app = _one_cell_app("agent", line, cell)
+        _print_findings(_cell_findings(app))
+        agent = app.agents[0]
+        self._run_body(cell, f"agent '{agent.name}'")
+        self.state.agents[agent.name] = agent
+        head = f"agent {agent.name}: defined"
+        if agent.template:
+            head += f" (template {agent.template})"
+        groups: dict[str, list[str]] = {}
+        for name, decorators in _functions(cell):
+            groups.setdefault(decorators[0] + "s" if decorators else "functions", []).append(name)
+        bits = [head] + [f"{kind} {', '.join(names)}" for kind, names in groups.items()]
+        bits.append("not started from this kernel: `scanflow deploy` starts it")
+        print(" | ".join(bits))
+
+    # -- actions ---------------------------------------------------------------------------
+
+    @line_magic("scanflow")
+    def scanflow(self, line: str) -> None:
+        """%scanflow run|inspect [--notebook PATH] [-p KEY=VALUE ...] [--only STEP ...] ..."""
+        args = _args("scanflow", line)
+        path = find_notebook(args.notebook, self.shell)
+        if path is None:
+            raise UsageError(
+                "%scanflow: cannot tell which notebook this kernel belongs to (no JPY_SESSION_NAME: "
+                "the kernel was not started by JupyterLab or Jupyter Notebook). "
+                f"Fix: name it, e.g. %scanflow {args.action} --notebook path/to/notebook.ipynb"
+            )
+        if args.action == "inspect":
+            self._inspect(path)
+        else:
+            self._run(path, args)
+
+    def _inspect(self, path: Path) -> None:
+        from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
+        from scanflow_jupyter.notebook.validate import validate
+
+        try:
+            app = parse_notebook(path)
+        except NotebookReadError as exc:
+            raise UsageError(
+                f"%scanflow inspect: {exc.message.text} Fix: {exc.message.fix}"
+            ) from None
+        print(format_inspection(app, validate(app)))
+
+    def _run(self, path: Path, args: Any) -> None:
+        params = parse_params(args.params)
+        try:
+            from scanflow_jupyter.runtime.runner import InvalidApplication, run_notebook
+        except ImportError as exc:
+            raise UsageError(
+                f"%scanflow run: the pipeline runner is not available ({exc})."
+            ) from None
+
+        live = self._has_frontend()
+        progress = RunProgressWidget(notebook=str(path))
+        if live:
+            progress.show()
+        display_errors: list[str] = []
+
+        def on_event(event: Any) -> None:
+            try:
+                line = progress.handle(event)
+                if line and not live:
+                    print(line, flush=True)
+            except Exception as exc:  # noqa: BLE001 - a display problem must not stop the run
+                if not display_errors:
+                    display_errors.append(repr(exc))
+                    _warn(f"progress display failed ({exc!r}); the run continues.")
+
+        try:
+            result = run_notebook(
+                str(path),
+                params=params or None,
+                only=list(args.only) or None,
+                resume=args.resume,
+                max_parallel=args.max_parallel,
+                no_cache=args.no_cache,
+                backend=args.backend,
+                on_event=on_event,
+            )
+        except InvalidApplication as exc:
+            messages = list(getattr(exc, "messages", None) or [])
+            details = "\n".join(f"  {m}" for m in messages) or f"  {exc}"
+            raise RunFailed(
+                f"{path.name} is not a valid application; nothing ran:\n{details}"
+            ) from None
+        except BaseException as exc:  # a runner crash or Ctrl-C: do not leave "running" shown
+            progress.status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+            progress.refresh(republish=True)
+            raise
+
+        self.state.last_run = result
+        for message in getattr(result, "messages", None) or []:
+            _warn(str(message))
+        progress.finish(result)
+        if live:
+            progress.refresh(republish=True)
+        else:
+            print(progress.text())
+        if result.status != "succeeded":
+            failed = [n for n, s in (result.steps or {}).items() if s.status == "failed"]
+            why = f": step {', '.join(failed)} failed" if failed else ""
+            raise RunFailed(f"run {result.run_id} {result.status}{why} (details above)")

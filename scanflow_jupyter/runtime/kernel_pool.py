@@ -1,0 +1,124 @@
+"""Warm kernels for the local backend: started before steps need them, one fresh kernel per step.
+
+Kernels use the IPC transport (no TCP port races when several start at once), come from the
+fork zygote when possible, and are handed out already answering `kernel_info`. A kernel is
+never reused: after its step it is shut down immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+
+from scanflow_jupyter.runtime.fork_provisioner import PROVISIONER_NAME
+
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass(eq=False)
+class Kernel:
+    """A started kernel with a ready client."""
+
+    km: AsyncKernelManager
+    kc: Any
+
+    @property
+    def pid(self) -> int | None:
+        provisioner = self.km.provisioner
+        return getattr(provisioner, "pid", None) if provisioner else None
+
+
+class KernelPool:
+    """Keeps up to `warm` kernels started ahead of demand, bounded by the steps left to run."""
+
+    def __init__(self, kernel_name: str, cwd: str, env: dict[str, str], warm: int = 2) -> None:
+        self.kernel_name = kernel_name
+        self.cwd = cwd
+        self.env = env
+        self.warm = max(1, warm)
+        self.demand = 0
+        self._ready: list[asyncio.Task[Kernel]] = []
+        self._live: set[Kernel] = set()
+        self._tmp = tempfile.mkdtemp(prefix="scanflow-kernels-")
+        self._ids = itertools.count()
+        self._closed = False
+        self._discarding: set[asyncio.Task[None]] = set()
+
+    def expect(self, steps_left: int) -> None:
+        """Tell the pool how many more kernels may be needed; it pre-starts up to `warm`."""
+        self.demand = max(0, steps_left)
+        self._fill()
+
+    def _fill(self) -> None:
+        while not self._closed and len(self._ready) < min(self.warm, self.demand):
+            self._ready.append(asyncio.ensure_future(self._start()))
+
+    async def _start(self) -> Kernel:
+        km = AsyncKernelManager(
+            kernel_name=self.kernel_name,
+            transport="ipc",
+            ip=os.path.join(self._tmp, f"k{next(self._ids)}"),
+        )
+        spec = km.kernel_spec
+        if not spec.metadata.get("kernel_provisioner"):
+            spec.metadata = {**spec.metadata, "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME}}
+        await km.start_kernel(cwd=self.cwd, env=self.env)
+        kc = km.client()
+        kc.start_channels()
+        kernel = Kernel(km, kc)
+        self._live.add(kernel)
+        try:
+            await kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+        except Exception:
+            await self.discard(kernel)
+            raise
+        return kernel
+
+    async def acquire(self) -> Kernel:
+        """A ready kernel (waits for one being started, or starts one)."""
+        if not self._ready:
+            self.demand = max(self.demand, 1)
+            self._fill()
+        task = self._ready.pop(0)
+        self.demand = max(0, self.demand - 1)
+        self._fill()
+        return await task
+
+    async def discard(self, kernel: Kernel) -> None:
+        """Shut a kernel down at once (its step is over: nothing to wait for)."""
+        self._live.discard(kernel)
+        try:
+            kernel.kc.stop_channels()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            await kernel.km.shutdown_kernel(now=True)
+        except Exception:  # noqa: BLE001 - already dead is fine
+            pass
+
+    def discard_soon(self, kernel: Kernel) -> None:
+        """Shut a kernel down in the background (the step does not wait for it)."""
+        task = asyncio.ensure_future(self.discard(kernel))
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    async def kill_all(self) -> None:
+        """Stop every kernel of this pool now (cancellation, end of run)."""
+        self._closed = True
+        for task in self._ready:
+            task.cancel()
+        for task in self._ready:
+            try:
+                kernel = await task
+            except BaseException:  # noqa: BLE001
+                continue
+            self._live.add(kernel)
+        self._ready.clear()
+        await asyncio.gather(*(self.discard(k) for k in list(self._live)), *self._discarding,
+                             return_exceptions=True)

@@ -1,0 +1,177 @@
+"""The local backend: each step attempt runs in its own fresh kernel on this machine (nbclient).
+
+Output notebooks are saved after every cell (a crash leaves what ran so far) and, on
+failure, carry papermill's error banner pointing at the failing cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
+from scanflow_jupyter.runtime.kernel_pool import Kernel, KernelPool
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _stream_text(outputs: list[Any]) -> str:
+    parts = []
+    for out in outputs:
+        if out.get("output_type") == "stream":
+            parts.append(out.get("text", ""))
+        elif out.get("output_type") == "error":
+            parts.append(f"{out.get('ename')}: {out.get('evalue')}\n")
+    return "".join(parts)
+
+
+class LocalBackend(Backend):
+    """Run steps in kernels started by a warm pool (zygote-forked when possible)."""
+
+    name = "local"
+
+    def __init__(self, app: Any, options: dict[str, Any] | None = None) -> None:
+        super().__init__(app, options)
+        self.pool: KernelPool | None = None
+        self._running: dict[str, Kernel] = {}
+
+    async def prepare(self, steps_to_run: int) -> None:
+        env = dict(os.environ)
+        env.setdefault("MPLBACKEND", "Agg")
+        env["SCANFLOW_STEP"] = "1"
+        cwd = str(Path(self.app.notebook).parent)
+        warm = int(self.options.get("max_parallel") or 1) + 1
+        self.pool = KernelPool(self.app.kernel_name or "python3", cwd, env, warm=warm)
+        self.pool.expect(steps_to_run)
+
+    def expect(self, steps_left: int) -> None:
+        if self.pool:
+            self.pool.expect(steps_left)
+
+    async def run_step(self, job: StepJob) -> StepOutcome:
+        assert self.pool is not None, "prepare() was not called"
+        kernel = await self.pool.acquire()
+        self._running[job.step] = kernel
+        job.emit("step_started", kernel_pid=kernel.pid)
+        try:
+            coro = self._execute(job, kernel)
+            if job.timeout:
+                try:
+                    return await asyncio.wait_for(coro, job.timeout)
+                except asyncio.TimeoutError:
+                    return StepOutcome("failed", {
+                        "cell": None, "ename": "TimeoutError",
+                        "evalue": f"step '{job.step}' did not finish within --timeout {job.timeout:g} s; the kernel was stopped.",
+                        "traceback": [],
+                    })
+            return await coro
+        finally:
+            self._running.pop(job.step, None)
+            self.pool.discard_soon(kernel)
+
+    async def _execute(self, job: StepJob, kernel: Kernel) -> StepOutcome:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+        nb = nbformat.from_dict(job.notebook)
+        output_path = job.step_dir / "output.ipynb"
+        log_path = job.step_dir / "log.txt"
+        log = log_path.open("a", encoding="utf-8")
+        log.write(f"--- attempt {job.attempt} ({time.strftime('%Y-%m-%d %H:%M:%S')}) ---\n")
+
+        def cell_done(cell: Any, cell_index: int, **_: Any) -> None:
+            text = _stream_text(cell.get("outputs", []))
+            if text:
+                log.write(text)
+                log.flush()
+                job.emit("step_log", text=text, cell=self._source_cell(cell))
+            job.emit("step_cell", index=cell_index, cell=self._source_cell(cell),
+                     role=cell.metadata.get("scanflow", {}).get("role"))
+            _write_json_atomic(output_path, nb)
+
+        client = NotebookClient(
+            nb,
+            km=kernel.km,
+            timeout=None,
+            allow_errors=False,
+            record_timing=True,
+            shutdown_kernel="immediate",
+            resources={"metadata": {"path": str(Path(self.app.notebook).parent)}},
+            on_cell_executed=cell_done,
+        )
+        client.kc = kernel.kc  # already connected and answering: skip nbclient's own handshake
+        kernel.kc.allow_stdin = False
+        try:
+            async with client.async_setup_kernel():
+                for index, cell in enumerate(nb.cells):
+                    await client.async_execute_cell(cell, index)
+        except CellExecutionError as exc:
+            return self._failure(nb, output_path, exc)
+        except DeadKernelError:
+            _write_json_atomic(output_path, nb)
+            return StepOutcome("failed", {
+                "cell": None, "ename": "DeadKernelError",
+                "evalue": "the step's kernel died (killed by a signal or out of memory).",
+                "traceback": [],
+            })
+        finally:
+            log.close()
+        _write_json_atomic(output_path, nb)
+        return StepOutcome("succeeded")
+
+    @staticmethod
+    def _source_cell(cell: Any) -> int | None:
+        return (cell.get("metadata") or {}).get("scanflow", {}).get("source_cell")
+
+    def _failure(self, nb: Any, output_path: Path, exc: Exception) -> StepOutcome:
+        """Map the failing cell back to the user's notebook; keep papermill's error banner."""
+        failing = None
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    failing = (cell, out)
+                    break
+            if failing:
+                break
+        from papermill.exceptions import PapermillExecutionError
+        from papermill.execute import raise_for_execution_errors
+
+        try:
+            raise_for_execution_errors(nb, str(output_path))
+        except PapermillExecutionError:
+            pass  # expected: it wrote the output notebook with the banner
+        else:
+            _write_json_atomic(output_path, nb)
+        if failing is None:
+            return StepOutcome("failed", {"cell": None, "ename": type(exc).__name__, "evalue": str(exc), "traceback": []})
+        cell, out = failing
+        role = cell.metadata.get("scanflow", {}).get("role")
+        return StepOutcome("failed", {
+            "cell": self._source_cell(cell),
+            "role": role,
+            "ename": out.get("ename"),
+            "evalue": out.get("evalue"),
+            "traceback": list(out.get("traceback", [])),
+        })
+
+    async def cancel_step(self, step: str) -> None:
+        kernel = self._running.get(step)
+        if kernel:
+            await self.pool.discard(kernel)  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if self.pool:
+            await self.pool.kill_all()
+        from scanflow_jupyter.runtime.fork_provisioner import Zygote
+
+        if Zygote._instance is not None:
+            Zygote._instance.kill_children()

@@ -1,0 +1,535 @@
+"""Run a notebook as a pipeline: the one Python API behind the CLI, the magics and the server.
+
+notebook -> Application (validated) -> Pipeline -> plan (what runs, what is reused) ->
+scheduler + backend -> run store, events and MLflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scanflow_jupyter.model import Application, Message, Pipeline
+from scanflow_jupyter.runtime.events import EventBus, Listener
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_KILLED = 0, 1, 2, 130
+
+
+class InvalidApplication(Exception):
+    """The notebook (or the run request) is invalid: nothing was executed, nothing tracked."""
+
+    def __init__(self, messages: list[Message], app: Application | None = None) -> None:
+        self.messages = messages
+        self.app = app
+        errors = [m for m in messages if m.severity == "error"]
+        super().__init__("\n".join(str(m) for m in errors) or "invalid application")
+
+
+@dataclass
+class StepSummary:
+    status: str
+    attempts: int
+    duration_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "attempts": self.attempts, "duration_s": self.duration_s}
+
+
+@dataclass
+class RunResult:
+    """What a run ended with; `to_dict()` is the `scanflow run --json` document."""
+
+    run_id: str
+    status: str
+    mlflow_run_id: str | None
+    steps: dict[str, StepSummary]
+    run_dir: str
+    messages: list[Message] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"succeeded": EXIT_OK, "killed": EXIT_KILLED}.get(self.status, EXIT_FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "mlflow_run_id": self.mlflow_run_id,
+            "run_dir": self.run_dir,
+            "steps": {name: s.to_dict() for name, s in self.steps.items()},
+        }
+
+
+def load_application(notebook: str | Path) -> tuple[Application, list[Message]]:
+    """Parse and validate; raise InvalidApplication if the notebook cannot run."""
+    from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
+    from scanflow_jupyter.notebook.validate import has_errors, validate
+
+    try:
+        app = parse_notebook(notebook)
+    except NotebookReadError as exc:
+        raise InvalidApplication([exc.message]) from exc
+    messages = validate(app)
+    if has_errors(messages):
+        raise InvalidApplication(messages, app)
+    if not app.executors:
+        raise InvalidApplication(messages + [Message("error", "no-executors", "the notebook declares no %%executor cell, so there is no pipeline to run.",
+                                                     "add an %%executor cell; services and agents are started with `scanflow deploy` / `scanflow agents up`.")], app)
+    return app, messages
+
+
+def run_notebook(
+    notebook: str | Path,
+    *,
+    params: dict[str, Any] | None = None,
+    only: list[str] | None = None,
+    resume: str | None = None,
+    max_parallel: int | None = None,
+    no_cache: bool = False,
+    backend: str = "local",
+    on_event: Listener | None = None,
+    store: str | Path | None = None,
+    handle_signals: bool | None = None,
+) -> RunResult:
+    """Run `notebook` as a pipeline and wait for it; see `scanflow run --help` for the options.
+
+    Raises InvalidApplication (nothing executed, no MLflow run) for bad input.
+    """
+    app, messages = load_application(notebook)
+    run = PipelineRun(app, messages, params=params or {}, only=only or [], resume=resume,
+                      max_parallel=max_parallel or os.cpu_count() or 1, no_cache=no_cache,
+                      backend=backend, store=store)
+    if on_event:
+        run.bus_listeners.append(on_event)
+    run.plan()  # raises InvalidApplication before anything runs
+    in_loop = _loop_running()
+    if handle_signals is None:
+        handle_signals = threading.current_thread() is threading.main_thread() and not in_loop
+    if in_loop:  # e.g. inside a Jupyter kernel: run on a thread with its own loop
+        result: Future[RunResult] = Future()
+
+        def target() -> None:
+            try:
+                result.set_result(asyncio.run(run.execute(handle_signals=False)))
+            except BaseException as exc:  # noqa: BLE001
+                result.set_exception(exc)
+
+        thread = threading.Thread(target=target, name="scanflow-run")
+        thread.start()
+        thread.join()
+        return result.result()
+    return asyncio.run(run.execute(handle_signals=handle_signals))
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+class PipelineRun:
+    """One pipeline run: plans, executes through the scheduler and a backend, records."""
+
+    def __init__(self, app: Application, messages: list[Message], *, params: dict[str, Any], only: list[str],
+                 resume: str | None, max_parallel: int, no_cache: bool, backend: str, store: str | Path | None) -> None:
+        from scanflow_jupyter.data.store import RunStore
+        from scanflow_jupyter.tracking import scanflow_home
+
+        self.app = app
+        self.messages = messages
+        self.pipeline = Pipeline.from_application(app)
+        self.home = scanflow_home()
+        self.store = RunStore(store or self.home / "runs")
+        self.cli_params = params
+        self.only = only
+        self.resume = resume
+        self.max_parallel = max(1, max_parallel)
+        self.no_cache = no_cache
+        self.backend_name = backend
+        self.bus_listeners: list[Listener] = []
+        self.params: dict[str, Any] = {}
+        self.selected: list[str] = []
+        self.reuse: dict[str, dict[str, Any]] = {}  # step -> {"outputs": ..., "cached_from": ...}
+        self.state: Any = None
+        self.recorder: Any = None
+        self._parent_future: Future[str] | None = None
+        self._tracking_futures: list[Future[Any]] = []
+
+    # ------------------------------------------------------------------ planning
+    def plan(self) -> None:
+        """Decide parameters, which steps run and which outputs are reused; validate the request."""
+        from scanflow_jupyter.data.store import RunNotFoundError
+
+        errors: list[Message] = []
+        previous = None
+        if self.resume:
+            try:
+                previous = self.store.read_state(self.resume)
+            except RunNotFoundError as exc:
+                raise InvalidApplication([Message("error", "unknown-run", str(exc), "pass a run id shown by `scanflow runs`.")], self.app) from exc
+        base = dict(previous.params) if previous else dict(self.app.parameters)
+        for name, value in self.cli_params.items():
+            if name not in self.app.parameters:
+                known = ", ".join(self.app.parameters) or "none (the notebook has no parameters cell)"
+                errors.append(Message("error", "unknown-parameter", f"-p {name}: the notebook has no parameter '{name}'.",
+                                      f"use one of: {known}.", self.app.parameters_cell))
+            else:
+                base[name] = value
+        self.params = base
+        for name in self.only:
+            if name not in self.pipeline.steps:
+                errors.append(Message("error", "unknown-step", f"--only {name}: no executor has that name.",
+                                      f"use one of: {', '.join(self.pipeline.steps)}."))
+        if errors:
+            raise InvalidApplication(errors, self.app)
+        if self.only:
+            needed = self.pipeline.upstream(self.only)
+            self.selected = [s for s in self.pipeline.steps if s in self.only]
+            for name in self.pipeline.steps:
+                if name in needed:
+                    self.reuse[name] = self._find_reusable(name)
+            missing = [n for n, r in self.reuse.items() if r is None]
+            if missing:
+                raise InvalidApplication([Message("error", "no-upstream-outputs",
+                    f"--only {' '.join(self.only)} needs the outputs of {', '.join(missing)}, which never ran successfully with this code and these parameters.",
+                    f"run the whole pipeline once, or add --only {' --only '.join(missing)}.")], self.app)
+        else:
+            self.selected = list(self.pipeline.steps)
+        if previous:
+            for name, step in previous.steps.items():
+                if name in self.pipeline.steps and step.status in ("succeeded", "cached") and _outputs_exist(step.outputs):
+                    self.reuse[name] = {"outputs": step.outputs, "cached_from": previous.run_id, "cache_key": step.cache_key}
+
+    def _find_reusable(self, name: str) -> dict[str, Any] | None:
+        """Outputs of `name` from the cache (same key) or else its latest successful run."""
+        ex = self.pipeline.steps[name].executor
+        upstream = self._upstream_digests(name, {n: r["outputs"] for n, r in self.reuse.items() if r})
+        if upstream is not None:
+            from scanflow_jupyter.runtime.cache import step_cache_key
+
+            key = step_cache_key(self.app, ex, self.params, upstream)
+            entry = self.store.cache_lookup(key)
+            if entry is not None:
+                return {"outputs": entry.outputs, "cached_from": entry.run_id, "cache_key": key}
+        for state in self.store.list_runs():
+            step = state.steps.get(name)
+            if state.app == self.app.name and step and step.status in ("succeeded", "cached") and _outputs_exist(step.outputs):
+                return {"outputs": step.outputs, "cached_from": state.run_id, "cache_key": step.cache_key}
+        return None
+
+    def _upstream_digests(self, name: str, outputs_by_step: dict[str, dict[str, Any]]) -> dict[str, str] | None:
+        """Content digest of each input of `name`, from its producers' outputs (None if unknown)."""
+        ex = self.pipeline.steps[name].executor
+        producers = self.app.producers()
+        digests: dict[str, str] = {}
+        for var in ex.inputs:
+            producer = producers[var][0]
+            record = (outputs_by_step.get(producer) or {}).get(var)
+            if record is None:
+                return None
+            digests[var] = _digest(record)
+        for dep in self.pipeline.steps[name].depends_on:  # --requires without data: order only
+            digests.setdefault(f"@{dep}", "")
+        return digests
+
+    # ------------------------------------------------------------------ execution
+    async def execute(self, handle_signals: bool = False) -> RunResult:
+        from scanflow_jupyter.data.store import RunState, StepState
+        from scanflow_jupyter.runtime.backends import load_backend
+        from scanflow_jupyter.runtime.scheduler import Scheduler
+
+        run_id = self.store.new_run_id()
+        self.bus = EventBus(run_id)
+        for listener in self.bus_listeners:
+            self.bus.subscribe(listener)
+        steps = {name: StepState(name=name) for name in self.pipeline.steps if name in self.selected or name in self.reuse}
+        now = time.time()
+        self.state = RunState(run_id=run_id, app=self.app.name, notebook=self.app.notebook, backend=self.backend_name,
+                              status="running", created_at=now, started_at=now, finished_at=None, params=self.params,
+                              mlflow_run_id=None, pid=os.getpid(), steps=steps, resumed_from=self.resume)
+        self.store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        self._save()
+        self._start_tracking()
+        backend_cls = load_backend(self.backend_name)
+        self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel})
+        self.bus.emit("run_started", app=self.app.name, notebook=self.app.notebook, backend=self.backend_name,
+                      steps=list(steps), params=self.params, run_dir=str(self.store.run_dir(run_id)))
+        settled: dict[str, str] = {}
+        for name, reuse in self.reuse.items():
+            if reuse and name in steps:
+                settled[name] = self._settle_reused(name, reuse)
+        to_run = [s for s in self.selected if s not in settled]
+        scheduler = Scheduler(self.pipeline, list(steps), settled, self._run_step, self.max_parallel,
+                              on_queued=self._queued, on_skipped=self._skipped, on_progress=self.backend.expect)
+        task = asyncio.ensure_future(scheduler.run())
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, task.cancel)
+        killed = False
+        try:
+            await self.backend.prepare(len(to_run))
+            await task
+        except asyncio.CancelledError:
+            killed = True
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        finally:
+            await self.backend.close()
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        for name, step in self.state.steps.items():
+            if step.status in ("pending", "queued", "running"):
+                step.status = "killed" if killed else "skipped"
+                if step.status == "killed":
+                    self.bus.emit("step_killed", name)
+                self._track_step(name, None)
+        statuses = [s.status for s in self.state.steps.values()]
+        if killed or "killed" in statuses:
+            status = "killed"
+        elif any(s in ("failed", "skipped") for s in statuses):
+            status = "failed"
+        else:
+            status = "succeeded"
+        self.state.status = status
+        self.state.finished_at = time.time()
+        self._save()
+        self._finish_tracking(status)
+        self._save()
+        self.bus.emit("run_finished", status=status, mlflow_run_id=self.state.mlflow_run_id,
+                      duration_s=self.state.finished_at - (self.state.started_at or now))
+        return RunResult(run_id, status, self.state.mlflow_run_id,
+                         {n: StepSummary(s.status, s.attempts, s.duration_s) for n, s in self.state.steps.items()},
+                         str(self.store.run_dir(run_id)), self.messages)
+
+    def _save(self) -> None:
+        self.store.write_state(self.state)
+
+    def _queued(self, name: str) -> None:
+        self.state.steps[name].status = "queued"
+        self.bus.emit("step_queued", name)
+
+    def _skipped(self, name: str, because: str) -> None:
+        step = self.state.steps[name]
+        step.status = "skipped"
+        self._save()
+        self.bus.emit("step_skipped", name, reason=f"upstream step '{because}' did not succeed", upstream=because)
+        self._track_step(name, None)
+
+    def _settle_reused(self, name: str, reuse: dict[str, Any]) -> str:
+        step = self.state.steps[name]
+        step.outputs = self.store.link_outputs(reuse["outputs"], self.store.outputs_dir(self.state.run_id, name))
+        step.status, step.cached_from, step.cache_key = "cached", reuse["cached_from"], reuse.get("cache_key")
+        step.duration_s = 0.0
+        self._save()
+        self.bus.emit("step_cached", name, cached_from=reuse["cached_from"])
+        self._track_step(name, None)
+        return "cached"
+
+    async def _run_step(self, name: str) -> str:
+        from scanflow_jupyter.data.store import StepError
+        from scanflow_jupyter.runtime.backends import StepJob
+        from scanflow_jupyter.runtime.cache import step_cache_key
+
+        ex = self.pipeline.steps[name].executor
+        step = self.state.steps[name]
+        outputs_by_step = {n: s.outputs for n, s in self.state.steps.items()}
+        upstream = self._upstream_digests(name, outputs_by_step) or {}
+        step.cache_key = step_cache_key(self.app, ex, self.params, upstream)
+        if ex.cache and not self.no_cache:
+            entry = self.store.cache_lookup(step.cache_key)
+            if entry is not None:
+                return self._settle_reused(name, {"outputs": entry.outputs, "cached_from": entry.run_id, "cache_key": step.cache_key})
+        step_dir = self.store.step_dir(self.state.run_id, name)
+        outputs_dir = self.store.outputs_dir(self.state.run_id, name)
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        mlflow_id = None
+        if _uses_mlflow(self.app, ex):
+            mlflow_id = await asyncio.to_thread(self._start_step_run, name)
+            step.mlflow_run_id = mlflow_id
+        started = time.time()
+        step.started_at = started
+        step.status = "running"
+        outcome = None
+        try:
+            for attempt in range(1, ex.retries + 2):
+                step.attempts = attempt
+                step.error = None
+                self._save()
+                notebook = self._step_notebook(name, upstream_outputs=outputs_by_step, mlflow_id=mlflow_id)
+                (step_dir / "input.ipynb").write_text(_dumps(notebook), encoding="utf-8")
+
+                def emit(type_: str, _attempt: int = attempt, **data: Any) -> None:
+                    self.bus.emit(type_, name, _attempt, **data)
+
+                job = StepJob(name, attempt, ex, notebook, step_dir, outputs_dir, ex.timeout, emit)
+                outcome = await self.backend.run_step(job)
+                if outcome.status == "succeeded":
+                    break
+                step.error = StepError(**{k: outcome.error.get(k) for k in ("cell", "ename", "evalue", "traceback")}) if outcome.error else None
+                if attempt <= ex.retries:
+                    self._save()
+                    self.bus.emit("step_retrying", name, attempt, **(outcome.error or {}), next_attempt=attempt + 1)
+        except asyncio.CancelledError:
+            step.status = "killed"
+            step.finished_at = time.time()
+            step.duration_s = step.finished_at - started
+            self._save()
+            self.bus.emit("step_killed", name, step.attempts)
+            self._track_step(name, mlflow_id)
+            raise
+        step.finished_at = time.time()
+        step.duration_s = round(step.finished_at - started, 3)
+        if outcome is not None and outcome.status == "succeeded":
+            try:
+                step.outputs = self._collect_outputs(ex, outputs_dir)
+            except (FileNotFoundError, KeyError) as exc:
+                step.status = "failed"
+                step.error = StepError(cell=ex.cell, ename="MissingOutput", evalue=f"output was not saved: {exc}", traceback=[])
+            else:
+                step.status = "succeeded"
+                self._record_cache(name)
+        else:
+            step.status = "failed"
+        self._save()
+        if step.status == "succeeded":
+            self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs))
+        else:
+            err = step.error.to_dict() if step.error else {}
+            self.bus.emit("step_failed", name, step.attempts, duration_s=step.duration_s, **err)
+        self._track_step(name, mlflow_id)
+        return step.status
+
+    def _collect_outputs(self, ex: Any, outputs_dir: Path) -> dict[str, dict[str, Any]]:
+        from scanflow_jupyter.data.serializers import read_record
+
+        outputs = {}
+        for var in ex.outputs:
+            record = read_record(outputs_dir, var).to_dict()
+            record["folder"] = str(outputs_dir)
+            outputs[var] = record
+        return outputs
+
+    def _record_cache(self, name: str) -> None:
+        from scanflow_jupyter.data.store import CacheEntry
+
+        step = self.state.steps[name]
+        self.store.cache_record(step.cache_key, CacheEntry(key=step.cache_key, run_id=self.state.run_id, step=name,
+                                                           outputs=step.outputs, created_at=time.time()))
+
+    def _step_notebook(self, name: str, upstream_outputs: dict[str, dict[str, Any]], mlflow_id: str | None) -> dict[str, Any]:
+        from scanflow_jupyter.notebook.compile import compile_step
+
+        ex = self.pipeline.steps[name].executor
+        nb = compile_step(self.app, ex)
+        producers = self.app.producers()
+        inputs = {}
+        for var in ex.inputs:
+            record = dict(upstream_outputs[producers[var][0]][var])
+            inputs[var] = {"folder": record.pop("folder"), "record": record}
+        context = {
+            "run_id": self.state.run_id,
+            "step": name,
+            "inputs": inputs,
+            "outputs_dir": str(self.store.outputs_dir(self.state.run_id, name)),
+            "mlflow": {"tracking_uri": self.tracking_uri, "run_id": mlflow_id, "experiment_id": None},
+        }
+        lines = ["# Parameters"]
+        lines += [f"{k} = {v!r}" for k, v in self.params.items() if v != self.app.parameters.get(k)]
+        lines.append(f"__scanflow__ = {context!r}")
+        injected = {"cell_type": "code", "execution_count": None, "id": "injected-parameters",
+                    "metadata": {"tags": ["injected-parameters"], "scanflow": {"role": "injected-parameters", "source_cell": None}},
+                    "outputs": [], "source": "\n".join(lines)}
+        position = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c["metadata"].get("tags", []))
+        nb = copy.deepcopy(nb)
+        nb["cells"].insert(position + 1, injected)
+        return nb
+
+    # ------------------------------------------------------------------ tracking
+    def _start_tracking(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from scanflow_jupyter.runtime.recorder_process import RecorderProcess
+        from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri
+
+        self.tracking_uri = resolve_tracking_uri(self.home)
+        self.recorder = RecorderProcess(self.tracking_uri, default_artifact_root(self.home))
+        self._tracking_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanflow-tracking")
+        self._parent_future = self._tracking_pool.submit(
+            self.recorder.start_pipeline, self.app.name, self.state.run_id, self.backend_name, self.app.notebook, self.params)
+
+    def _parent_id(self) -> str:
+        assert self._parent_future is not None
+        parent = self._parent_future.result()
+        if self.state.mlflow_run_id is None:
+            self.state.mlflow_run_id = parent
+        return parent
+
+    def _start_step_run(self, name: str) -> str:
+        return self.recorder.start_step(self._parent_id(), self.app.name, self.state.run_id, name)
+
+    def _track_step(self, name: str, mlflow_id: str | None) -> None:
+        """Queue the MLflow record of a finished step (its nested run is created now if needed)."""
+        step = copy.deepcopy(self.state.steps[name])
+        step_dir = self.store.step_dir(self.state.run_id, name)
+
+        def work() -> None:
+            run_id = mlflow_id or self._start_step_run(name)
+            step_state = self.state.steps[name]
+            step_state.mlflow_run_id = run_id
+            artifacts = [str(p) for p in (step_dir / "output.ipynb", step_dir / "log.txt") if p.exists()]
+            error = step.error.to_dict() if step.error else None
+            self.recorder.finish_step(run_id, step.status, step.attempts, step.status == "cached", step.duration_s,
+                                      artifacts, error, step.cached_from)
+
+        self._tracking_futures.append(self._tracking_pool.submit(work))
+
+    def _finish_tracking(self, status: str) -> None:
+        from scanflow_jupyter.tracking import TrackingError
+
+        problems = []
+        try:
+            for fut in self._tracking_futures:
+                fut.result()
+            self.recorder.finish_pipeline(self._parent_id(), status, (self.state.finished_at or 0) - (self.state.started_at or 0))
+        except TrackingError as exc:
+            problems.append(str(exc))
+        finally:
+            try:
+                self.recorder.close()
+            except TrackingError as exc:
+                problems.append(str(exc))
+            self._tracking_pool.shutdown(wait=True)
+        if problems:
+            self.messages.append(Message("warning", "tracking-failed", "MLflow tracking reported errors: " + "; ".join(problems),
+                                         "check MLFLOW_TRACKING_URI and the tracking server; the run store keeps every result."))
+
+
+def _digest(record: dict[str, Any]) -> str:
+    return str(record.get("sha256") or record.get("digest") or "")
+
+
+def _outputs_exist(outputs: dict[str, dict[str, Any]]) -> bool:
+    return all(Path(r["folder"], r["file"]).exists() for r in outputs.values())
+
+
+def _uses_mlflow(app: Application, ex: Any) -> bool:
+    """Does the step's code mention mlflow (then its MLflow run must exist before it starts)?"""
+    return "mlflow" in ex.source or any("mlflow" in b.source for b in app.setup)
+
+
+def _dumps(nb: dict[str, Any]) -> str:
+    from scanflow_jupyter.notebook.compile import dumps
+
+    return dumps(nb)
