@@ -83,3 +83,4 @@ class LiveRunView:
 
     def stop(self) -> None:
         self.live.stop()
+        self.console.print()

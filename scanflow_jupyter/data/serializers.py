@@ -372,13 +372,15 @@ def _frame_to_table(df: Any) -> Any:
     try:
         with warnings.catch_warnings():
             # pyarrow reads tz-aware columns through a pandas-deprecated path; not the user's doing.
-            pass
+            warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
             table = pa.Table.from_pandas(df)
-    except Exception as exc:  # noqa: BLE001 - any Arrow conversion failure means "not parquet"
+    except Exception as exc:  # any Arrow conversion failure means "not parquet"
         raise SerializerDeclined(f"parquet cannot store it ({type(exc).__name__}: {exc})") from exc
     # Object columns come back as object only for some Arrow types, and nulls may change kind.
     schema = table.schema
-    index_fields = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+    index_fields = [
+        c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)
+    ]
     to_check = [(df[name], schema.field(name).type) for name in cols]
     if len(index_fields) == df.index.nlevels:  # a RangeIndex is metadata only, not a column
         for level, field in enumerate(index_fields):
@@ -491,9 +493,7 @@ def _is_exact_json(obj: Any, depth: int = 0) -> bool:
     if t is list:
         return all(_is_exact_json(item, depth + 1) for item in obj)
     if t is dict:
-        return all(
-            type(k) is str and _is_exact_json(v, depth + 1) for k, v in obj.items()
-        )
+        return all(type(k) is str and _is_exact_json(v, depth + 1) for k, v in obj.items())
     return False
 
 
@@ -553,7 +553,7 @@ class JoblibSerializer(_StreamSerializer):
             _main_checking_pickler(fh).dump(obj)
         except _MainReference as exc:
             raise SerializerDeclined(f"it references {exc} defined in the notebook") from None
-        except Exception as exc:  # noqa: BLE001 - let cloudpickle have a go
+        except Exception as exc:  # let cloudpickle have a go
             raise SerializerDeclined(f"joblib: {type(exc).__name__}: {exc}") from exc
 
     def load(self, path: Path) -> Any:
@@ -616,7 +616,7 @@ class CloudpickleSerializer(_StreamSerializer):
 
         try:
             cloudpickle.dump(obj, fh, protocol=5)
-        except Exception as exc:  # noqa: BLE001 - any pickling failure
+        except Exception as exc:  # any pickling failure
             raise SerializerDeclined(f"pickling failed ({type(exc).__name__}: {exc})") from exc
 
     def load(self, path: Path) -> Any:
@@ -769,7 +769,9 @@ def read_record(folder: Path, name: str) -> OutputRecord:
     try:
         return OutputRecord.from_dict(json.loads(path.read_bytes()))
     except FileNotFoundError:
-        raise LoadError(f"no saved variable '{name}' in {folder} ({path.name} is missing)") from None
+        raise LoadError(
+            f"no saved variable '{name}' in {folder} ({path.name} is missing)"
+        ) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise LoadError(f"{path} is not a valid output record: {exc}") from exc
 
@@ -785,9 +787,7 @@ def load_value(folder: Path, record: OutputRecord, *, verify: bool = False) -> A
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise LoadError(
-            f"cannot load variable '{record.name}': {path} no longer exists"
-        ) from None
+        raise LoadError(f"cannot load variable '{record.name}': {path} no longer exists") from None
     if size != record.size:
         raise LoadError(
             f"cannot load variable '{record.name}': {path} has {size} bytes, "

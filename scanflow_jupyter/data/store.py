@@ -444,6 +444,8 @@ class RunStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps(entry.to_dict(), indent=1).encode(), fsync=True)
 
-    def link_outputs(self, entry_outputs: dict[str, dict[str, Any]], dest_folder: str | Path) -> dict:
+    def link_outputs(
+        self, entry_outputs: dict[str, dict[str, Any]], dest_folder: str | Path
+    ) -> dict:
         """See :func:`link_outputs`."""
         return link_outputs(entry_outputs, dest_folder)

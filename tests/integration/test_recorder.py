@@ -340,7 +340,13 @@ def test_recorder_process_is_thread_safe(store: Store, project: Path) -> None:
     parent = rp.start_pipeline(APP, "run-7", "local", project / "pipeline.ipynb", {})
     steps = [f"s{i}" for i in range(8)]
     with ThreadPoolExecutor(4) as pool:
-        ids = dict(zip(steps, pool.map(lambda s: rp.start_step(parent, APP, "run-7", s), steps)))
+        ids = dict(
+            zip(
+                steps,
+                pool.map(lambda s: rp.start_step(parent, APP, "run-7", s), steps),
+                strict=True,
+            )
+        )
         list(pool.map(lambda s: rp.finish_step(ids[s], "skipped", 0, False), steps))
     rp.finish_pipeline(parent, "failed")
     rp.close()

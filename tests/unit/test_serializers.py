@@ -124,9 +124,7 @@ FRAMES = {
     "categorical": lambda: pd.DataFrame({"a": pd.Categorical(["x", "y", "x"])}),
     "tz_datetime": lambda: pd.DataFrame({"t": pd.date_range("2020", periods=3, tz="UTC")}),
     "nullable_int": lambda: pd.DataFrame({"a": pd.array([1, None], dtype="Int64")}),
-    "named_str_index": lambda: pd.DataFrame(
-        {"a": [1, 2]}, index=pd.Index(["r", "s"], name="row")
-    ),
+    "named_str_index": lambda: pd.DataFrame({"a": [1, 2]}, index=pd.Index(["r", "s"], name="row")),
     "multiindex": lambda: pd.DataFrame(
         {"a": [1, 2]}, index=pd.MultiIndex.from_tuples([("a", 1), ("b", 2)], names=["k", "n"])
     ),
@@ -296,9 +294,7 @@ def test_sklearn_objects_that_are_not_estimators_use_joblib(tmp_path):
     assert back.n_splits == 4 and back.random_state == 1
 
 
-def test_sklearn_object_referencing_a_notebook_function_is_pickled_by_value(
-    tmp_path, monkeypatch
-):
+def test_sklearn_object_referencing_a_notebook_function_is_pickled_by_value(tmp_path, monkeypatch):
     """joblib would store ``__main__.double`` by name; the consuming kernel lacks it."""
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import make_pipeline

@@ -53,9 +53,7 @@ def test_load_before_bind_is_a_clear_error():
 
 
 def test_bind_exports_mlflow_settings(tmp_path):
-    ctx = make_ctx(
-        tmp_path, tracking_uri="sqlite:///mlflow.db", run_id="abc123", experiment_id="7"
-    )
+    ctx = make_ctx(tmp_path, tracking_uri="sqlite:///mlflow.db", run_id="abc123", experiment_id="7")
     step_io.bind(ctx)
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///mlflow.db"
     assert os.environ["MLFLOW_RUN_ID"] == "abc123"
