@@ -97,6 +97,7 @@ class Application:
     setup: list[CodeBlock] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     parameters_cell: int | None = None
+    app_cell: int | None = None
     executors: list[Executor] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     agents: list[Agent] = field(default_factory=list)
@@ -166,6 +167,10 @@ class Pipeline:
     def from_application(cls, app: Application) -> Pipeline:
         """Build the DAG (the application must be valid: no cycles, known dependencies)."""
         pending = {ex.name: Step(ex.name, ex, app.dependencies(ex)) for ex in app.executors}
+        for step in pending.values():
+            unknown = [d for d in step.depends_on if d not in pending]
+            if unknown:
+                raise ValueError(f"step {step.name} depends on unknown step(s): {', '.join(unknown)}")
         ordered: dict[str, Step] = {}
         while pending:
             ready = [s for s in pending.values() if all(d in ordered for d in s.depends_on)]

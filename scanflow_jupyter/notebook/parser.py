@@ -183,6 +183,7 @@ def _parse_line_magics(app: Application, index: int, source: str, app_name_cell:
                 app.messages.append(Message("error", err.code, err.text, err.fix, index))
                 continue
             app.name = args.name
+            app.app_cell = index
             if args.team:
                 app.team = args.team
             app_name_cell = index
@@ -199,15 +200,20 @@ def _check_misplaced_cell_magics(app: Application, index: int, lines: list[str],
             continue
         m = _CELL_MAGIC_RE.match(line)
         if m and m.group(1) in CELL_MAGICS:
+            above = lines[:i]
+            if all(not a.strip() or a.lstrip().startswith("#") for a in above):
+                fix = f"move the lines above %%{m.group(1)} below it: a cell magic must be the cell's first line."
+            else:
+                fix = f"split the cell so that %%{m.group(1)} starts a new cell."
             app.messages.append(Message("error", "magic-not-first-line", f"%%{m.group(1)} on line {i + 1} of the cell; a cell magic must be the cell's first line.",
-                                        f"split the cell so that %%{m.group(1)} starts a new cell.", index))
+                                        fix, index))
 
 
 def _add_cell(app: Application, index: int, magic: str, args: Any, body: str) -> None:
     if magic == "setup":
         app.setup.append(CodeBlock(index, body))
     elif magic == "params":
-        _parse_parameters(app, index, body)
+        _parse_parameters(app, index, body, line_offset=1)
     elif magic == "executor":
         app.executors.append(Executor(
             name=args.name, cell=index, source=body, requires=list(args.requires),
@@ -234,7 +240,7 @@ def strip_magic_lines(source: str) -> str:
     return "\n".join(out)
 
 
-def _parse_parameters(app: Application, index: int, source: str) -> None:
+def _parse_parameters(app: Application, index: int, source: str, line_offset: int = 0) -> None:
     """Literal assignments of the parameters cell become the pipeline's parameters."""
     if app.parameters_cell is not None:
         app.messages.append(Message("error", "duplicate-parameters", f"a second parameters cell (first is cell {app.parameters_cell}).",
@@ -244,7 +250,7 @@ def _parse_parameters(app: Application, index: int, source: str) -> None:
     try:
         tree = ast.parse(strip_magic_lines(source))
     except SyntaxError as exc:
-        app.messages.append(Message("error", "syntax-error", f"syntax error in the parameters cell, line {exc.lineno}: {exc.msg}.",
+        app.messages.append(Message("error", "syntax-error", f"syntax error in the parameters cell, line {(exc.lineno or 0) + line_offset}: {exc.msg}.",
                                     "fix the Python syntax of that line.", index))
         return
     for node in tree.body:
@@ -256,16 +262,16 @@ def _parse_parameters(app: Application, index: int, source: str) -> None:
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
             targets, value = [node.target], node.value
         else:
-            app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno} of the parameters cell is not an assignment.",
+            app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno + line_offset} of the parameters cell is not an assignment.",
                                         "keep only `name = value` lines with literal values (numbers, strings, booleans, None, lists, dicts); move other code to %%setup.", index))
             continue
         if len(targets) != 1 or not isinstance(targets[0], ast.Name):
-            app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno} of the parameters cell assigns to something other than one name.",
+            app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno + line_offset} of the parameters cell assigns to something other than one name.",
                                         "write one `name = value` per line.", index))
             continue
         name = targets[0].id
         try:
             app.parameters[name] = ast.literal_eval(value)
         except (ValueError, TypeError, SyntaxError, RecursionError):
-            app.messages.append(Message("error", "non-literal-parameter", f"parameter '{name}' (line {node.lineno}) is not a literal: {ast.unparse(value)}.",
+            app.messages.append(Message("error", "non-literal-parameter", f"parameter '{name}' (line {node.lineno + line_offset}) is not a literal: {ast.unparse(value)}.",
                                         "give it a literal value (number, string, boolean, None, list, dict) and compute derived values inside a step or %%setup.", index))

@@ -34,15 +34,16 @@ def has_errors(messages: list[Message]) -> bool:
 def validate(app: Application) -> list[Message]:
     """All findings for `app`: errors block running it, warnings do not."""
     msgs = list(app.messages)
-    if not app.executors and not app.services and not app.agents:
+    magic_errors = {"bad-arguments", "unknown-option", "unexpected-arguments", "bad-quoting", "unknown-magic"}
+    if not app.executors and not app.services and not app.agents and not any(m.code in magic_errors for m in msgs):
         msgs.append(Message("error", "no-executors", "the notebook declares no %%executor cell, so there is nothing to run.",
                             "start a cell with `%%executor NAME` (after `%load_ext scanflow_jupyter`)."))
     if not NAME_RE.match(app.name):
         msgs.append(Message("error", "bad-app-name", f"application name '{app.name}' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63).",
-                            "name it with `%scanflow_app my-app` or rename the notebook file."))
+                            "name it with `%scanflow_app my-app` or rename the notebook file.", app.app_cell))
     if not NAME_RE.match(app.team):
-        msgs.append(Message("error", "bad-team-name", f"team name '{app.team}' is not valid.",
-                            "use letters, digits, '-' and '_', e.g. `%scanflow_app my-app --team data-science`."))
+        msgs.append(Message("error", "bad-team-name", f"team name '{app.team}' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63).",
+                            "rename it, e.g. `%scanflow_app my-app --team data-science`.", app.app_cell))
     for name in app.parameters:
         if name in RESERVED_NAMES:
             msgs.append(Message("error", "reserved-name", f"parameter '{name}' uses a name Scanflow reserves.",
@@ -135,12 +136,12 @@ def _check_executor(app: Application, ex: Executor) -> list[Message]:
         if var in ex.outputs:
             msgs.append(Message("error", "input-is-output", f"executor '{ex.name}' both consumes and produces '{var}'.",
                                 f"give the new value another name, e.g. --outputs {var}_2.", ex.cell))
+        elif not makers and var in app.parameters:
+            msgs.append(Message("error", "input-is-parameter", f"executor '{ex.name}' lists pipeline parameter '{var}' in --inputs.",
+                                f"remove '{var}' from --inputs: parameters are available in every step.", ex.cell))
         elif not makers:
-            fix = f"add `--outputs {var}` to the executor that computes it"
-            if var in app.parameters:
-                fix = f"'{var}' is a pipeline parameter, available in every step: remove it from --inputs"
             msgs.append(Message("error", "input-without-producer", f"executor '{ex.name}' needs input '{var}', but no executor lists it in --outputs.",
-                                fix + ".", ex.cell))
+                                f"add `--outputs {var}` to the executor that computes it.", ex.cell))
         elif len(makers) > 1:
             msgs.append(Message("error", "input-two-producers", f"input '{var}' of executor '{ex.name}' is produced by {' and '.join(makers)}.",
                                 "a variable passed between steps needs exactly one producer: rename one of the outputs.", ex.cell))
@@ -169,12 +170,14 @@ def _check_resources(ex: Executor) -> list[Message]:
         msgs.append(Message("error", "bad-quantity", f"executor '{ex.name}': --cpu '{cpu}' is not a CPU quantity.",
                             "use cores or millicores, e.g. --cpu 2, --cpu 0.5 or --cpu 500m.", ex.cell))
     if memory is not None and not MEMORY_RE.match(memory):
-        hint = ""
-        m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGTPE])i?B$", memory, re.I)
+        m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGTPE])(i?)B$", memory, re.I)
         if m:
-            hint = f" ({m.group(1)}{m.group(2).upper()}i)"
+            n, unit = m.group(1), m.group(2).upper()
+            fix = f"write --memory {n}{unit}i (binary units) or --memory {n}{unit} (decimal units)."
+        else:
+            fix = "use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi."
         msgs.append(Message("error", "bad-quantity", f"executor '{ex.name}': --memory '{memory}' is not a memory quantity.",
-                            f"use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi{hint}.", ex.cell))
+                            fix, ex.cell))
     return msgs
 
 
@@ -186,7 +189,7 @@ def _check_requirements(ex: Executor) -> list[Message]:
         try:
             Requirement(req)
         except InvalidRequirement as exc:
-            msgs.append(Message("error", "bad-requirement", f"executor '{ex.name}': --requirements '{req}' is not a valid requirement ({exc}).",
+            msgs.append(Message("error", "bad-requirement", f"executor '{ex.name}': --requirements '{req}' is not a valid requirement ({str(exc).splitlines()[0].rstrip('.')}).",
                                 "write pip requirement specifiers, e.g. --requirements scikit-learn==1.5.2 'pandas>=2'.", ex.cell))
     return msgs
 
@@ -210,7 +213,7 @@ def _check_cycles(app: Application) -> list[Message]:
                     reported.add(key)
                     shown = " -> ".join(reversed(cycle))
                     msgs.append(Message("error", "cycle", f"the steps form a cycle: {shown}.",
-                                        "remove one of these dependencies (--requires or an --inputs/--outputs pair).", cells[dep]))
+                                        "remove one of these dependencies: a --requires entry or an --inputs/--outputs pair between two of these steps.", cells[dep]))
             elif state.get(dep) is None:
                 visit(dep, path + [dep])
         state[node] = 2

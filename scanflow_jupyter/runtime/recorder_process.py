@@ -88,7 +88,12 @@ class RecorderProcess:
         for key, value in _CHILD_ENV_DEFAULTS.items():
             env.setdefault(key, value)
         env[_CONFIG_ENV] = json.dumps(
-            {"tracking_uri": tracking_uri, "artifact_root": artifact_root}
+            {
+                "tracking_uri": tracking_uri,
+                "artifact_root": artifact_root,
+                "log_path": str(self.log_path),
+                "parent_pid": os.getpid(),
+            }
         )
         # Make the package importable in the child when it runs from a source checkout.
         src_root = Path(__file__).resolve().parents[2]
@@ -409,6 +414,10 @@ def _child_main() -> int:
             sys.stderr.flush()
             message = str(exc) if isinstance(exc, TrackingError) else f"{type(exc).__name__}: {exc}"
             send({"id": rid, "ok": False, "error": message})
+    if config.get("parent_pid") and os.getppid() != config["parent_pid"]:
+        # Our parent died without closing us: nobody will read or delete the log.
+        with contextlib.suppress(OSError):
+            os.unlink(config["log_path"])
     return 0
 
 

@@ -1,0 +1,33 @@
+"""Cache keys: comments and formatting never bust the cache; code, params, inputs do."""
+
+from __future__ import annotations
+
+from scanflow_jupyter.model import Application, CodeBlock, Executor
+from scanflow_jupyter.runtime.cache import normalize_code, step_cache_key
+
+
+def _key(body: str, params=None, upstream=None, setup: str = "import math") -> str:
+    app = Application(name="t", notebook="t.ipynb", kernel_name="python3", setup=[CodeBlock(0, setup)])
+    ex = Executor(name="s", cell=1, source=body, outputs=["y"])
+    return step_cache_key(app, ex, params or {"n": 1}, upstream or {"x": "abc"})
+
+
+def test_comments_blank_lines_and_spacing_do_not_change_the_key():
+    assert _key("y = x+1") == _key("# add one\n\ny = x + 1  # done\n")
+
+
+def test_code_params_inputs_and_setup_change_the_key():
+    base = _key("y = x + 1")
+    assert _key("y = x + 2") != base
+    assert _key("y = x + 1", params={"n": 2}) != base
+    assert _key("y = x + 1", upstream={"x": "def"}) != base
+    assert _key("y = x + 1", setup="import os") != base
+
+
+def test_magic_lines_take_part_in_the_key():
+    assert normalize_code("!pip install a\ny = 1") != normalize_code("!pip install b\ny = 1")
+    assert _key("%time y = 1") != _key("%timeit y = 1")
+
+
+def test_unparsable_code_still_normalizes():
+    assert normalize_code("y = (\n\n") == "y = ("
