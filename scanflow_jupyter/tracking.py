@@ -254,6 +254,11 @@ class Recorder:
             )
         elif _is_remote(self.tracking_uri):
             hint = " Is the tracking server running and reachable (`scanflow tracker up`)?"
+        else:
+            hint = (
+                " Check the URI (e.g. sqlite:////abs/path/mlflow.db or http://host:5000) and"
+                " that its folder is writable."
+            )
         return TrackingError(
             f"MLflow {what} failed for tracking store {self.tracking_uri!r}: "
             f"{type(exc).__name__}: {exc}.{hint}"

@@ -189,7 +189,9 @@ class RecorderProcess:
                 "cache_hit": bool(cache_hit),
                 "duration_s": None if duration_s is None else float(duration_s),
                 "artifacts": [str(Path(a).absolute()) for a in artifacts],
-                "error": None if error is None else {k: _jsonable(v) for k, v in error.items()},
+                "error": None
+                if error is None
+                else {k: _jsonable(error.get(k)) for k in ("cell", "ename", "evalue")},
                 "cached_from": cached_from,
             },
             f"finish_step({mlflow_id}, {status})",

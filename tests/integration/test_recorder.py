@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,10 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("SCANFLOW_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
+    tmp = tmp_path / "tmp"  # recorder logs kept after failures land here, not in /tmp
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     return Store(tmp_path)
 
 
@@ -276,6 +281,7 @@ def test_child_exits_when_its_parent_dies(store: Store, tmp_path: Path) -> None:
     if still_alive:
         os.kill(child_pid, signal.SIGKILL)
     assert not still_alive, "the recorder child outlived its parent"
+    assert list((tmp_path / "tmp").iterdir()) == []  # the orphaned child removed its log
 
 
 def _alive(pid: int) -> bool:
@@ -357,3 +363,8 @@ def test_recorder_process_is_thread_safe(store: Store, project: Path) -> None:
         assert run.info.run_name == step
         assert run.info.status == "KILLED"
     assert client.get_run(parent).info.status == "FAILED"
+
+
+def test_bad_explicit_uri_says_what_to_check(store: Store, project: Path) -> None:
+    with pytest.raises(TrackingError, match="Check the URI"):
+        Recorder("nosuchscheme://x").start_pipeline(APP, "r", "local", project / "p.ipynb", {})
