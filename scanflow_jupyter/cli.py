@@ -16,30 +16,13 @@ import click
 from scanflow_jupyter import __version__
 
 
-def parse_param_value(text: str) -> Any:
-    """Type a `-p key=value` value the way papermill does: int, float, bool, None, else str."""
-    if text in ("True", "true"):
-        return True
-    if text in ("False", "false"):
-        return False
-    if text in ("None", "none"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    params = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"'{pair}' is not KEY=VALUE (e.g. -p learning_rate=0.1)", param_hint="-p")
-        key, value = pair.split("=", 1)
-        params[key.strip()] = parse_param_value(value)
-    return params
+    from scanflow_jupyter.params import parse_params
+
+    try:
+        return parse_params(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-p") from exc
 
 
 def _console(stderr: bool = False) -> Any:

@@ -41,6 +41,8 @@ from scanflow_jupyter.notebook.magic_args import (
     parse_magic_line,
 )
 from scanflow_jupyter.notebook.parser import parse_notebook_dict, strip_magic_lines
+from scanflow_jupyter.params import parse_param_value  # noqa: F401 - re-exported
+from scanflow_jupyter.params import parse_params as _parse_params
 from scanflow_jupyter.widgets import ExecutorWidget, RunProgressWidget, describe_value
 
 SCANFLOW_ACTIONS = ("run", "inspect")
@@ -124,32 +126,12 @@ class KernelState:
     last_run: Any = None
 
 
-def parse_param_value(text: str) -> Any:
-    """Type a `-p key=value` value as papermill's CLI does: bool, None, int, float, else str."""
-    if text in ("True", "False"):
-        return text == "True"
-    if text == "None":
-        return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_params(items: list[str]) -> dict[str, Any]:
     """`["lr=0.1", "name=x"]` -> `{"lr": 0.1, "name": "x"}`; UsageError on a malformed item."""
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise UsageError(
-                f"%scanflow: -p expects KEY=VALUE, got '{item}'. "
-                "Fix: write one -p per parameter, e.g. -p learning_rate=0.1 -p epochs=5."
-            )
-        params[key] = parse_param_value(value)
-    return params
+    try:
+        return _parse_params(items)
+    except ValueError as exc:
+        raise UsageError(f"%scanflow: {exc}") from exc
 
 
 def find_notebook(explicit: str | None = None, ipython: Any = None) -> Path | None:
