@@ -196,7 +196,7 @@ def test_params_refuses_non_literals(ip, capsys):
     assert not result.success
     assert "lr" not in ip.user_ns  # nothing ran
     assert "parameter 'steps' (line 3) is not a literal: compute()" in err
-    assert "line 3 of the parameters cell is not an assignment" in err
+    assert "line 4 of the parameters cell is not an assignment" in err
     assert kernel_state(ip).parameters == {}
 
 
