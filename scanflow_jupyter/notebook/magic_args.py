@@ -36,7 +36,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
-    return "write it as " + " ".join(parser.format_usage().split()[1:]) + "."
+    """`%%executor NAME [--opt ...]`: the name first, as users write it."""
+    words = [parser.prog]
+    positionals = [a.dest.upper() for a in parser._actions if not a.option_strings]
+    words += positionals
+    for action in parser._actions:
+        if action.option_strings:
+            opt = action.option_strings[0]
+            if action.nargs == 0:
+                words.append(f"[{opt}]")
+            elif action.nargs == "+":
+                words.append(f"[{opt} {action.metavar or action.dest.upper()} ...]")
+            else:
+                words.append(f"[{opt} {action.metavar or action.dest.upper()}]")
+    return "write it as " + " ".join(words) + "."
 
 
 def _non_negative_int(text: str) -> int:
@@ -56,7 +69,7 @@ def _positive_int(text: str) -> int:
 def _positive_float(text: str) -> float:
     value = float(text)
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite positive number of seconds, got {text}")
     return value
 
 

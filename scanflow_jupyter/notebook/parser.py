@@ -81,9 +81,9 @@ def read_notebook_json(path: str | Path) -> dict[str, Any]:
                     "open and re-save it in JupyterLab, or restore it from version control.")
         ) from exc
     version = nb.get("nbformat", 4) if isinstance(nb, dict) else 4
-    if not isinstance(version, int) or version < 4:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 4:
         raise NotebookReadError(
-            Message("error", "old-nbformat", f"{p.name} uses nbformat {version}; 4 is required.",
+            Message("error", "old-nbformat", f"{p.name} declares nbformat {version!r}; the whole number 4 is required.",
                     "open it in JupyterLab and save it again (it is converted to nbformat 4).")
         )
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):

@@ -118,7 +118,7 @@ def _check_executor(app: Application, ex: Executor) -> list[Message]:
                                 "--requires names executors only; services and agents are deployed, not run as steps.", ex.cell))
         elif dep not in executors:
             msgs.append(Message("error", "unknown-dependency", f"executor '{ex.name}' requires '{dep}', but no executor has that name.",
-                                _did_you_mean(dep, executors, "fix the name in --requires"), ex.cell))
+                                _did_you_mean(dep, executors - {ex.name}, "fix the name in --requires"), ex.cell))
     for option, values in (("--requires", ex.requires), ("--inputs", ex.inputs), ("--outputs", ex.outputs)):
         dupes = sorted({v for v in values if values.count(v) > 1})
         if dupes:
@@ -173,7 +173,8 @@ def _check_resources(ex: Executor) -> list[Message]:
         m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGTPE])(i?)B$", memory, re.I)
         if m:
             n, unit = m.group(1), m.group(2).upper()
-            fix = f"write --memory {n}{unit}i (binary units) or --memory {n}{unit} (decimal units)."
+            decimal = "k" if unit == "K" else unit
+            fix = f"write --memory {n}{unit}i (binary units) or --memory {n}{decimal} (decimal units)."
         else:
             fix = "use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi."
         msgs.append(Message("error", "bad-quantity", f"executor '{ex.name}': --memory '{memory}' is not a memory quantity.",

@@ -96,12 +96,14 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
      "no_cells.ipynb has no 'cells' list, so it is not a notebook."),
     ("cells-not-a-list", CASES_DIR / "cells_not_a_list.ipynb", "not-a-notebook", None,
      "cells_not_a_list.ipynb has no 'cells' list, so it is not a notebook."),
-    # A real nbformat 3 file has "worksheets" instead of "cells", so today it is reported as
-    # not a notebook instead of "old-nbformat" (see test_parser.py, strict xfail).
-    ("nbformat3", CASES_DIR / "nbformat3.ipynb", "not-a-notebook", None,
-     "nbformat3.ipynb has no 'cells' list, so it is not a notebook."),
+    # A real nbformat 3 file has "worksheets" instead of "cells": the version is checked first.
+    ("nbformat3", CASES_DIR / "nbformat3.ipynb", "old-nbformat", None,
+     "nbformat3.ipynb declares nbformat 3; the whole number 4 is required."),
     ("nbformat3-with-cells", CASES_DIR / "nbformat3_with_cells.ipynb", "old-nbformat", None,
-     "nbformat3_with_cells.ipynb uses nbformat 3; 4 is required."),
+     "nbformat3_with_cells.ipynb declares nbformat 3; the whole number 4 is required."),
+    # A folder (here the cases folder itself) instead of a file.
+    ("directory", CASES_DIR, "not-a-notebook", None,
+     "{path} is not a file."),
     # --- notebook metadata (parser.parse_notebook_dict) ----------------------------------
     ("no-kernelspec", CASES_DIR / "no_kernelspec.ipynb", "no-kernelspec", None,
      "the notebook has no kernelspec, so no step knows which kernel to start."),
@@ -113,25 +115,29 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
     ("retries-negative", ["%%executor a --retries -1\nx = 1", OK], "bad-arguments", 0,
      "%%executor: argument --retries: must be 0 or more, got -1."),
     ("retries-not-a-number", ["%%executor a --retries abc\nx = 1", OK], "bad-arguments", 0,
-     "%%executor: argument --retries: invalid a whole number >= 0 value: 'abc'."),
+     "%%executor: argument --retries: invalid whole-number value: 'abc'."),
     ("timeout-zero", ["%%executor a --timeout 0\nx = 1", OK], "bad-arguments", 0,
-     "%%executor: argument --timeout: must be a positive number of seconds, got 0."),
+     "%%executor: argument --timeout: must be a finite positive number of seconds, got 0."),
+    # inf is refused; the wording ("positive") does not say why (see the reply / test_parser).
+    ("timeout-infinite", ["%%executor a --timeout inf\nx = 1", OK], "bad-arguments", 0,
+     "%%executor: argument --timeout: must be a finite positive number of seconds, got inf."),
     ("timeout-not-a-number", ["%%executor a --timeout soon\nx = 1", OK], "bad-arguments", 0,
-     "%%executor: argument --timeout: invalid a positive number value: 'soon'."),
+     "%%executor: argument --timeout: invalid number-of-seconds value: 'soon'."),
     ("gpu-fraction", ["%%executor a --gpu 1.5\nx = 1", OK], "bad-arguments", 0,
-     "%%executor: argument --gpu: invalid a whole number >= 0 value: '1.5'."),
+     "%%executor: argument --gpu: invalid whole-number value: '1.5'."),
     ("option-without-value", ["%%executor a --inputs\nx = 1", OK], "bad-arguments", 0,
      "%%executor: argument --inputs: expected at least one argument."),
-    ("ambiguous-option", ["%%executor a --re 1\nx = 1", OK], "bad-arguments", 0,
-     "%%executor: ambiguous option: --re could match --requires, --requirements, --retries."),
+    # Abbreviations are disabled: --re is not a prefix of --requires/--requirements/--retries.
+    ("abbreviated-option", ["%%executor a --re 1\nx = 1", OK], "unknown-option", 0,
+     "%%executor: unknown option --re."),
     ("unknown-option", ["%%executor a --foo 1\nx = 1", OK], "unknown-option", 0,
-     "%executor: unknown option --foo."),
+     "%%executor: unknown option --foo."),
     ("executor-missing-name", ["%%executor\nx = 1", OK], "bad-arguments", 0,
      "%%executor: the following arguments are required: name."),
     ("executor-extra-positional", ["%%executor a b\nx = 1", OK], "unexpected-arguments", 0,
-     "%executor: unexpected argument(s) b."),
+     "%%executor: unexpected argument(s) b."),
     ("executor-bad-quoting", ["%%executor 'a\nx = 1", OK], "bad-quoting", 0,
-     "%executor: No closing quotation."),
+     "%%executor: no closing quotation."),
     ("setup-with-arguments", ["%%setup numpy\nimport numpy", OK], "unexpected-arguments", 0,
      "%%setup takes no arguments, got 'numpy'."),
     ("params-with-arguments", ["%%params --n 3\nn = 1", OK], "unexpected-arguments", 0,
@@ -143,14 +149,14 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
     ("app-missing-name", ["%scanflow_app", OK], "bad-arguments", 0,
      "%scanflow_app: the following arguments are required: name."),
     ("app-bad-quoting", ['%scanflow_app "my-app', OK], "bad-quoting", 0,
-     "%scanflow_app: No closing quotation."),
+     "%scanflow_app: no closing quotation."),
     # --- names (validate._check_names) -------------------------------------------------
     ("duplicate-executor", ["%%executor a\nx = 1", "%%executor a\ny = 2"], "duplicate-name", 1,
-     "the name 'a' is already used by the cell 0."),
+     "the name 'a' is already used in cell 0."),
     ("duplicate-executor-agent", ["%%executor a\nx = 1", "%%agent a\ny = 2"], "duplicate-name", 1,
-     "the name 'a' is already used by the cell 0."),
+     "the name 'a' is already used in cell 0."),
     ("duplicate-executor-service", ["%%executor a\nx = 1", "%%service a --model models:/m/1"],
-     "duplicate-name", 1, "the name 'a' is already used by the cell 0."),
+     "duplicate-name", 1, "the name 'a' is already used in cell 0."),
     ("bad-executor-name", ["%%executor 1st\nx = 1"], "bad-name", 0,
      "executor name '1st' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63)."),
     ("bad-service-name", ["%%service my.svc --model models:/m/1", OK], "bad-name", 0,
@@ -178,8 +184,8 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
     # --- data passing (validate._check_executor) ----------------------------------------
     ("input-without-producer", ["%%executor a --inputs features\nx = features"], "input-without-producer", 0,
      "executor 'a' needs input 'features', but no executor lists it in --outputs."),
-    ("input-is-parameter", [PARAMS, "%%executor a --inputs n\nx = n"], "input-without-producer", 1,
-     "executor 'a' needs input 'n', but no executor lists it in --outputs."),
+    ("input-is-parameter", [PARAMS, "%%executor a --inputs n\nx = n"], "input-is-parameter", 1,
+     "executor 'a' lists pipeline parameter 'n' in --inputs."),
     ("two-producers", ["%%executor a --outputs x\nx = 1", "%%executor b --outputs x\nx = 2",
                        "%%executor c --inputs x\ny = x"], "input-two-producers", 2,
      "input 'x' of executor 'c' is produced by a and b."),
@@ -189,11 +195,18 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
      "executor 'a' declares output 'model' but its code never assigns it."),
     ("output-shadows-parameter", [PARAMS, "%%executor a --outputs n\nn = 2"], "output-shadows-parameter", 1,
      "executor 'a' outputs 'n', which is also a pipeline parameter."),
+    # Repeated list options accumulate: 'x' (first --outputs) is kept, so it must be assigned.
+    ("repeated-outputs-accumulate", ["%%executor a --outputs x --outputs y\ny = 1"], "output-not-assigned", 0,
+     "executor 'a' declares output 'x' but its code never assigns it."),
+    ("repeated-inputs-accumulate", ["%%executor a --outputs x\nx = 1", "%%executor b --inputs x --inputs ghost\ny = x + ghost"],
+     "input-without-producer", 1, "executor 'b' needs input 'ghost', but no executor lists it in --outputs."),
+    # '#' inside a word is part of it (only a word starting with '#' starts a comment).
+    ("hash-inside-word", ["%%executor a --outputs x#y\nx = 1"], "bad-variable", 0,
+     "executor 'a': 'x#y' is not a Python variable name."),
     ("variable-starts-with-digit", ["%%executor a --outputs 2x\ny = 1"], "bad-variable", 0,
      "executor 'a': '2x' is not a Python variable name."),
     ("variable-with-dash", ["%%executor a --outputs x\nx = 1", "%%executor b --inputs train-df\ny = 1"],
      "bad-variable", 1, "executor 'b': 'train-df' is not a Python variable name."),
-    # Also reports output-not-assigned ("assign `class = ...`"): see test_validate.py xfail.
     ("variable-is-keyword", ["%%executor a --outputs class\ny = 1"], "bad-variable", 0,
      "executor 'a': 'class' is not a Python variable name."),
     ("reserved-variable", ["%%executor a --outputs _scanflow\n_scanflow = 1"], "reserved-name", 0,
@@ -213,7 +226,7 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
      "executor 'a': --image 'Python:3.11' is not a valid image reference."),
     ("bad-requirement", ["%%executor a --requirements 'pandas>>2'\nx = 1"], "bad-requirement", 0,
      "executor 'a': --requirements 'pandas>>2' is not a valid requirement (Expected semicolon "
-     "(after name with no version specifier) or end\n    pandas>>2\n          ^)."),
+     "(after name with no version specifier) or end)."),
     ("bad-model-uri", ["%%service s --model my-model", OK], "bad-model-uri", 0,
      "service 's': --model 'my-model' is not a model URI."),
     ("service-without-model", ["%%service s\nthreshold = 0.5", OK], "service-without-model", 0,
@@ -231,9 +244,9 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
      "syntax error in the parameters cell, line 2: '(' was never closed."),
     ("parameter-not-literal", [{"source": "n = 1\nrows = load_rows()", "tags": ["parameters"]}, OK],
      "non-literal-parameter", 0, "parameter 'rows' (line 2) is not a literal: load_rows()."),
-    # %%params body lines are counted without the magic line: 'm' is on line 3 of the cell.
+    # %%params line numbers count the magic line: 'm' is on line 3 of the cell.
     ("params-magic-not-literal", ["%%params\nn = 1\nm = n * 2", OK], "non-literal-parameter", 0,
-     "parameter 'm' (line 2) is not a literal: n * 2."),
+     "parameter 'm' (line 3) is not a literal: n * 2."),
     ("parameters-not-assignment", [{"source": "n = 1\nprint(n)", "tags": ["parameters"]}, OK],
      "non-literal-parameter", 0, "line 2 of the parameters cell is not an assignment."),
     ("parameters-tuple-target", [{"source": "a, b = 1, 2", "tags": ["parameters"]}, OK],
@@ -243,10 +256,10 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
     # --- application and magics (parser) -------------------------------------------------
     ("duplicate-app", ["%scanflow_app one", OK, "%scanflow_app two"], "duplicate-app", 2,
      "%scanflow_app appears again (first in cell 0)."),
-    ("bad-app-name", ["%scanflow_app 1app", OK], "bad-app-name", None,
+    ("bad-app-name", ["%scanflow_app 1app", OK], "bad-app-name", 0,
      "application name '1app' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63)."),
-    ("bad-team-name", ["%scanflow_app my-app --team 'data science'", OK], "bad-team-name", None,
-     "team name 'data science' is not valid."),
+    ("bad-team-name", ["%scanflow_app my-app --team 'data science'", OK], "bad-team-name", 0,
+     "team name 'data science' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63)."),
     ("misspelled-executor", ["%%exector a\nx = 1", OK], "unknown-magic", 0,
      "unknown cell magic %%exector."),
     ("misspelled-line-magic", ["%load_ext scanflow_jupyter\n%scanflow_ap demo", OK], "unknown-magic", 0,
@@ -259,6 +272,9 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
      "%%executor on line 2 of the cell; a cell magic must be the cell's first line."),
     ("no-executors", ["%load_ext scanflow_jupyter", "x = 1", {"cell_type": "markdown", "source": "%%executor a"}],
      "no-executors", None, "the notebook declares no %%executor cell, so there is nothing to run."),
+    # A broken executor line is the only error: "no-executors" is not added on top of it.
+    ("only-executor-line-broken", ["%%executor a --foo 1\nx = 1"], "unknown-option", 0,
+     "%%executor: unknown option --foo."),
     ("empty-notebook", [], "no-executors", None,
      "the notebook declares no %%executor cell, so there is nothing to run."),
 ]
@@ -267,7 +283,7 @@ BAD_CASES: list[tuple[str, Source, str, int | None]] = [c[:4] for c in _CASES]
 EXPECTED_TEXT: dict[str, str] = {c[0]: c[4] for c in _CASES}
 
 EXTRA_ERRORS: dict[str, list[tuple[str, int | None]]] = {
-    "variable-is-keyword": [("output-not-assigned", 0)],
-    # A name that is not a variable cannot have a producer either.
+    # A bad --inputs name is also reported as having no producer, with the fix "add
+    # `--outputs train-df`", which would be a bad name too (see test_validate.py, strict xfail).
     "variable-with-dash": [("input-without-producer", 1)],
 }

@@ -50,6 +50,7 @@ def test_bad_input(case_id, source, code, cell, tmp_path):
     assert message.severity == "error"
     assert message.text == expected_text(case_id, path)
     assert message.fix.strip(), "every message says how to fix it"
+    assert message.fix.endswith((".", "?")), f"{case_id}: the fix is a sentence: {message.fix!r}"
 
     others = [(m.code, m.cell) for m in messages if m.severity == "error" and m is not message]
     assert others == EXTRA_ERRORS.get(case_id, []), f"{case_id}: unexpected extra errors {others}"
@@ -58,7 +59,8 @@ def test_bad_input(case_id, source, code, cell, tmp_path):
 def test_raw_case_files_are_where_the_cases_say(tmp_path):
     for case_id, source, code, _cell in BAD_CASES:
         if isinstance(source, Path) and code != "notebook-not-found":
-            assert source.is_file(), f"{case_id}: missing {source}"
+            assert source.exists(), f"{case_id}: missing {source}"
+            assert source.is_file() or case_id == "directory", f"{case_id}: {source} is not a file"
 
 
 def test_materialize_writes_a_readable_notebook(tmp_path):
@@ -73,7 +75,7 @@ def test_materialize_writes_a_readable_notebook(tmp_path):
 def test_all_problems_are_reported_at_once(tmp_path):
     """Validation does not stop at the first problem: the user fixes everything in one go."""
     cells = [
-        "%load_ext scanflow_jupyter\n%scanflow_app 9lives",           # bad app name
+        "%load_ext scanflow_jupyter\n%scanflow_app 9lives",           # bad app name (on its cell)
         "%%executor load --retries many\nx = 1",                      # bad option value
         "%%executor train --inputs features --outputs model\nm = 1",  # no producer, not assigned
         "%%executor score --requires trian --memory 2GB\ny = 2",      # unknown dep, bad memory
@@ -89,7 +91,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
     assert got == {
         ("no-kernelspec", None),
         ("bad-arguments", 1),
-        ("bad-app-name", None),
+        ("bad-app-name", 0),
         ("duplicate-name", 4),
         ("syntax-error", 5),
         ("input-without-producer", 2),

@@ -216,3 +216,22 @@ def test_compile_does_not_mutate_the_application():
     for ex in app.executors:
         compile_step(app, ex)
     assert json.dumps(app.to_dict(), sort_keys=True) == before
+
+
+def test_repeated_options_and_params_magic_reach_the_step_notebook():
+    app = parse_notebook_dict(
+        {
+            "cells": [
+                {"cell_type": "code", "source": "%%params\nn = 2", "metadata": {}},
+                {"cell_type": "code", "source": "%%executor a --outputs x --outputs y  # two outputs\nx = n\ny = x", "metadata": {}},
+            ],
+            "metadata": {"kernelspec": {"name": "python3"}},
+        },
+        "/somewhere/nb.ipynb",
+    )
+    nb = compile_step(app, app.executor("a"))
+    assert nb["metadata"]["scanflow"]["outputs"] == ["x", "y"]
+    assert _by_role(nb, "outputs")["source"].splitlines()[1:] == ['_scanflow.save("x", x)', '_scanflow.save("y", y)']
+    params = _by_role(nb, "parameters")
+    assert params["metadata"]["scanflow"]["source_cell"] == 0
+    assert "n = 2" in params["source"] and "%%params" not in params["source"]

@@ -49,6 +49,7 @@ def test_round_trip_of_a_full_application():
         setup=[CodeBlock(1, "import numpy as np"), CodeBlock(3, "def f():\n    return 1")],
         parameters={"n": 3, "rate": 0.5, "label": "x", "flags": [True, False, None], "cfg": {"a": [1, 2]}},
         parameters_cell=2,
+        app_cell=0,
         executors=[
             Executor("load", 4, "x = 1", outputs=["x"], image="python:3.11-slim",
                      requirements=["pandas>=2"], retries=2, timeout=30.5,
@@ -71,6 +72,7 @@ def test_round_trip_of_a_full_application():
 
 def test_round_trip_of_defaults():
     app = Application(name="a", notebook="a.ipynb")
+    assert app.app_cell is None
     assert json_round_trip(app) == app
     assert Application.from_dict({"name": "a", "notebook": "a.ipynb"}) == app
 
@@ -115,6 +117,11 @@ def test_dependencies_ignore_own_outputs_and_unknown_inputs():
     assert app.dependencies(app.executor("a")) == []
 
 
+def test_dependencies_ignore_self_and_repeats():
+    app = app_of(ex("a", outputs=["x"]), ex("b", requires=["b", "a", "a"], inputs=["x", "x"]))
+    assert app.dependencies(app.executor("b")) == ["a"]
+
+
 def test_dependencies_with_two_producers_list_both():
     app = app_of(ex("a", outputs=["x"]), ex("b", outputs=["x"]), ex("c", inputs=["x"]))
     assert app.dependencies(app.executor("c")) == ["a", "b"]
@@ -123,6 +130,8 @@ def test_dependencies_with_two_producers_list_both():
 def test_producers_and_executor_lookup():
     app = app_of(ex("a", outputs=["x", "y"]), ex("b", outputs=["x"]))
     assert app.producers() == {"x": ["a", "b"], "y": ["a"]}
+    # A repeated output counts its executor once.
+    assert app_of(ex("a", outputs=["x", "x"])).producers() == {"x": ["a"]}
     assert app.executor("b").name == "b"
     with pytest.raises(KeyError):
         app.executor("nope")
@@ -199,17 +208,32 @@ def test_empty_pipeline():
     [
         [ex("a", requires=["b"]), ex("b", requires=["a"])],
         [ex("a", inputs=["y"], outputs=["x"]), ex("b", inputs=["x"], outputs=["y"])],
-        [ex("a", requires=["a"])],
+        [ex("a", requires=["b"]), ex("b", requires=["c"]), ex("c", requires=["a"])],
     ],
-    ids=["requires", "data", "self"],
+    ids=["requires", "data", "three"],
 )
 def test_pipeline_rejects_cycles(executors):
-    with pytest.raises(ValueError, match="cycle among steps"):
+    with pytest.raises(ValueError, match="^cycle among steps: "):
         Pipeline.from_application(app_of(*executors))
 
 
+def test_pipeline_ignores_self_dependency():
+    # validate() reports "self-dependency"; the DAG builder does not treat it as a cycle.
+    pipeline = Pipeline.from_application(app_of(ex("a", requires=["a"]), ex("b", requires=["a", "b"])))
+    assert list(pipeline.steps) == ["a", "b"]
+    assert pipeline.steps["a"].depends_on == []
+    assert pipeline.steps["b"].depends_on == ["a"]
+
+
 def test_pipeline_with_unknown_dependency_raises():
-    # validate() reports "unknown-dependency" first; the DAG builder only refuses (today its
-    # message says "cycle", which is misleading for this input).
-    with pytest.raises(ValueError):
+    # validate() reports "unknown-dependency" first; the DAG builder refuses and names the step.
+    with pytest.raises(ValueError, match=r"^step a depends on unknown step\(s\): ghost$"):
         Pipeline.from_application(app_of(ex("a", requires=["ghost"])))
+    with pytest.raises(ValueError, match=r"^step b depends on unknown step\(s\): x, y$"):
+        Pipeline.from_application(app_of(ex("a"), ex("b", requires=["a", "x", "y"])))
+
+
+def test_pipeline_with_unknown_input_producer_is_not_a_dependency():
+    # An input nobody produces is a validation error, not an unknown step.
+    pipeline = Pipeline.from_application(app_of(ex("a", inputs=["nobody"])))
+    assert pipeline.steps["a"].depends_on == []

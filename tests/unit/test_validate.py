@@ -6,13 +6,14 @@ The exact text of each error is pinned by tests/bad_inputs; these tests cover wh
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from scanflow_jupyter.model import Application, Executor, Message, Resources, Service
 from scanflow_jupyter.notebook.parser import parse_notebook, parse_notebook_dict
-from scanflow_jupyter.notebook.validate import has_errors, validate
+from scanflow_jupyter.notebook.validate import NAME_RE, has_errors, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -61,6 +62,44 @@ def test_parse_messages_come_first():
     assert [m.code for m in validate(app)] == ["bad-arguments", "input-without-producer"]
 
 
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        ("%%executor a --foo 1", "unknown-option"),
+        ("%%executor a --retries x", "bad-arguments"),
+        ("%%executor", "bad-arguments"),
+        ("%%executor a b", "unexpected-arguments"),
+        ("%%executor 'a", "bad-quoting"),
+        ("%%exector a", "unknown-magic"),
+    ],
+)
+def test_broken_magic_line_is_not_also_no_executors(line, code):
+    assert codes(parse(f"{line}\nx = 1")) == [("error", code, 0)]
+
+
+def test_no_executors_without_a_broken_magic_line():
+    assert codes(parse("x = 1", "%%setup\nimport os")) == [("error", "no-executors", None)]
+
+
+def test_app_and_team_name_messages_point_at_the_scanflow_app_cell():
+    app = parse("%%executor a\nx = 1", "%load_ext scanflow_jupyter\n%scanflow_app 9lives --team 'a b'")
+    assert codes(app) == [("error", "bad-app-name", 1), ("error", "bad-team-name", 1)]
+    msgs = validate(app)
+    assert msgs[0].text == ("application name '9lives' is not valid (letters, digits, '-' and '_', starting with "
+                            "a letter, at most 63).")
+    assert msgs[1].text == ("team name 'a b' is not valid (letters, digits, '-' and '_', starting with a letter, "
+                            "at most 63).")
+    assert msgs[1].fix == "rename it, e.g. `%scanflow_app my-app --team data-science`."
+
+
+def test_app_name_from_the_file_name_has_no_cell():
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "%%executor a\nx = 1"}],
+          "metadata": {"kernelspec": KERNELSPEC}}
+    app = parse_notebook_dict(nb, "/work/" + "n" * 64 + ".ipynb")
+    assert app.app_cell is None
+    assert codes(app) == [("error", "bad-app-name", None)]
+
+
 def test_services_or_agents_alone_are_something_to_run():
     assert codes(parse("%%service api --model models:/m/3")) == []
     assert codes(parse("%%agent watcher --template monitor\npass")) == []
@@ -89,13 +128,29 @@ def test_valid_memory(memory):
 
 
 @pytest.mark.parametrize(
-    ("memory", "hint"),
-    [("2GB", " (2Gi)"), ("512mb", " (512Mi)"), ("1.5GiB", " (1.5Gi)"), ("lots", ""), ("2 Gi", ""), ("Gi", "")],
+    ("memory", "fix"),
+    [
+        ("2GB", "write --memory 2Gi (binary units) or --memory 2G (decimal units)."),
+        ("512mb", "write --memory 512Mi (binary units) or --memory 512M (decimal units)."),
+        ("1.5GiB", "write --memory 1.5Gi (binary units) or --memory 1.5G (decimal units)."),
+        ("4 TB", "write --memory 4Ti (binary units) or --memory 4T (decimal units)."),
+        ("lots", "use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi."),
+        ("2 Gi", "use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi."),
+        ("Gi", "use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi."),
+    ],
 )
-def test_invalid_memory_with_hint(memory, hint):
+def test_invalid_memory_with_hint(memory, fix):
     (msg,) = validate(with_executor(resources=Resources(memory=memory)))
     assert msg.code == "bad-quantity"
-    assert msg.fix == f"use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi{hint}."
+    assert msg.text == f"executor 'a': --memory '{memory}' is not a memory quantity."
+    assert msg.fix == fix
+
+
+@pytest.mark.parametrize("memory", ["2GB", "512mb", "1.5GiB", "4 TB"])
+def test_memory_hint_suggests_valid_quantities(memory):
+    (msg,) = validate(with_executor(resources=Resources(memory=memory)))
+    for suggestion in re.findall(r"--memory (\S+)", msg.fix):
+        assert not has_errors(validate(with_executor(resources=Resources(memory=suggestion.rstrip(".")))))
 
 
 @pytest.mark.parametrize(
@@ -126,7 +181,12 @@ def test_valid_requirement(req):
 
 @pytest.mark.parametrize("req", ["pandas>>2", "==1.0", "pandas 2", ""])
 def test_invalid_requirement(req):
-    assert [m.code for m in validate(with_executor(requirements=[req]))] == ["bad-requirement"]
+    (msg,) = validate(with_executor(requirements=[req]))
+    assert msg.code == "bad-requirement"
+    # Only the first line of the packaging error: no multi-line caret diagram in the message.
+    assert "\n" not in msg.text
+    assert msg.text.startswith(f"executor 'a': --requirements '{req}' is not a valid requirement (")
+    assert msg.text.endswith(").")
 
 
 @pytest.mark.parametrize("uri", ["models:/churn@champion", "models:/churn/3", "runs:/0a1b2c/model", "s3://bucket/model"])
@@ -214,20 +274,77 @@ def test_each_cycle_is_reported_once():
     ]
 
 
+def test_cycle_message_and_fix():
+    (msg,) = validate(parse("%%executor a --requires b\nx = 1", "%%executor b --requires a\ny = 1"))
+    assert (msg.code, msg.cell) == ("cycle", 0)
+    assert msg.text == "the steps form a cycle: a -> b -> a."
+    assert msg.fix == ("remove one of these dependencies: a --requires entry or an --inputs/--outputs pair "
+                       "between two of these steps.")
+
+
 def test_self_dependency_is_not_also_a_cycle():
     assert codes(parse("%%executor a --requires a\nx = 1")) == [("error", "self-dependency", 0)]
 
 
+def test_duplicate_name_names_the_first_cell():
+    (msg,) = validate(parse("%%executor a\nx = 1", "%%setup\nimport os", "%%agent a\npass"))
+    assert (msg.code, msg.cell) == ("duplicate-name", 2)
+    assert msg.text == "the name 'a' is already used in cell 0."
+
+
+@pytest.mark.parametrize(
+    ("cell", "fix"),
+    [
+        ("# train\n%%executor a\nx = 1", "move the lines above %%executor below it: a cell magic must be the cell's first line."),
+        ("#a\n\n  # b\n%%setup\nimport os", "move the lines above %%setup below it: a cell magic must be the cell's first line."),
+        ("x = 1\n%%executor a\ny = 1", "split the cell so that %%executor starts a new cell."),
+        ("%%executor a\nx = 1\n%%executor b", "split the cell so that %%executor starts a new cell."),
+    ],
+)
+def test_misplaced_magic_fix(cell, fix):
+    msgs = [m for m in validate(parse(cell, "%%executor ok\nz = 1")) if m.code == "magic-not-first-line"]
+    assert [(m.cell, m.fix) for m in msgs] == [(0, fix)]
+
+
 def test_did_you_mean_lists_known_executors_when_nothing_is_close():
     (msg,) = validate(parse("%%executor load\nx = 1", "%%executor train --requires zzz\ny = 1"))
-    assert msg.fix == "fix the name in --requires; known executors: load, train."
+    assert msg.fix == "fix the name in --requires; known executors: load."
     (msg,) = validate(parse("%%executor load\nx = 1", "%%executor train --requires lod\ny = 1"))
     assert msg.fix == "did you mean 'load'?"
 
 
 def test_input_that_is_a_parameter_says_so():
     (msg,) = validate(parse({"source": "n = 1", "tags": ["parameters"]}, "%%executor a --inputs n\nx = n"))
-    assert msg.fix == "'n' is a pipeline parameter, available in every step: remove it from --inputs."
+    assert (msg.severity, msg.code, msg.cell) == ("error", "input-is-parameter", 1)
+    assert msg.text == "executor 'a' lists pipeline parameter 'n' in --inputs."
+    assert msg.fix == "remove 'n' from --inputs: parameters are available in every step."
+
+
+def test_input_that_is_a_parameter_and_an_output_is_about_the_producer():
+    # With a producer the input is real data; the clash is reported on the producer's output.
+    app = parse({"source": "n = 1", "tags": ["parameters"]}, "%%executor a --outputs n\nn = 2",
+                "%%executor b --inputs n\nx = n")
+    assert codes(app) == [("error", "output-shadows-parameter", 1)]
+
+
+def test_keyword_output_reports_only_bad_variable():
+    assert [m.code for m in validate(parse("%%executor a --outputs class\ny = 1"))] == ["bad-variable"]
+
+
+def test_params_magic_line_numbers_count_the_magic_line():
+    (msg,) = validate(parse("%%params\nn = 1\nm = n * 2", "%%executor a\nx = 1"))
+    assert msg.text == "parameter 'm' (line 3) is not a literal: n * 2."
+
+
+def test_repeated_output_is_only_a_warning_for_consumers():
+    app = parse("%%executor a --outputs x x\nx = 1", "%%executor b --inputs x\ny = x")
+    assert codes(app) == [("warning", "duplicate-value", 0)]
+
+
+def test_repeated_option_values_accumulate_into_one_list():
+    app = parse("%%executor a --outputs x --outputs y\nx = 1\ny = 2", "%%executor b --inputs x --inputs y\nz = x + y")
+    assert codes(app) == []
+    assert app.executor("b").inputs == ["x", "y"]
 
 
 # --- warnings ---------------------------------------------------------------------------------
@@ -274,17 +391,6 @@ def test_names_from_ignored_cells_are_not_available():
 # --- known bugs (strict xfail) ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="validate.py line 150: output-not-assigned checks isidentifier() but not keywords")
-def test_keyword_output_reports_only_bad_variable():
-    assert [m.code for m in validate(parse("%%executor a --outputs class\ny = 1"))] == ["bad-variable"]
-
-
-@pytest.mark.xfail(strict=True, reason="parser.py _add_cell passes the %%params body without the magic line: line numbers are off by one")
-def test_params_magic_line_numbers_count_the_magic_line():
-    (msg,) = validate(parse("%%params\nn = 1\nm = n * 2", "%%executor a\nx = 1"))
-    assert msg.text == "parameter 'm' (line 3) is not a literal: n * 2."
-
-
 @pytest.mark.xfail(strict=True, reason="validate.py line 96 assumes the magic is line 1; blank lines above it shift the real line")
 def test_syntax_error_line_after_blank_lines():
     msgs = validate(parse("\n\n%%executor a\nx = (\n"))
@@ -292,8 +398,34 @@ def test_syntax_error_line_after_blank_lines():
     assert "line 4 of the cell" in msg.text
 
 
-@pytest.mark.xfail(strict=True, reason="model.py Application.producers() lists an executor once per repeat in --outputs: "
-                                       "'--outputs x x' makes a consumer fail with 'produced by a and a'")
-def test_repeated_output_is_only_a_warning_for_consumers():
-    app = parse("%%executor a --outputs x x\nx = 1", "%%executor b --inputs x\ny = x")
-    assert codes(app) == [("warning", "duplicate-value", 0)]
+@pytest.mark.xfail(strict=True, reason="validate.py: a bad --inputs name is also reported as input-without-producer, "
+                                       "whose fix (add `--outputs class`) suggests the same bad name")
+def test_keyword_input_reports_only_bad_variable():
+    assert [m.code for m in validate(parse("%%executor a --inputs class\ny = 1"))] == ["bad-variable"]
+
+
+def test_memory_hint_for_kilobytes_suggests_valid_quantities():
+    (msg,) = validate(with_executor(resources=Resources(memory="100kB")))
+    for suggestion in re.findall(r"--memory (\S+)", msg.fix):
+        assert not has_errors(validate(with_executor(resources=Resources(memory=suggestion.rstrip(".")))))
+
+
+@pytest.mark.xfail(strict=True, reason="validate.py _slug does not shorten: a 64-character name gets the same "
+                                       "64-character name as its suggested fix")
+def test_bad_name_fix_suggests_a_valid_name():
+    (msg,) = validate(parse("%%executor " + "a" * 64 + "\nx = 1"))
+    suggestion = msg.fix.removeprefix("rename it, e.g. %%executor ").rstrip(".")
+    assert NAME_RE.match(suggestion)
+
+
+def test_did_you_mean_does_not_suggest_the_executor_itself():
+    (msg,) = validate(parse("%%executor train --requires trian\nx = 1"))
+    assert msg.code == "unknown-dependency"
+    assert "'train'" not in msg.fix
+
+
+@pytest.mark.xfail(strict=True, reason="validate.py: when the name comes from %scanflow_app, renaming the notebook "
+                                       "file does not change it, yet the fix suggests it")
+def test_bad_app_name_from_the_magic_does_not_suggest_renaming_the_file():
+    (msg,) = [m for m in validate(parse("%scanflow_app 1app", "%%executor a\nx = 1")) if m.code == "bad-app-name"]
+    assert "notebook file" not in msg.fix
