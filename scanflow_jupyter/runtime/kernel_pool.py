@@ -8,6 +8,7 @@ never reused: after its step it is shut down immediately.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import os
 import tempfile
@@ -27,6 +28,7 @@ class Kernel:
 
     km: AsyncKernelManager
     kc: Any
+    preamble: list[dict[str, Any]] | None = None  # setup cells already run in it, with outputs
 
     @property
     def pid(self) -> int | None:
@@ -37,8 +39,10 @@ class Kernel:
 class KernelPool:
     """Keeps up to `warm` kernels started ahead of demand, bounded by the steps left to run."""
 
-    def __init__(self, kernel_name: str, cwd: str, env: dict[str, str], warm: int = 2) -> None:
+    def __init__(self, kernel_name: str, cwd: str, env: dict[str, str], warm: int = 2,
+                 preamble: list[dict[str, Any]] | None = None) -> None:
         self.kernel_name = kernel_name
+        self.preamble = preamble or []
         self.cwd = cwd
         self.env = env
         self.warm = max(1, warm)
@@ -59,7 +63,7 @@ class KernelPool:
         while not self._closed and len(self._ready) < min(self.warm, self.demand):
             self._ready.append(asyncio.ensure_future(self._start()))
 
-    async def _start(self) -> Kernel:
+    async def _start(self, with_preamble: bool = True) -> Kernel:
         km = AsyncKernelManager(
             kernel_name=self.kernel_name,
             transport="ipc",
@@ -78,7 +82,27 @@ class KernelPool:
         except Exception:
             await self.discard(kernel)
             raise
+        if with_preamble and self.preamble:
+            kernel.preamble = await self._run_preamble(kernel)
         return kernel
+
+    async def _run_preamble(self, kernel: Kernel) -> list[dict[str, Any]] | None:
+        """Run the setup cells ahead of time; None if one fails (the step then runs them itself)."""
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+
+        nb = nbformat.from_dict({"cells": copy.deepcopy(self.preamble), "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+        client = NotebookClient(nb, km=kernel.km, timeout=None, record_timing=True,
+                                resources={"metadata": {"path": self.cwd}})
+        client.kc = kernel.kc
+        try:
+            async with client.async_setup_kernel():
+                for index, cell in enumerate(nb.cells):
+                    await client.async_execute_cell(cell, index)
+        except CellExecutionError:
+            return None
+        return [dict(cell) for cell in nb.cells]
 
     async def acquire(self) -> Kernel:
         """A ready kernel (waits for one being started, or starts one)."""
@@ -88,7 +112,11 @@ class KernelPool:
         task = self._ready.pop(0)
         self.demand = max(0, self.demand - 1)
         self._fill()
-        return await task
+        kernel = await task
+        if self.preamble and kernel.preamble is None:  # setup failed ahead: rerun it in the step
+            self.discard_soon(kernel)
+            kernel = await self._start(with_preamble=False)
+        return kernel
 
     async def discard(self, kernel: Kernel) -> None:
         """Shut a kernel down at once (its step is over: nothing to wait for)."""

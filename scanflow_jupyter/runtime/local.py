@@ -49,7 +49,13 @@ class LocalBackend(Backend):
         env["SCANFLOW_STEP"] = "1"
         cwd = str(Path(self.app.notebook).parent)
         warm = int(self.options.get("max_parallel") or 1) + 1
-        self.pool = KernelPool(self.app.kernel_name or "python3", cwd, env, warm=warm)
+        preamble = []
+        if os.environ.get("SCANFLOW_SETUP_AHEAD", "1") != "0" and self.app.executors:
+            from scanflow_jupyter.notebook.compile import compile_step
+
+            step_nb = compile_step(self.app, self.app.executors[0])
+            preamble = [c for c in step_nb["cells"] if c["metadata"]["scanflow"]["role"] == "setup"]
+        self.pool = KernelPool(self.app.kernel_name or "python3", cwd, env, warm=warm, preamble=preamble)
         self.pool.expect(steps_to_run)
 
     def expect(self, steps_left: int) -> None:
@@ -110,9 +116,18 @@ class LocalBackend(Backend):
         )
         client.kc = kernel.kc  # already connected and answering: skip nbclient's own handshake
         kernel.kc.allow_stdin = False
+        done_ahead = {c["id"]: c for c in kernel.preamble or []}
         try:
             async with client.async_setup_kernel():
                 for index, cell in enumerate(nb.cells):
+                    ahead = done_ahead.get(cell.get("id"))
+                    if ahead is not None and ahead["source"] == cell["source"]:
+                        cell.outputs = ahead["outputs"]
+                        cell.execution_count = ahead["execution_count"]
+                        cell.metadata.update({k: v for k, v in ahead["metadata"].items() if k == "execution"})
+                        cell.metadata["scanflow"]["ran_ahead"] = True
+                        cell_done(cell, index)
+                        continue
                     await client.async_execute_cell(cell, index)
         except CellExecutionError as exc:
             return self._failure(nb, output_path, exc)
