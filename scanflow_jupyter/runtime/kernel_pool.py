@@ -96,10 +96,9 @@ class KernelPool:
         client = NotebookClient(nb, km=kernel.km, timeout=None, record_timing=True,
                                 resources={"metadata": {"path": self.cwd}})
         client.kc = kernel.kc
-        try:
-            async with client.async_setup_kernel():
-                for index, cell in enumerate(nb.cells):
-                    await client.async_execute_cell(cell, index)
+        try:  # executed directly, not in async_setup_kernel(): see LocalBackend._execute
+            for index, cell in enumerate(nb.cells):
+                await client.async_execute_cell(cell, index)
         except CellExecutionError:
             return None
         return [dict(cell) for cell in nb.cells]

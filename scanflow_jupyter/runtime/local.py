@@ -117,18 +117,19 @@ class LocalBackend(Backend):
         client.kc = kernel.kc  # already connected and answering: skip nbclient's own handshake
         kernel.kc.allow_stdin = False
         done_ahead = {c["id"]: c for c in kernel.preamble or []}
+        # No `async_setup_kernel()`: the kernel is ours and already connected, and that context
+        # would replace the runner's SIGINT/SIGTERM handlers with nbclient's own.
         try:
-            async with client.async_setup_kernel():
-                for index, cell in enumerate(nb.cells):
-                    ahead = done_ahead.get(cell.get("id"))
-                    if ahead is not None and ahead["source"] == cell["source"]:
-                        cell.outputs = ahead["outputs"]
-                        cell.execution_count = ahead["execution_count"]
-                        cell.metadata.update({k: v for k, v in ahead["metadata"].items() if k == "execution"})
-                        cell.metadata["scanflow"]["ran_ahead"] = True
-                        cell_done(cell, index)
-                        continue
-                    await client.async_execute_cell(cell, index)
+            for index, cell in enumerate(nb.cells):
+                ahead = done_ahead.get(cell.get("id"))
+                if ahead is not None and ahead["source"] == cell["source"]:
+                    cell.outputs = ahead["outputs"]
+                    cell.execution_count = ahead["execution_count"]
+                    cell.metadata.update({k: v for k, v in ahead["metadata"].items() if k == "execution"})
+                    cell.metadata["scanflow"]["ran_ahead"] = True
+                    cell_done(cell, index)
+                    continue
+                await client.async_execute_cell(cell, index)
         except CellExecutionError as exc:
             return self._failure(nb, output_path, exc)
         except DeadKernelError:

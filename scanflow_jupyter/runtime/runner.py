@@ -161,6 +161,7 @@ class PipelineRun:
         self.selected: list[str] = []
         self.reuse: dict[str, dict[str, Any]] = {}  # step -> {"outputs": ..., "cached_from": ...}
         self.state: Any = None
+        self._cancelling = False
         self.recorder: Any = None
         self._parent_future: Future[str] | None = None
         self._tracking_futures: list[Future[Any]] = []
@@ -273,9 +274,15 @@ class PipelineRun:
                               on_queued=self._queued, on_skipped=self._skipped, on_progress=self.backend.expect)
         task = asyncio.ensure_future(scheduler.run())
         loop = asyncio.get_running_loop()
+        self._cancelling = False
+
+        def cancel() -> None:
+            self._cancelling = True
+            task.cancel()
+
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, task.cancel)
+                loop.add_signal_handler(sig, cancel)
         killed = False
         try:
             await self.backend.prepare(len(to_run))
@@ -375,6 +382,8 @@ class PipelineRun:
 
                 job = StepJob(name, attempt, ex, notebook, step_dir, outputs_dir, ex.timeout, emit)
                 outcome = await self.backend.run_step(job)
+                if self._cancelling and outcome.status != "succeeded":
+                    raise asyncio.CancelledError  # the kernel died because the run is being stopped
                 if outcome.status == "succeeded":
                     break
                 step.error = StepError(**{k: outcome.error.get(k) for k in ("cell", "ename", "evalue", "traceback")}) if outcome.error else None
