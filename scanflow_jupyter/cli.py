@@ -46,7 +46,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.argument("notebook", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def inspect(notebook: str, as_json: bool) -> None:
     """Show the executors of NOTEBOOK, their order and every validation message."""
@@ -103,7 +103,7 @@ def inspect(notebook: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.argument("notebook", type=click.Path())
 @click.option("--backend", default="local", show_default=True, help="Where steps run (a registered backend).")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a pipeline parameter.")
 @click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable); upstream outputs come from the cache or the store.")

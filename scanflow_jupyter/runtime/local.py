@@ -68,17 +68,23 @@ class LocalBackend(Backend):
         self._running[job.step] = kernel
         job.emit("step_started", kernel_pid=kernel.pid)
         try:
-            coro = self._execute(job, kernel)
-            if job.timeout:
-                try:
-                    return await asyncio.wait_for(coro, job.timeout)
-                except asyncio.TimeoutError:
-                    return StepOutcome("failed", {
-                        "cell": None, "ename": "TimeoutError",
-                        "evalue": f"step '{job.step}' did not finish within --timeout {job.timeout:g} s; the kernel was stopped.",
-                        "traceback": [],
-                    })
-            return await coro
+            task = asyncio.ensure_future(self._execute(job, kernel))
+            try:
+                done, _ = await asyncio.wait({task}, timeout=job.timeout)
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+            if task in done:
+                return task.result()
+            # nbclient turns the cancellation into DeadKernelError: report the timeout instead
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return StepOutcome("failed", {
+                "cell": None, "ename": "TimeoutError",
+                "evalue": f"step '{job.step}' did not finish within --timeout {job.timeout:g} s; the kernel was stopped.",
+                "traceback": [],
+            })
         finally:
             self._running.pop(job.step, None)
             self.pool.discard_soon(kernel)

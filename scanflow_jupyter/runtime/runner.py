@@ -354,7 +354,7 @@ class PipelineRun:
         outputs_by_step = {n: s.outputs for n, s in self.state.steps.items()}
         upstream = self._upstream_digests(name, outputs_by_step) or {}
         step.cache_key = step_cache_key(self.app, ex, self.params, upstream)
-        if ex.cache and not self.no_cache:
+        if ex.cache and not self.no_cache and name not in self.only:  # --only STEP re-executes STEP
             entry = self.store.cache_lookup(step.cache_key)
             if entry is not None:
                 return self._settle_reused(name, {"outputs": entry.outputs, "cached_from": entry.run_id, "cache_key": step.cache_key})
