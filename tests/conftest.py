@@ -47,25 +47,9 @@ def scanflow_command() -> list[str]:
 
 def notebook_dict(cells: list[str | dict[str, Any]]) -> dict[str, Any]:
     """An nbformat 4.5 notebook with one code cell per string (or dict with source/tags/cell_type)."""
-    out = []
-    for index, spec in enumerate(cells):
-        spec = {"source": spec} if isinstance(spec, str) else spec
-        cell_type = spec.get("cell_type", "code")
-        cell: dict[str, Any] = {
-            "cell_type": cell_type,
-            "id": f"cell-{index}",
-            "metadata": {"tags": list(spec["tags"])} if spec.get("tags") else {},
-            "source": spec["source"],
-        }
-        if cell_type == "code":
-            cell.update(execution_count=None, outputs=[])
-        out.append(cell)
-    return {
-        "cells": out,
-        "metadata": {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
+    from tests.bad_inputs.cases import build_notebook
+
+    return build_notebook(cells, {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}})
 
 
 def source_of(cell: dict[str, Any]) -> str:
