@@ -177,8 +177,15 @@ def runs(limit: int, as_json: bool) -> None:
         counts: dict[str, int] = {}
         for step in s.steps.values():
             counts[step.status] = counts.get(step.status, 0) + 1
-        table.add_row(s.run_id, s.app, s.status, ", ".join(f"{n} {k}" for k, n in counts.items()), Path(s.notebook).name)
+        table.add_row(s.run_id, s.app, _shown_status(s), ", ".join(f"{n} {k}" for k, n in counts.items()), Path(s.notebook).name)
     _console().print(table)
+
+
+def _shown_status(state: Any) -> str:
+    """A run left `running` by a runner process that no longer exists was interrupted."""
+    if state.status == "running" and state.pid and not Path(f"/proc/{state.pid}").exists():
+        return "interrupted (resume with --resume)"
+    return state.status
 
 
 if __name__ == "__main__":
