@@ -526,7 +526,7 @@ class PipelineRun:
 
 
 def _digest(record: dict[str, Any]) -> str:
-    return str(record.get("sha256") or record.get("digest") or "")
+    return str(record.get("digest") or "")
 
 
 def _outputs_exist(outputs: dict[str, dict[str, Any]]) -> bool:

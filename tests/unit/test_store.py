@@ -39,7 +39,7 @@ def make_state(run_id: str, created_at: float = 1_764_240_901.25, **kw) -> RunSt
                     "name": "x",
                     "file": "x.npy",
                     "serializer": "numpy",
-                    "sha256": "cd" * 32,
+                    "digest": "sha256:" + "cd" * 32,
                     "size": 128,
                     "folder": "/store/run/prep/outputs",
                 }
@@ -321,7 +321,7 @@ def test_link_outputs_into_a_new_run(produced):
             k: v for k, v in outputs[var].items() if k != "folder"
         }
         assert os.stat(dest / out["file"]).st_ino == os.stat(folder / out["file"]).st_ino
-        assert read_record(dest, var).sha256 == out["sha256"]
+        assert read_record(dest, var).digest == out["digest"]
     # The new run keeps its copy when the old run's files go away.
     (folder / "x.npy").unlink()
     x = load_value(dest, read_record(dest, "x"), verify=True)

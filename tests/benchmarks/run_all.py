@@ -1,0 +1,101 @@
+"""Run every benchmark and print the table (`make bench`, or `python -m tests.benchmarks.run_all`).
+
+Ratios only compare figures measured in this same run; nothing here asserts on time.
+Results also go to tests/benchmarks/results/latest.json.
+
+    python -m tests.benchmarks.run_all [--only chain,sleep,rerun,array,load_ext] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+from tests.benchmarks import baselines, bench_data, bench_pipelines, bench_startup
+from tests.benchmarks.results import Row, table, write_json
+from tests.benchmarks.util import cpu_busy, temp_root
+
+ALL = ("chain", "sleep", "rerun", "array", "load_ext")
+
+
+def _progress(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.run_all", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset of: " + ", ".join(ALL))
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per pipeline measurement (median)")
+    parser.add_argument("--startup-reps", type=int, default=5, help="fresh processes per start-up probe (median)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (notebooks, run stores)")
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(ALL))
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+
+    started = time.perf_counter()
+    busy_before = cpu_busy()
+    root = temp_root()
+    rows: list[Row] = []
+    chain_info: dict[str, Any] | None = None
+    baselines.KERNEL_LOG = root / "papermill-kernels.log"
+    busy_text = "unknown" if busy_before is None else f"{busy_before:.0%}"
+    _progress(f"workspace {root}; {os.cpu_count()} CPUs; {args.reps} timed reps per measurement; "
+              f"CPUs busy before start: {busy_text}")
+    try:
+        # Import papermill before anything is timed: the baseline process has it loaded already.
+        import papermill  # noqa: F401
+
+        if "chain" in chosen or "rerun" in chosen:
+            _progress("1/5 10-step chain: scanflow vs sequential papermill vs one-kernel floor")
+            chain_rows, chain_info = bench_pipelines.chain(root, args.reps)
+            if "chain" in chosen:
+                rows += chain_rows
+        if "sleep" in chosen:
+            _progress("2/5 8 × sleep(1): scanflow (default max_parallel) vs sequential papermill")
+            rows += bench_pipelines.sleep(root, args.reps)
+        if "rerun" in chosen:
+            assert chain_info is not None
+            _progress("3/5 rerun after editing step 10: `scanflow run` CLI vs papermill full run")
+            rows += bench_pipelines.rerun(root, args.reps, chain_info)
+        if "array" in chosen:
+            _progress("4/5 100 MB numpy array: serializer path vs np.save + np.load")
+            rows += bench_data.array(root, args.reps)
+        if "load_ext" in chosen:
+            _progress("5/5 %load_ext scanflow_jupyter vs import mlflow")
+            rows += bench_startup.load_ext(args.startup_reps)
+    finally:
+        if args.keep:
+            _progress(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    total = time.perf_counter() - started
+
+    print()
+    print(table(rows))
+    print()
+    for row in rows:
+        for note in row.notes:
+            print(f"  {row.key}: {note}")
+    print("  Each scanflow measurement set uses a fresh SCANFLOW_HOME and starts with one untimed warm-up run,")
+    print("  so one-off costs (MLflow sqlite DB + experiment creation) are excluded; papermill is imported and")
+    print("  warmed up before timing. Ratios compare figures of this same run.")
+    if busy_before is not None and busy_before > 0.2:
+        print(f"  WARNING: {busy_before:.0%} of the CPUs were busy just before the benchmarks started:"
+              " other processes were running, so figures are noisier than on an idle machine.")
+    path = write_json(rows, {"total_seconds": total, "reps": args.reps, "startup_reps": args.startup_reps,
+                             "only": chosen, "cpu_busy_before_start": busy_before,
+                             "load_average_1min_at_end": os.getloadavg()[0]})
+    met = [r.met for r in rows if r.met is not None]
+    print(f"\n{sum(met)}/{len(met)} goals met; whole benchmark took {total:.0f} s; results in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
