@@ -6,6 +6,7 @@ Kernels whose command is not `<this python> -m ipykernel_launcher` start the usu
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import os
@@ -175,7 +176,11 @@ class ForkProvisioner(LocalProvisioner):
             return await super().launch_kernel(cmd, **kwargs)
         env = {k: str(v) for k, v in (kwargs.get("env") or os.environ).items()}
         cwd = kwargs.get("cwd")
-        pid = Zygote.shared().fork(cmd, env, str(cwd) if cwd else None, os.environ.get("SCANFLOW_KERNEL_LOG"))
+        zygote = Zygote.shared()
+        log = os.environ.get("SCANFLOW_KERNEL_LOG")
+        # the first fork waits for the zygote's preloading: do not block the event loop
+        pid = await asyncio.get_running_loop().run_in_executor(
+            None, zygote.fork, cmd, env, str(cwd) if cwd else None, log)
         self.process = ForkedProcess(pid)  # type: ignore[assignment]
         self.pid = pid
         self.pgid = pid
@@ -186,8 +191,6 @@ class ForkProvisioner(LocalProvisioner):
         ret = 0
         if self.process:
             while await self.poll() is None:
-                import asyncio
-
                 await asyncio.sleep(0.02)
             ret = self.process.returncode or 0
             self.process = None

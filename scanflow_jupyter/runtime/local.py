@@ -44,6 +44,10 @@ class LocalBackend(Backend):
         self._running: dict[str, Kernel] = {}
 
     async def prepare(self, steps_to_run: int) -> None:
+        from scanflow_jupyter.runtime.fork_provisioner import Zygote
+
+        if steps_to_run:
+            Zygote.shared()  # started from this (the loop's) thread: kernels die with the runner
         env = dict(os.environ)
         env.setdefault("MPLBACKEND", "Agg")
         env["SCANFLOW_STEP"] = "1"

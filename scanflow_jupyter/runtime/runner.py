@@ -162,6 +162,7 @@ class PipelineRun:
         self.reuse: dict[str, dict[str, Any]] = {}  # step -> {"outputs": ..., "cached_from": ...}
         self.state: Any = None
         self._cancelling = False
+        self._will_run: set[str] = set()
         self.recorder: Any = None
         self._parent_future: Future[str] | None = None
         self._tracking_futures: list[Future[Any]] = []
@@ -269,9 +270,10 @@ class PipelineRun:
         for name, reuse in self.reuse.items():
             if reuse and name in steps:
                 settled[name] = self._settle_reused(name, reuse)
-        to_run = [s for s in self.selected if s not in settled]
+        self._will_run = self._predict_executions(settled)
         scheduler = Scheduler(self.pipeline, list(steps), settled, self._run_step, self.max_parallel,
-                              on_queued=self._queued, on_skipped=self._skipped, on_progress=self.backend.expect)
+                              on_queued=self._queued, on_skipped=self._skipped,
+                              on_progress=lambda _left: self.backend.expect(self._executions_left()))
         task = asyncio.ensure_future(scheduler.run())
         loop = asyncio.get_running_loop()
         self._cancelling = False
@@ -285,7 +287,7 @@ class PipelineRun:
                 loop.add_signal_handler(sig, cancel)
         killed = False
         try:
-            await self.backend.prepare(len(to_run))
+            await self.backend.prepare(self._executions_left())
             await task
         except asyncio.CancelledError:
             killed = True
@@ -419,6 +421,36 @@ class PipelineRun:
             self.bus.emit("step_failed", name, step.attempts, duration_s=step.duration_s, **err)
         self._track_step(name, mlflow_id)
         return step.status
+
+    def _predict_executions(self, settled: dict[str, str]) -> set[str]:
+        """Steps expected to execute (not served by the cache), so backends start no idle kernels.
+
+        A step is predicted cached when its key, computed from cached or reused upstream
+        outputs, has a cache entry; a step below one that executes is predicted to execute.
+        """
+        from scanflow_jupyter.runtime.cache import step_cache_key
+
+        outputs = {n: s.outputs for n, s in self.state.steps.items() if n in settled}
+        will_run: set[str] = set()
+        for name in self.selected:
+            if name in settled:
+                continue
+            ex = self.pipeline.steps[name].executor
+            upstream = None
+            cacheable = ex.cache and not self.no_cache and name not in self.only
+            if cacheable and not any(d in will_run for d in self.pipeline.steps[name].depends_on):
+                upstream = self._upstream_digests(name, outputs)
+            entry = None
+            if upstream is not None:
+                entry = self.store.cache_lookup(step_cache_key(self.app, ex, self.params, upstream))
+            if entry is None:
+                will_run.add(name)
+            else:
+                outputs[name] = entry.outputs
+        return will_run
+
+    def _executions_left(self) -> int:
+        return sum(1 for n in self._will_run if self.state.steps[n].status in ("pending", "queued"))
 
     def _collect_outputs(self, ex: Any, outputs_dir: Path) -> dict[str, dict[str, Any]]:
         from scanflow_jupyter.data.serializers import read_record
