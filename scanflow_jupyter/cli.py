@@ -188,5 +188,9 @@ def _shown_status(state: Any) -> str:
     return state.status
 
 
+from scanflow_jupyter.cli_agents import agents  # noqa: E402 - registered after `main` exists
+
+main.add_command(agents)
+
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """IPython magics: notebook cells declare pipeline steps and still run interactively.
 
 `%load_ext scanflow_jupyter` registers `%scanflow_app`, `%%setup`, `%%params`, `%%executor`,
-`%%service`, `%%agent` and `%scanflow run|inspect`. Every magic line is parsed with
+`%%service`, `%%agent` and `%scanflow run|inspect|agents`. Every magic line is parsed with
 `notebook.magic_args` (the grammar the kernel-free parser uses) and every cell body runs with
 `shell.run_cell`, so tracebacks, display and `%` lines inside it behave as in any cell. What
 the kernel learns (app name, parameters, each executor's last run, the last pipeline run) is
@@ -45,7 +45,8 @@ from scanflow_jupyter.params import parse_param_value  # noqa: F401 - re-exporte
 from scanflow_jupyter.params import parse_params as _parse_params
 from scanflow_jupyter.widgets import ExecutorWidget, RunProgressWidget, describe_value
 
-SCANFLOW_ACTIONS = ("run", "inspect")
+SCANFLOW_ACTIONS = ("run", "inspect", "agents")
+AGENTS_ACTIONS = ("up", "down", "ls")
 
 # Findings that need the whole notebook; a single cell checked in the kernel cannot judge them
 # (or the check below does it better, with the live namespace).
@@ -71,6 +72,7 @@ def _build_scanflow_parser() -> _Parser:
     """Grammar of `%scanflow ACTION [options]` (to move into notebook.magic_args with the CLI)."""
     p = _Parser(prog="scanflow", add_help=False)
     p.add_argument("action", choices=SCANFLOW_ACTIONS)
+    p.add_argument("subaction", nargs="?", default=None, metavar="up|down|ls")
     p.add_argument("--notebook", default=None, metavar="PATH")
     p.add_argument("-p", "--param", dest="params", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--only", nargs="+", action="extend", default=[], metavar="STEP")
@@ -124,6 +126,7 @@ class KernelState:
     services: dict[str, Service] = field(default_factory=dict)
     agents: dict[str, Agent] = field(default_factory=dict)
     last_run: Any = None
+    agents_up: Any = None  # the last `%scanflow agents up` result
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -277,6 +280,13 @@ def _error_text(result: Any) -> str:
     return f"{type(err).__name__}: {err}" if err is not None else "the cell failed"
 
 
+def _agent_findings(agent: Agent) -> list[Message]:
+    """Static checks of an agent cell's decorators (the ones `scanflow agents up` refuses on)."""
+    from scanflow_jupyter.agents.loader import check_agent
+
+    return [m for m in check_agent(agent) if m.code != "syntax-error"]
+
+
 @magics_class
 class ScanflowMagics(Magics):
     """The Scanflow magics; `state` holds what this kernel has learned."""
@@ -410,15 +420,26 @@ class ScanflowMagics(Magics):
         for name, decorators in _functions(cell):
             groups.setdefault(decorators[0] + "s" if decorators else "functions", []).append(name)
         bits = [head] + [f"{kind} {', '.join(names)}" for kind, names in groups.items()]
-        bits.append("not started from this kernel: `scanflow deploy` starts it")
+        _print_findings(_agent_findings(agent))
+        bits.append("not started from this kernel: `%scanflow agents up` (or `scanflow agents up`) starts it")
         print(" | ".join(bits))
 
     # -- actions ---------------------------------------------------------------------------
 
     @line_magic("scanflow")
     def scanflow(self, line: str) -> None:
-        """%scanflow run|inspect [--notebook PATH] [-p KEY=VALUE ...] [--only STEP ...] ..."""
+        """%scanflow run|inspect|agents up|down|ls [--notebook PATH] [-p KEY=VALUE ...] ..."""
         args = _args("scanflow", line)
+        if args.action == "agents":
+            if args.subaction not in AGENTS_ACTIONS:
+                raise UsageError("%scanflow agents: say what to do. Fix: write %scanflow agents up, "
+                                 "%scanflow agents down or %scanflow agents ls.")
+            if args.subaction == "ls":
+                self._agents_ls()
+                return
+        elif args.subaction is not None:
+            raise UsageError(f"%scanflow {args.action}: unexpected argument '{args.subaction}'. "
+                             f"Fix: write %scanflow {args.action} [options].")
         path = find_notebook(args.notebook, self.shell)
         if path is None:
             raise UsageError(
@@ -428,6 +449,8 @@ class ScanflowMagics(Magics):
             )
         if args.action == "inspect":
             self._inspect(path)
+        elif args.action == "agents":
+            self._agents(path, args.subaction)
         else:
             self._run(path, args)
 
@@ -442,6 +465,46 @@ class ScanflowMagics(Magics):
                 f"%scanflow inspect: {exc.message.text} Fix: {exc.message.fix}"
             ) from None
         print(format_inspection(app, validate(app)))
+
+    def _show_agents(self, widget: Any) -> None:
+        if self._has_frontend():
+            widget.show()
+        else:
+            print(widget.text())
+
+    def _agents_ls(self) -> None:
+        from scanflow_jupyter.agents.supervisor import ls
+        from scanflow_jupyter.agents.widget import AgentsWidget
+
+        self._show_agents(AgentsWidget(ls(), title="agents of this project", reload=ls))
+
+    def _agents(self, path: Path, action: str) -> None:
+        from scanflow_jupyter.agents import supervisor
+        from scanflow_jupyter.agents.widget import AgentsWidget
+        from scanflow_jupyter.notebook.parser import NotebookReadError
+
+        if action == "down":
+            result = supervisor.down(path)
+            print(f"stopped {len(result.agents)} agent(s): {', '.join(result.agents) or '-'}"
+                  if result.notebooks else f"no agents were running for {path.name}")
+            return
+        try:
+            result = supervisor.up(path)
+        except NotebookReadError as exc:
+            raise UsageError(f"%scanflow agents up: {exc.message.text} Fix: {exc.message.fix}") from None
+        except supervisor.NoAgents as exc:
+            raise UsageError(f"%scanflow agents up: {exc} Fix: add a cell starting with %%agent NAME.") from None
+
+        def reload() -> list[Any]:
+            return supervisor.ls(notebook=result.notebook)
+
+        widget = AgentsWidget(result.agents, title=f"agents of {result.app}", refused=result.refused,
+                              warnings=result.warnings, reload=reload)
+        self._show_agents(widget)
+        self.state.agents_up = result
+        if result.refused or result.failed:
+            names = [r["agent"] for r in result.refused] + [a.name for a in result.failed]
+            _warn(f"agent(s) {', '.join(names)} did not start (details above); the others run.")
 
     def _run(self, path: Path, args: Any) -> None:
         params = parse_params(args.params)

@@ -112,8 +112,14 @@ class Trigger:
             return f"on {self.event.describe()}"
         return "manual (POST /sensors/{name})"
 
+    def short(self) -> str:
+        """A compact form for tables: `every 30s`, `cron 0 * * * *`, `on new_run`, `manual`."""
+        if self.kind == "on":
+            return f"on {self.event.kind}"
+        return "manual" if self.kind == "manual" else self.describe()
+
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "text": self.describe()}
+        out: dict[str, Any] = {"kind": self.kind, "text": self.describe(), "short": self.short()}
         if self.every_s is not None:
             out["every_s"] = self.every_s
         if self.cron is not None:
