@@ -65,6 +65,7 @@ def inspect(notebook: str, as_json: bool) -> None:
     messages = validate(app)
     valid = not has_errors(messages)
     order = list(Pipeline.from_application(app).steps) if valid else []
+    requirements = _step_requirements(app)
     if as_json:
         doc = {
             "app": app.name, "team": app.team, "notebook": app.notebook, "valid": valid,
@@ -76,6 +77,7 @@ def inspect(notebook: str, as_json: bool) -> None:
             "services": [{"name": s.name, "cell": s.cell, "model": s.model, "replicas": s.replicas} for s in app.services],
             "agents": [{"name": a.name, "cell": a.cell, "template": a.template} for a in app.agents],
             "messages": [vars(m) for m in messages],
+            "requirements": {name: r.to_dict() for name, r in requirements.items()},
         }
         click.echo(json.dumps(doc, indent=2, default=str))
     else:
@@ -92,6 +94,8 @@ def inspect(notebook: str, as_json: bool) -> None:
                           ", ".join(e.inputs) or "-", ", ".join(e.outputs) or "-", str(e.retries),
                           f"{e.timeout:g}s" if e.timeout else "-")
         console.print(table)
+        for name, r in requirements.items():
+            console.print(f"[bold]{name}[/bold] image requirements: {', '.join(p.spec for p in r.direct) or '-'}")
         for s in app.services:
             console.print(f"service [bold]{s.name}[/bold] (cell {s.cell}) model={s.model or 'custom predict'} replicas={s.replicas}")
         for a in app.agents:
@@ -100,6 +104,16 @@ def inspect(notebook: str, as_json: bool) -> None:
         if valid:
             console.print("[green]valid[/green]")
     sys.exit(0 if valid else 2)
+
+
+def _step_requirements(app: Any) -> dict[str, Any]:
+    """Pinned requirements of each executor's image (what `scanflow build` installs)."""
+    from scanflow_jupyter.build.requirements import resolve_application
+
+    try:
+        return resolve_application(app)
+    except Exception:  # noqa: BLE001 - an invalid notebook: validation messages say why
+        return {}
 
 
 @main.command()
@@ -191,6 +205,12 @@ def _shown_status(state: Any) -> str:
 from scanflow_jupyter.cli_agents import agents  # noqa: E402 - registered after `main` exists
 
 main.add_command(agents)
+
+from scanflow_jupyter.cli_containers import build, build_base, tracker  # noqa: E402
+
+main.add_command(build)
+main.add_command(build_base)
+main.add_command(tracker)
 
 if __name__ == "__main__":
     main()

@@ -166,6 +166,7 @@ class PipelineRun:
         self.recorder: Any = None
         self._parent_future: Future[str] | None = None
         self._tracking_futures: list[Future[Any]] = []
+        self._tracking_problems: list[str] = []
 
     # ------------------------------------------------------------------ planning
     def plan(self) -> None:
@@ -365,7 +366,10 @@ class PipelineRun:
         outputs_dir.mkdir(parents=True, exist_ok=True)
         mlflow_id = None
         if _uses_mlflow(self.app, ex):
-            mlflow_id = await asyncio.to_thread(self._start_step_run, name)
+            try:
+                mlflow_id = await asyncio.to_thread(self._start_step_run, name)
+            except Exception as exc:  # noqa: BLE001 - tracking trouble must not stop the pipeline
+                self._tracking_problem(f"step {name}: {exc}")
             step.mlflow_run_id = mlflow_id
         started = time.time()
         step.started_at = started
@@ -526,7 +530,11 @@ class PipelineRun:
         step_dir = self.store.step_dir(self.state.run_id, name)
 
         def work() -> None:
-            run_id = mlflow_id or self._start_step_run(name)
+            try:
+                run_id = mlflow_id or self._start_step_run(name)
+            except Exception as exc:  # noqa: BLE001 - reported once at the end of the run
+                self._tracking_problem(f"step {name}: {exc}")
+                return
             step_state = self.state.steps[name]
             step_state.mlflow_run_id = run_id
             artifacts = [str(p) for p in (step_dir / "output.ipynb", step_dir / "log.txt") if p.exists()]
@@ -536,24 +544,26 @@ class PipelineRun:
 
         self._tracking_futures.append(self._tracking_pool.submit(work))
 
-    def _finish_tracking(self, status: str) -> None:
-        from scanflow_jupyter.tracking import TrackingError
+    def _tracking_problem(self, text: str) -> None:
+        if text not in self._tracking_problems:
+            self._tracking_problems.append(text)
 
-        problems = []
+    def _finish_tracking(self, status: str) -> None:
+        problems = self._tracking_problems
         try:
             for fut in self._tracking_futures:
                 fut.result()
             self.recorder.finish_pipeline(self._parent_id(), status, (self.state.finished_at or 0) - (self.state.started_at or 0))
-        except TrackingError as exc:
+        except Exception as exc:  # noqa: BLE001 - the run store keeps every result
             problems.append(str(exc))
         finally:
             try:
                 self.recorder.close()
-            except TrackingError as exc:
+            except Exception as exc:  # noqa: BLE001
                 problems.append(str(exc))
             self._tracking_pool.shutdown(wait=True)
         if problems:
-            self.messages.append(Message("warning", "tracking-failed", "MLflow tracking reported errors: " + "; ".join(problems),
+            self.messages.append(Message("warning", "tracking-failed", "MLflow tracking reported errors: " + "; ".join(dict.fromkeys(problems)),
                                          "check MLFLOW_TRACKING_URI and the tracking server; the run store keeps every result."))
 
 

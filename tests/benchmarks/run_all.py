@@ -3,7 +3,7 @@
 Ratios only compare figures measured in this same run; nothing here asserts on time.
 Results also go to tests/benchmarks/results/latest.json.
 
-    python -m tests.benchmarks.run_all [--only chain,sleep,rerun,array,load_ext] [--reps 3]
+    python -m tests.benchmarks.run_all [--only chain,sleep,rerun,array,load_ext,docker,agents] [--reps 3]
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ import sys
 import time
 from typing import Any
 
-from tests.benchmarks import baselines, bench_data, bench_pipelines, bench_startup
+from tests.benchmarks import (
+    baselines,
+    bench_agents,
+    bench_data,
+    bench_docker,
+    bench_pipelines,
+    bench_startup,
+)
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
-ALL = ("chain", "sleep", "rerun", "array", "load_ext")
+ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents")
 
 
 def _progress(text: str) -> None:
@@ -70,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         if "load_ext" in chosen:
             _progress("5/5 %load_ext scanflow_jupyter vs import mlflow")
             rows += bench_startup.load_ext(args.startup_reps)
+        if "docker" in chosen:
+            _progress("6/6 images: base, cold build, rebuild after one edit; docker vs local per-step overhead")
+            rows += bench_docker.docker(root, args.reps, progress=_progress)
+        if "agents" in chosen:
+            _progress("agents: sensor→actuator latency between two local agents, idle memory")
+            rows += bench_agents.agents(root, args.reps)
     finally:
         if args.keep:
             _progress(f"kept {root}")
