@@ -24,8 +24,9 @@ run: $(STAMP) ## Set up, then run the example notebooks as pipelines (local runn
 	@for nb in $(EXAMPLES); do echo "== scanflow run $$nb"; $(BIN)/scanflow run $$nb || exit $$?; done
 	@echo "MLflow store: .scanflow/mlflow.db  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///.scanflow/mlflow.db)"
 
-test: $(STAMP) lint ## Set up, then run every test (unit, integration, bad inputs, notebooks via nbval)
-	$(BIN)/pytest -q tests/unit tests/integration tests/bad_inputs --nbval-lax notebooks/ --ignore=tests/bad_inputs/cases
+test: $(STAMP) lint ## Set up, then run every test (notebooks via nbval, then unit, integration, bad inputs)
+	$(BIN)/pytest -q --nbval-lax notebooks/
+	$(BIN)/pytest -q tests/unit tests/integration tests/bad_inputs
 
 unit: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -q tests/unit

@@ -21,8 +21,9 @@ MLFLOW_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch):
     """Reset the module's bound context and the MLflow variables around every test."""
-    for var in MLFLOW_VARS:
-        monkeypatch.delenv(var, raising=False)
+    for var in MLFLOW_VARS:  # setenv first so teardown restores the variable's absence too
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setattr(step_io, "_ctx", None)
     monkeypatch.setattr(step_io, "_saved", {})
 
