@@ -7,30 +7,15 @@ failure, carry papermill's error banner pointing at the failing cell.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
+from scanflow_jupyter.runtime.execute_step import _source_cell, _stream_text, failure
+from scanflow_jupyter.runtime.execute_step import _write_atomic as _write_json_atomic
 from scanflow_jupyter.runtime.kernel_pool import Kernel, KernelPool
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _stream_text(outputs: list[Any]) -> str:
-    parts = []
-    for out in outputs:
-        if out.get("output_type") == "stream":
-            parts.append(out.get("text", ""))
-        elif out.get("output_type") == "error":
-            parts.append(f"{out.get('ename')}: {out.get('evalue')}\n")
-    return "".join(parts)
 
 
 class LocalBackend(Backend):
@@ -156,38 +141,11 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _source_cell(cell: Any) -> int | None:
-        return (cell.get("metadata") or {}).get("scanflow", {}).get("source_cell")
+        return _source_cell(cell)
 
     def _failure(self, nb: Any, output_path: Path, exc: Exception) -> StepOutcome:
         """Map the failing cell back to the user's notebook; keep papermill's error banner."""
-        failing = None
-        for cell in nb.cells:
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "error":
-                    failing = (cell, out)
-                    break
-            if failing:
-                break
-        from papermill.exceptions import PapermillExecutionError
-        from papermill.execute import raise_for_execution_errors
-
-        try:
-            raise_for_execution_errors(nb, str(output_path))
-        except PapermillExecutionError:
-            pass  # expected: it wrote the output notebook with the banner
-        else:
-            _write_json_atomic(output_path, nb)
-        if failing is None:
-            return StepOutcome("failed", {"cell": None, "ename": type(exc).__name__, "evalue": str(exc), "traceback": []})
-        cell, out = failing
-        role = cell.metadata.get("scanflow", {}).get("role")
-        return StepOutcome("failed", {
-            "cell": self._source_cell(cell),
-            "role": role,
-            "ename": out.get("ename"),
-            "evalue": out.get("evalue"),
-            "traceback": list(out.get("traceback", [])),
-        })
+        return StepOutcome("failed", failure(nb, output_path, exc))
 
     async def cancel_step(self, step: str) -> None:
         kernel = self._running.get(step)
