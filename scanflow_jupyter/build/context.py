@@ -4,7 +4,7 @@ Layers, from least to most often changed (so an edited step rebuilds only its la
 
 1. the base image (``FROM``), then the host's extra CA certificates (`update-ca-certificates`,
    ``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE``) and a venv at ``/opt/venv`` (PEP 668);
-2. the runtime requirements (ipykernel, nbclient, nbformat, cloudpickle, mlflow-skinny,
+2. the runtime requirements (ipykernel, nbclient, nbformat, cloudpickle, xxhash, mlflow-skinny,
    papermill, pinned) — identical in every image, so built once per machine;
 3. the `%%setup` requirements — identical for every step of a notebook;
 4. the step's own requirements (its imports and ``--requirements``);

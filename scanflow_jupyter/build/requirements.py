@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 from scanflow_jupyter.model import Application, Executor, Message
 
 #: What every step image needs to execute a notebook (installed before the step's packages).
-RUNTIME_DISTRIBUTIONS = ("ipykernel", "nbclient", "nbformat", "cloudpickle", "mlflow-skinny", "papermill")
+RUNTIME_DISTRIBUTIONS = ("ipykernel", "nbclient", "nbformat", "cloudpickle", "xxhash", "mlflow-skinny", "papermill")
 #: What service and agent images need on top (their HTTP runtime; see scanflow_jupyter.agents).
 KIND_RUNTIME = {"service": ("fastapi", "uvicorn"), "agent": ("fastapi", "uvicorn", "httpx", "croniter")}
 #: Imported modules that the runtime itself provides: never resolved to another distribution.

@@ -79,7 +79,7 @@ def test_dependency_closure_follows_installed_requirements() -> None:
 
 def test_the_runtime_layer_pins_the_notebook_runtime_but_not_the_mlflow_server() -> None:
     lines = runtime_layer().lines()
-    for dist in ("ipykernel", "nbclient", "nbformat", "cloudpickle", "mlflow-skinny", "papermill"):
+    for dist in ("ipykernel", "nbclient", "nbformat", "cloudpickle", "xxhash", "mlflow-skinny", "papermill"):
         assert f"{dist}=={version(dist)}" in lines
     names = {line.split("==")[0] for line in lines}
     assert not names & {"mlflow", "scipy", "scikit-learn", "pandas", "sqlalchemy", "alembic", "scanflow-jupyter", "pip"}
