@@ -30,11 +30,10 @@ def atomic_write_json(path: Path, data: Any) -> None:
     A killed process leaves the old or the new file, never a mix (no fsync: power loss is not
     what this guards against, and a sensor saving twice a second should not wait for the disk).
     """
+    from scanflow_jupyter.data.serializers import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=1, default=str).encode("utf-8"))
 
 
 def jsonable(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:

@@ -37,6 +37,7 @@ from scanflow_jupyter.build.requirements import (
     resolve_step,
     runtime_layer,
 )
+from scanflow_jupyter.data.serializers import atomic_write_bytes
 from scanflow_jupyter.model import Application, Message
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
@@ -161,9 +162,7 @@ def _cache_write(name: str, key: str, value: Any) -> None:
         data = dict(list(data.items())[-400:])
     path = _cache_file(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=1).encode("utf-8"))
 
 
 # --- the builder ----------------------------------------------------------------------------

@@ -32,9 +32,9 @@ def _event(kind: str, **data: Any) -> None:
 
 
 def _write_atomic(path: Path, nb: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from scanflow_jupyter.data.serializers import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _stream_text(outputs: list[Any]) -> str:
