@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import metadata
@@ -117,6 +118,8 @@ class StepRequirements:
 # --- scanning imports ---------------------------------------------------------------------
 
 
+_AST_LOCK = threading.Lock()
+
 def _python_only(source: str) -> str:
     """IPython magic and shell lines become `pass` (same indentation), so `ast` can parse."""
     return "\n".join(_MAGIC_LINE.sub(r"\1pass", line) for line in source.split("\n"))
@@ -143,7 +146,8 @@ def imported_modules(source: str) -> list[tuple[str, bool]]:
     scanned line by line.
     """
     try:
-        tree = ast.parse(_python_only(source))
+        with _AST_LOCK:  # CPython 3.11: concurrent ast.parse in threads can raise SystemError
+            tree = ast.parse(_python_only(source))
     except SyntaxError:
         found = []
         for line in source.split("\n"):
