@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -63,3 +64,51 @@ class EventBus:
             except Exception:  # noqa: BLE001 - a listener must not break the run
                 log.exception("event listener failed on %s", type_)
         return event
+
+
+EVENTS_FILE = "events.jsonl"
+
+
+class EventJournal:
+    """Append every event as one JSON line to `<run_dir>/events.jsonl` (flushed per event).
+
+    The server extension tails this file, so a run started from the UI streams live and its
+    history survives a server restart. `step_log` events are not journaled (logs are in log.txt).
+    """
+
+    def __init__(self, run_dir: Any) -> None:
+        from pathlib import Path
+
+        self.path = Path(run_dir) / EVENTS_FILE
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        if event.type == "step_log" or self._file.closed:
+            return
+        self._file.write(json.dumps(event.to_dict(), default=str) + "\n")
+        self._file.flush()
+        if event.type == "run_finished":
+            self._file.close()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def read_journal(run_dir: Any, after: int = 0) -> list[dict[str, Any]]:
+    """Events journaled in `run_dir`, from line `after` on (a partial last line is left out)."""
+    from pathlib import Path
+
+    path = Path(run_dir) / EVENTS_FILE
+    if not path.exists():
+        return []
+    events: list[dict[str, Any]] = []
+    with path.open("r", encoding="utf-8") as fh:
+        for index, line in enumerate(fh):
+            if index < after or not line.endswith("\n"):
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return events

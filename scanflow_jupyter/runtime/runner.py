@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter.model import Application, Message, Pipeline
-from scanflow_jupyter.runtime.events import EventBus, Listener
+from scanflow_jupyter.runtime.events import EventBus, EventJournal, Listener
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_KILLED = 0, 1, 2, 130
 
@@ -261,6 +261,8 @@ class PipelineRun:
                               status="running", created_at=now, started_at=now, finished_at=None, params=self.params,
                               mlflow_run_id=None, pid=os.getpid(), steps=steps, resumed_from=self.resume)
         self.store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        journal = EventJournal(self.store.run_dir(run_id))
+        self.bus.subscribe(journal)
         self._save()
         self._start_tracking()
         backend_cls = load_backend(self.backend_name)
@@ -319,6 +321,7 @@ class PipelineRun:
         self._save()
         self.bus.emit("run_finished", status=status, mlflow_run_id=self.state.mlflow_run_id,
                       duration_s=self.state.finished_at - (self.state.started_at or now))
+        journal.close()
         return RunResult(run_id, status, self.state.mlflow_run_id,
                          {n: StepSummary(s.status, s.attempts, s.duration_s) for n, s in self.state.steps.items()},
                          str(self.store.run_dir(run_id)), self.messages)
