@@ -142,6 +142,23 @@ def test_linear_chain_succeeds_passes_outputs_and_streams_events(runner, project
         assert (folder / "input.ipynb").is_file() and (folder / "output.ipynb").is_file()
 
 
+def test_events_are_journaled_in_the_run_folder(runner):
+    from scanflow_jupyter.runtime.events import EVENTS_FILE, read_journal
+
+    out = runner.run("linear_chain", max_parallel=2)
+    run_dir = Path(out.result.run_dir)
+    journal = read_journal(run_dir)
+    expected = [e.to_dict() for e in out.events if e.type != "step_log"]
+    assert [(e["type"], e["step"], e["attempt"]) for e in journal] == \
+        [(e["type"], e["step"], e["attempt"]) for e in expected]
+    assert journal[-1]["type"] == "run_finished" and journal[-1]["data"]["status"] == "succeeded"
+    assert read_journal(run_dir, after=len(journal) - 1) == journal[-1:]
+    # a torn last line (writer died mid-write) is not returned
+    with (run_dir / EVENTS_FILE).open("a") as fh:
+        fh.write('{"type": "step_sta')
+    assert len(read_journal(run_dir)) == len(journal)
+
+
 # ---------------------------------------------------------------------------- diamond
 
 
