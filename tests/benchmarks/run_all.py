@@ -21,12 +21,13 @@ from tests.benchmarks import (
     bench_data,
     bench_docker,
     bench_pipelines,
+    bench_server_runs,
     bench_startup,
 )
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
-ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents")
+ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents", "server_runs")
 
 
 def _progress(text: str) -> None:
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         if "agents" in chosen:
             _progress("agents: sensor→actuator latency between two local agents, idle memory")
             rows += bench_agents.agents(root, args.reps)
+        if "server_runs" in chosen:
+            _progress("server extension: Runs list of 10 000 MLflow runs vs mlflow server REST")
+            rows += bench_server_runs.server_runs(root, args.reps)
     finally:
         if args.keep:
             _progress(f"kept {root}")

@@ -1,0 +1,66 @@
+"""The Scanflow jupyter_server extension: REST API under `<base_url>scanflow/api/`.
+
+Enabled by `jupyter-config/jupyter_server_config.d/scanflow_jupyter.json` (installed with the
+package). Settings: `c.Scanflow.<trait>` (see `scanflow_jupyter.server.config.Scanflow`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ScanflowExtension"]
+
+
+class ScanflowExtension:
+    """Per-server state shared by the handlers (`settings["scanflow"]`)."""
+
+    def __init__(self, root: Path, config: Any) -> None:
+        from scanflow_jupyter.server.jobs import JobManager
+        from scanflow_jupyter.server.run_manager import RunManager
+        from scanflow_jupyter.tracking import scanflow_home
+
+        self.root = Path(root).resolve()
+        self.config = config
+        self.home = scanflow_home(self.root)
+        env = {"MLFLOW_TRACKING_URI": config.tracking_uri} if config.tracking_uri else {}
+        self.runs = RunManager(self.root, self.home, env)
+        self.jobs = JobManager(self.root, self.home, env)
+        self._mlflow: dict[str, Any] = {}
+
+    def tracking_uri(self) -> str:
+        """The trait, else $MLFLOW_TRACKING_URI, else the project's sqlite store."""
+        from scanflow_jupyter.tracking import default_tracking_uri
+
+        return self.config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(self.home)
+
+    def mlflow(self) -> Any:
+        from scanflow_jupyter.server.mlflow_api import MlflowService
+
+        uri = self.tracking_uri()
+        if uri not in self._mlflow:
+            self._mlflow[uri] = MlflowService(uri)
+        return self._mlflow[uri]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "scanflow_jupyter.server"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    """Register the handlers and the shared state."""
+    from scanflow_jupyter.server.config import Scanflow
+    from scanflow_jupyter.server.handlers import routes
+
+    config = Scanflow(config=serverapp.config, parent=serverapp)
+    ext = ScanflowExtension(Path(serverapp.root_dir), config)
+    web_app = serverapp.web_app
+    web_app.settings["scanflow"] = ext
+    web_app.add_handlers(".*$", routes(web_app.settings["base_url"]))
+    serverapp.log.info("Scanflow API at %sscanflow/api/ (root %s, run store %s)",
+                       web_app.settings["base_url"], ext.root, ext.home / "runs")
+
+
+# jupyter_server < 2 / notebook-style names
+load_jupyter_server_extension = _load_jupyter_server_extension

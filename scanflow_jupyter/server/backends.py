@@ -1,0 +1,92 @@
+"""Which backends can run here: local always; docker if the engine answers; kubernetes if the
+plug-in is registered and a kubeconfig (or in-cluster config) loads. Checked in a thread, cached."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+CACHE_S = 10.0
+_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+
+def _entry_point_names() -> set[str]:
+    from scanflow_jupyter.runtime.backends import available_backends
+
+    return set(available_backends())
+
+
+def check_docker() -> dict[str, Any]:
+    if "docker" not in _entry_point_names():
+        return {"name": "docker", "available": False, "reason": "the docker backend plug-in is not installed"}
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "unavailable", with its reason
+        return {"name": "docker", "available": False,
+                "reason": f"no Docker Engine answers ({exc}); start dockerd or set DOCKER_HOST"}
+    return {"name": "docker", "available": True, "reason": None}
+
+
+def check_kubernetes(context: str = "") -> dict[str, Any]:
+    if "kubernetes" not in _entry_point_names():
+        return {"name": "kubernetes", "available": False,
+                "reason": "no 'kubernetes' backend is registered in the scanflow_jupyter.backends entry points"}
+    try:
+        from kubernetes import client, config
+
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not context:
+            config.load_incluster_config(client_configuration=client.Configuration())
+        else:
+            config.load_kube_config(context=context or None, client_configuration=client.Configuration())
+    except Exception as exc:  # noqa: BLE001
+        where = f"context '{context}'" if context else "the current context"
+        return {"name": "kubernetes", "available": False,
+                "reason": f"no usable kubeconfig for {where}: {exc}. Set KUBECONFIG or c.Scanflow.kube_context"}
+    return {"name": "kubernetes", "available": True, "reason": None}
+
+
+def _cached(key: tuple[str, str], fn: Any, *args: Any) -> dict[str, Any]:
+    hit = _cache.get(key)
+    if hit and time.monotonic() - hit[0] < CACHE_S:
+        return hit[1]
+    value = fn(*args)
+    _cache[key] = (time.monotonic(), value)
+    return value
+
+
+def check_all(kube_context: str = "") -> list[dict[str, Any]]:
+    """Availability of local, docker and kubernetes (docker/kubernetes cached ~10 s)."""
+    return [
+        {"name": "local", "available": True, "reason": None},
+        _cached(("docker", ""), check_docker),
+        _cached(("kubernetes", kube_context), check_kubernetes, kube_context),
+    ]
+
+
+async def backends(kube_context: str = "") -> list[dict[str, Any]]:
+    return await asyncio.get_running_loop().run_in_executor(None, check_all, kube_context)
+
+
+def check_one(name: str, kube_context: str = "") -> dict[str, Any] | None:
+    if name == "local":
+        return {"name": "local", "available": True, "reason": None}
+    if name == "docker":
+        return _cached(("docker", ""), check_docker)
+    if name == "kubernetes":
+        return _cached(("kubernetes", kube_context), check_kubernetes, kube_context)
+    return None
+
+
+async def backend(name: str, kube_context: str = "") -> dict[str, Any] | None:
+    """One backend's availability (only that one is checked); None for other plug-ins."""
+    if name == "local":
+        return check_one(name)
+    return await asyncio.get_running_loop().run_in_executor(None, check_one, name, kube_context)

@@ -1,0 +1,26 @@
+"""Settings of the server extension: `c.Scanflow.<trait> = ...` in jupyter_server_config.py."""
+
+from __future__ import annotations
+
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+
+class Scanflow(Configurable):
+    """Scanflow server extension settings (empty string = not set)."""
+
+    tracking_uri = Unicode(
+        "", config=True,
+        help="MLflow tracking URI of the Runs view (default: $MLFLOW_TRACKING_URI, else "
+             "sqlite:///<root>/.scanflow/mlflow.db). Also given to the runs started from the UI.",
+    )
+    default_backend = Unicode("local", config=True, help="Backend preselected in the sidebar.")
+    registry = Unicode("", config=True, help="Image registry for `scanflow build --push`.")
+    kube_context = Unicode("", config=True, help="kubeconfig context (default: the current one).")
+    namespace = Unicode("", config=True, help="Kubernetes namespace (default: scanflow-<app>-<team>).")
+    base_image = Unicode("", config=True, help="Base image of step images (`scanflow build --base`).")
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The settings as the `GET config` route shows them (unset → null)."""
+        names = ("tracking_uri", "default_backend", "registry", "kube_context", "namespace", "base_image")
+        return {name: (getattr(self, name) or None) for name in names}

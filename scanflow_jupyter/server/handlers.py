@@ -1,0 +1,421 @@
+"""REST handlers under `<base_url>scanflow/api/` (contract: REST_API.md). Thin: the work is in
+run_manager, mlflow_api, agents_api, jobs and backends. Every route is authenticated; writes
+need XSRF (APIHandler checks it for cookie-authenticated requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado.iostream import StreamClosedError
+
+from scanflow_jupyter import __version__
+from scanflow_jupyter.data.store import RunNotFoundError, StoreError
+from scanflow_jupyter.server import agents_api, backends
+from scanflow_jupyter.server.app_view import app_view
+from scanflow_jupyter.server.events import follow, read_events
+from scanflow_jupyter.server.jobs import cli_command
+from scanflow_jupyter.server.mlflow_api import MAX_RESULTS_LIMIT, MlflowRequestError
+from scanflow_jupyter.server.paths import PathMissing, PathRefused, inside_root, resolve_in_root
+from scanflow_jupyter.server.run_manager import RunConflict, RunRequestError, RunStartError
+
+RUN_ID = r"(?P<run_id>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
+JOB_ID = r"(?P<job_id>[0-9a-f]{12})"
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error answered as JSON `{"message", "reason"?, "fix"?, ...extra}`."""
+
+    def __init__(self, status: int, message: str, fix: str | None = None, **extra: Any) -> None:
+        super().__init__(status, log_message=message.replace("%", "%%"))
+        self.payload = {"message": message, **({"fix": fix} if fix else {}), **extra}
+
+
+class ScanflowHandler(APIHandler):
+    """Shared helpers: the extension state, JSON bodies, notebook paths, JSON errors."""
+
+    @property
+    def ext(self) -> Any:
+        return self.settings["scanflow"]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"reason": self._reason, **exc.payload}))
+            return
+        super().write_error(status_code, **kwargs)
+
+    def reply(self, doc: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(doc, default=str))
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the request body is not JSON: {exc}", "send a JSON object") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object", 'e.g. {"path": "nb.ipynb"}')
+        return body
+
+    def notebook(self, path: Any, must_exist: bool = True) -> Path:
+        if not isinstance(path, str):
+            raise ApiError(400, "`path` is required: the notebook path relative to the server root",
+                           "e.g. path=notebooks/diamond.ipynb")
+        try:
+            return resolve_in_root(self.ext.root, path, must_exist=must_exist)
+        except PathRefused as exc:
+            raise ApiError(403, str(exc), "give a path inside the server root") from None
+        except PathMissing as exc:
+            raise ApiError(404, str(exc), "check the path (relative to the server root)") from None
+
+    def int_arg(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ApiError(400, f"{name}={raw!r} is not a whole number", f"use {low}..{high}") from None
+        if not low <= value <= high:
+            raise ApiError(400, f"{name}={value} is out of range", f"use {low}..{high}")
+        return value
+
+    def run_state(self, run_id: str) -> Any:
+        try:
+            self.ext.runs.store.state_path(run_id)
+        except StoreError as exc:  # not a possible run id (e.g. the reserved `cache`)
+            raise ApiError(404, f"no run '{run_id}': {exc}", "list the runs with GET runs") from None
+        try:
+            return self.ext.runs.read(run_id)
+        except RunNotFoundError as exc:
+            raise ApiError(404, str(exc), "list the runs with GET runs") from None
+        except StoreError as exc:  # run.json exists but cannot be read
+            raise ApiError(500, str(exc)) from None
+
+
+class ConfigHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        cfg = self.ext.config
+        doc = {**cfg.to_dict(), "tracking_uri": self.ext.tracking_uri(),
+               "backends": await backends.backends(cfg.kube_context), "version": __version__}
+        self.reply(doc)
+
+
+class AppHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        path = self.get_query_argument("path", None)
+        nb = self.notebook(path)
+        doc = await asyncio.get_running_loop().run_in_executor(None, app_view, nb, path)
+        self.reply(doc)
+
+
+class RunsHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        path = self.get_query_argument("path", None)
+        nb = self.notebook(path, must_exist=False) if path else None
+        limit = self.int_arg("limit", 50, 1, 1000)
+        runs = await asyncio.get_running_loop().run_in_executor(None, self.ext.runs.list, nb, limit)
+        self.reply({"runs": runs})
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        resume = body.get("resume") or None
+        if resume is not None and not isinstance(resume, str):
+            raise ApiError(400, "`resume` must be a run id (string)")
+        if body.get("path") is None and resume:
+            previous = self.run_state(resume)
+            if not inside_root(self.ext.root, previous.notebook):
+                raise ApiError(403, f"run {resume} belongs to a notebook outside the server root")
+            nb = self.notebook(str(Path(previous.notebook).resolve().relative_to(Path(self.ext.root).resolve())))
+        else:
+            nb = self.notebook(body.get("path"))
+        backend = body.get("backend") or self.ext.config.default_backend or "local"
+        params = body.get("parameters") or {}
+        only = body.get("only") or []
+        if not isinstance(params, dict):
+            raise ApiError(400, "`parameters` must be an object {name: value}")
+        if not isinstance(only, list) or not all(isinstance(o, str) for o in only):
+            raise ApiError(400, "`only` must be a list of executor names")
+        await self._check_backend(backend)
+        try:
+            summary = await self.ext.runs.start(nb, backend=backend, params=params, only=only, resume=resume)
+        except RunRequestError as exc:
+            raise ApiError(400, exc.message, exc.fix, messages=exc.messages) from None
+        except RunStartError as exc:
+            raise ApiError(500, str(exc)) from None
+        self.reply(summary, 202)
+
+    async def _check_backend(self, name: Any) -> None:
+        from scanflow_jupyter.runtime.backends import available_backends
+
+        registered = available_backends()
+        if not isinstance(name, str) or name not in registered:
+            raise ApiError(400, f"unknown backend {name!r}", f"use one of: {', '.join(sorted(registered))}")
+        state = await backends.backend(name, self.ext.config.kube_context)
+        if state is not None and not state["available"]:
+            raise ApiError(503, f"the {name} backend is unavailable: {state['reason']}")
+
+
+class RunHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    def get(self, run_id: str) -> None:
+        self.reply(self.ext.runs.summary(self.run_state(run_id)))
+
+
+class CancelHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def post(self, run_id: str) -> None:
+        self.run_state(run_id)
+        try:
+            await self.ext.runs.cancel(run_id)
+        except RunConflict as exc:
+            raise ApiError(409, str(exc)) from None
+        status = "running"
+        for _ in range(100):  # the runner stops its steps and writes `killed` (usually < 2 s)
+            status = self.ext.runs.shown_status(self.ext.runs.read(run_id))
+            if status != "running":
+                break
+            await asyncio.sleep(0.1)
+        self.reply({"run_id": run_id, "status": status}, 202)
+
+
+class EventsHandler(ScanflowHandler):
+    _closed = False
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        state = self.run_state(run_id)
+        after = self.int_arg("after", 0, 0, 10**9)
+        last_id = self.request.headers.get("Last-Event-ID")
+        if self.get_query_argument("after", None) is None and last_id and last_id.isdigit():
+            after = int(last_id)
+        run_dir = self.ext.runs.run_dir(run_id)
+        if self.get_query_argument("format", "") == "json":
+            events, finished = read_events(run_dir, after)
+            self.reply({"events": events, "finished": finished,
+                        "status": self.ext.runs.shown_status(self.ext.runs.read(run_id))})
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+
+        def running() -> bool:
+            return self.ext.runs.process_alive(self.ext.runs.read(state.run_id))
+
+        try:
+            self.write("retry: 1000\n\n")
+            await self.flush()
+            async for event in follow(run_dir, after, running):
+                if self._closed:
+                    return
+                if event is None:
+                    self.write(": keep-alive\n\n")
+                else:
+                    self.write(f"id: {event['seq']}\ndata: {json.dumps(event, default=str)}\n\n")
+                await self.flush()
+        except StreamClosedError:
+            return
+        self.finish()
+
+
+class LogsHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        self.run_state(run_id)
+        step = self.get_query_argument("step", None)
+        if not step:
+            raise ApiError(400, "`step` is required", "pass step=<executor name>")
+        try:
+            doc = await asyncio.get_running_loop().run_in_executor(None, self.ext.runs.logs, run_id, step)
+        except (LookupError, StoreError) as exc:
+            raise ApiError(404, str(exc)) from None
+        self.reply(doc)
+
+
+class ExperimentsHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        try:
+            experiments = await self.ext.mlflow().experiments()
+        except MlflowRequestError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        self.reply({"experiments": experiments})
+
+
+class MlflowRunsHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        nested = self.get_query_argument("nested", "false").lower() in ("1", "true", "yes")
+        try:
+            doc = await self.ext.mlflow().runs(
+                experiment=self.get_query_argument("experiment", None) or None,
+                max_results=self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT),
+                page_token=self.get_query_argument("page_token", None),
+                filter_string=self.get_query_argument("filter", ""),
+                order_by=[o for o in self.get_query_arguments("order_by") if o],
+                nested=nested, parent=self.get_query_argument("parent", None) or None)
+        except MlflowRequestError as exc:
+            raise ApiError(exc.status, exc.message, "check the MLflow search syntax, e.g. "
+                           "metrics.accuracy > 0.9 and params.lr = '0.1'" if exc.status == 400 else None) from None
+        self.reply(doc)
+
+
+class AgentsHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        path = self.get_query_argument("path", None)
+        nb = self.notebook(path) if path else None
+        agents = await agents_api.in_thread(agents_api.list_agents, self.ext.home, nb)
+        self.reply({"agents": agents})
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from scanflow_jupyter.agents.supervisor import NoAgents
+        from scanflow_jupyter.notebook.parser import NotebookReadError
+
+        body = self.json_body()
+        nb = self.notebook(body.get("path"))
+        action = body.get("action")
+        if action not in ("start", "stop"):
+            raise ApiError(400, f"action {action!r} is not 'start' or 'stop'")
+        if body.get("names"):
+            raise ApiError(400, "starting or stopping some agents of a notebook only is not supported",
+                           "send names: null to act on every agent of the notebook")
+        try:
+            if action == "start":
+                doc = await agents_api.in_thread(agents_api.start_agents, self.ext.home, nb, self.ext.config.tracking_uri)
+            else:
+                doc = await agents_api.in_thread(agents_api.stop_agents, self.ext.home, nb)
+        except NotebookReadError as exc:
+            raise ApiError(400, exc.message.text, exc.message.fix, messages=[vars(exc.message)]) from None
+        except NoAgents as exc:
+            raise ApiError(400, str(exc), "add a cell starting with %%agent NAME") from None
+        except RuntimeError as exc:
+            raise ApiError(500, str(exc)) from None
+        self.reply(doc, 202)
+
+
+def _validation_errors(nb: Path) -> list[dict[str, Any]]:
+    from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
+    from scanflow_jupyter.notebook.validate import validate
+
+    try:
+        return [vars(m) for m in validate(parse_notebook(nb)) if m.severity == "error"]
+    except NotebookReadError as exc:
+        return [vars(exc.message)]
+
+
+class BuildsHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        nb = self.notebook(self.json_body().get("path"))
+        errors = await asyncio.get_running_loop().run_in_executor(None, _validation_errors, nb)
+        if errors:
+            raise ApiError(400, f"{nb.name} is invalid; nothing was built", messages=errors)
+        docker = await backends.backend("docker")
+        if docker is not None and not docker["available"]:
+            raise ApiError(503, f"images cannot be built: {docker['reason']}")
+        cfg = self.ext.config
+        cmd = self.ext.jobs.base_command("build", nb, {"--base": cfg.base_image, "--push": cfg.registry})
+        job = await self.ext.jobs.start("build", nb, cmd)
+        self.reply({"build_id": job.job_id, "status": job.status}, 202)
+
+
+class BuildHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    def get(self, job_id: str) -> None:
+        job = self.ext.jobs.jobs.get(job_id)
+        if job is None or job.kind != "build":
+            raise ApiError(404, f"no build {job_id} (builds are kept until the server restarts)")
+        self.reply(job.to_dict())
+
+
+class DeploymentsHandler(ScanflowHandler):
+    async def _available(self, command: str) -> tuple[bool, str | None]:
+        kube = await backends.backend("kubernetes", self.ext.config.kube_context)
+        if kube is not None and not kube["available"]:
+            return False, kube["reason"]
+        if cli_command(command) is None:
+            return False, f"this installation has no `scanflow {command}` command"
+        return True, None
+
+    def _command(self, name: str, nb: Path) -> list[str]:
+        cfg = self.ext.config
+        return self.ext.jobs.base_command(name, nb, {"--context": cfg.kube_context, "--namespace": cfg.namespace,
+                                                     "--registry": cfg.registry})
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        nb = self.notebook(self.get_query_argument("path", None))
+        available, reason = await self._available("status")
+        if not available:
+            self.reply({"available": False, "reason": reason, "objects": []})
+            return
+        code, doc, err = await self.ext.jobs.run_once(self._command("status", nb))
+        if doc is None:
+            self.reply({"available": True, "reason": f"`scanflow status` failed (exit {code}): {err.strip()[-1000:]}",
+                        "objects": []})
+            return
+        objects = doc.get("objects", []) if isinstance(doc, dict) else doc
+        self.reply({"available": True, "reason": None, "objects": objects, "status": doc})
+
+    async def _job(self, command: str, nb: Path) -> None:
+        available, reason = await self._available(command)
+        if not available:
+            raise ApiError(503, f"cannot {command}: {reason}", "configure a kubeconfig (KUBECONFIG or "
+                           "c.Scanflow.kube_context) and install the kubernetes backend")
+        job = await self.ext.jobs.start(command, nb, self._command(command, nb))
+        self.reply({"job_id": job.job_id, "status": job.status}, 202)
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        await self._job("deploy", self.notebook(self.json_body().get("path")))
+
+    @tornado.web.authenticated
+    async def delete(self) -> None:
+        await self._job("undeploy", self.notebook(self.get_query_argument("path", None)))
+
+
+class DeploymentJobHandler(ScanflowHandler):
+    @tornado.web.authenticated
+    def get(self, job_id: str) -> None:
+        job = self.ext.jobs.jobs.get(job_id)
+        if job is None or job.kind not in ("deploy", "undeploy"):
+            raise ApiError(404, f"no deployment job {job_id}")
+        self.reply(job.to_dict())
+
+
+def routes(base_url: str) -> list[tuple[str, type]]:
+    def url(path: str) -> str:
+        return url_path_join(base_url, "scanflow", "api", path)
+
+    return [
+        (url("config"), ConfigHandler),
+        (url("app"), AppHandler),
+        (url("runs"), RunsHandler),
+        (url(f"runs/{RUN_ID}"), RunHandler),
+        (url(f"runs/{RUN_ID}/cancel"), CancelHandler),
+        (url(f"runs/{RUN_ID}/events"), EventsHandler),
+        (url(f"runs/{RUN_ID}/logs"), LogsHandler),
+        (url("mlflow/experiments"), ExperimentsHandler),
+        (url("mlflow/runs"), MlflowRunsHandler),
+        (url("agents"), AgentsHandler),
+        (url("builds"), BuildsHandler),
+        (url(f"builds/{JOB_ID}"), BuildHandler),
+        (url("deployments"), DeploymentsHandler),
+        (url(f"deployments/{JOB_ID}"), DeploymentJobHandler),
+    ]
