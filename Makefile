@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EXAMPLES := notebooks/linear_chain.ipynb notebooks/diamond.ipynb notebooks/parameterised.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format unit integration bad-inputs nbval golden bench docker base-image clean
+.PHONY: help install run test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,15 @@ docker: ## Make a Docker Engine answer (installs docker.io, mmdebstrap, docker-r
 
 base-image: $(STAMP) docker ## Build the offline base image for machines without a registry (cached by tag)
 	$(BIN)/scanflow build-base
+
+k8s-build: ## Build the local Kubernetes control plane from the Go module proxy (cached in ~/.cache/scanflow/k8s)
+	tests/k8s/cluster.sh build
+
+k8s-up: k8s-build ## Start the local Kubernetes control plane (prints export KUBECONFIG=...)
+	tests/k8s/cluster.sh up
+
+k8s-down: ## Stop the local Kubernetes control plane and remove its run dir
+	tests/k8s/cluster.sh down
 
 clean: ## Remove the venv, caches and local run data
 	rm -rf $(VENV) .scanflow .pytest_cache .ruff_cache build dist *.egg-info
