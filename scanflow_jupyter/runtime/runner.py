@@ -274,10 +274,16 @@ class PipelineRun:
             if reuse and name in steps:
                 settled[name] = self._settle_reused(name, reuse)
         self._will_run = self._predict_executions(settled)
-        scheduler = Scheduler(self.pipeline, list(steps), settled, self._run_step, self.max_parallel,
-                              on_queued=self._queued, on_skipped=self._skipped,
-                              on_progress=lambda _left: self.backend.expect(self._executions_left()))
-        task = asyncio.ensure_future(scheduler.run())
+        if getattr(self.backend, "whole_pipeline", False):
+            # Hook for backends that schedule the whole DAG themselves (kubernetes: one Argo
+            # Workflow). `run_pipeline(self)` updates self.state and emits step events; the
+            # cancellation and finishing code below is shared.
+            task = asyncio.ensure_future(self.backend.run_pipeline(self))
+        else:
+            scheduler = Scheduler(self.pipeline, list(steps), settled, self._run_step, self.max_parallel,
+                                  on_queued=self._queued, on_skipped=self._skipped,
+                                  on_progress=lambda _left: self.backend.expect(self._executions_left()))
+            task = asyncio.ensure_future(scheduler.run())
         loop = asyncio.get_running_loop()
         self._cancelling = False
 
