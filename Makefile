@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JSENV := PATH=$(abspath $(BIN)):$$PATH
+LABEXT := $(VENV)/share/jupyter/labextensions/scanflow-jupyter
 EXAMPLES := notebooks/linear_chain.ipynb notebooks/diamond.ipynb notebooks/parameterised.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down
+.PHONY: help install run test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down js lab jest galata js-clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -24,9 +26,11 @@ run: $(STAMP) ## Set up, then run the example notebooks as pipelines (local runn
 	@for nb in $(EXAMPLES); do echo "== scanflow run $$nb"; $(BIN)/scanflow run $$nb || exit $$?; done
 	@echo "MLflow store: .scanflow/mlflow.db  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///.scanflow/mlflow.db)"
 
-test: $(STAMP) lint ## Set up, then run every test (notebooks via nbval, then unit, integration, bad inputs)
+test: $(STAMP) lint js ## Set up, then run every test (nbval; unit, integration, bad inputs, server; Jest; Galata)
 	$(BIN)/pytest -q --nbval-lax notebooks/
-	$(BIN)/pytest -q tests/unit tests/integration tests/bad_inputs
+	$(BIN)/pytest -q tests/unit tests/integration tests/bad_inputs tests/server
+	cd labextension && $(JSENV) jlpm test
+	cd labextension/ui-tests && $(JSENV) jlpm install && $(JSENV) jlpm test
 
 unit: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -q tests/unit
@@ -67,6 +71,22 @@ k8s-up: k8s-build ## Start the local Kubernetes control plane (prints export KUB
 
 k8s-down: ## Stop the local Kubernetes control plane and remove its run dir
 	tests/k8s/cluster.sh down
+
+js: $(STAMP) ## Build the JupyterLab extension (dev) and link it into the venv
+	cd labextension && $(JSENV) jlpm install && $(JSENV) jlpm build
+	rm -rf $(LABEXT) && ln -s $(abspath scanflow_jupyter/labextension) $(LABEXT)
+
+lab: js ## Start JupyterLab with the Scanflow sidebar, opened on an example notebook
+	$(BIN)/jupyter lab notebooks/diamond.ipynb
+
+jest: $(STAMP) ## Jest unit tests of the JupyterLab extension
+	cd labextension && $(JSENV) jlpm install && $(JSENV) jlpm test
+
+galata: js ## Browser tests of the sidebar (Galata + Debian's /usr/bin/chromium)
+	cd labextension/ui-tests && $(JSENV) jlpm install && $(JSENV) jlpm test
+
+js-clean: ## Remove the JS build outputs (do this before building a wheel)
+	cd labextension && $(JSENV) jlpm clean
 
 clean: ## Remove the venv, caches and local run data
 	rm -rf $(VENV) .scanflow .pytest_cache .ruff_cache build dist *.egg-info

@@ -12,3 +12,9 @@ def load_ipython_extension(ipython):  # noqa: ANN001 - IPython's signature
     from scanflow_jupyter.magics import register
 
     register(ipython)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (`jupyter labextension develop .` uses it)."""
+    return [{"src": "labextension", "dest": "scanflow-jupyter"}]
+

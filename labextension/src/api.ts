@@ -1,0 +1,237 @@
+/**
+ * Client of the Scanflow server extension REST API (`<base_url>scanflow/api/`).
+ *
+ * Every request goes through `ServerConnection.makeRequest` (token + XSRF headers); failures become
+ * an `ApiError` carrying the server's message/reason/fix so the UI can tell the user what to do.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import type {
+  BackendName,
+  IAgentInfo,
+  IAppInfo,
+  IConfig,
+  IDeployments,
+  IJob,
+  IMlflowRunPage,
+  IRunEvent,
+  IRunSummary,
+  IStepLog,
+  IValidationMessage
+} from './types';
+
+export const API_PREFIX = 'scanflow/api';
+
+/** A failed API call: HTTP status (0 = no answer), server message and, when given, a fix. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason: string | null = null,
+    readonly fix: string | null = null,
+    readonly messages: IValidationMessage[] = []
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  /** One line for a notification: message, then the fix when the server gave one. */
+  get userText(): string {
+    return this.fix ? `${this.message} — ${this.fix}` : this.message;
+  }
+}
+
+/** Build `<base>scanflow/api/<route>?<query>`, dropping undefined/null/'' query values. */
+export function apiUrl(
+  baseUrl: string,
+  route: string,
+  query: Record<string, string | number | boolean | null | undefined> = {}
+): string {
+  const params: Record<string, string> = {};
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null && value !== '') {
+      params[key] = String(value);
+    }
+  }
+  const url = URLExt.join(baseUrl, API_PREFIX, ...route.split('/').map(encodeURIComponent));
+  const search = URLExt.objectToQueryString(params);
+  return search ? url + search : url;
+}
+
+/** Turn an HTTP error response into an ApiError (JSON `{message, reason, fix, messages}` or text). */
+export async function errorFromResponse(response: Response): Promise<ApiError> {
+  const text = await response.text();
+  let body: any = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (body && typeof body === 'object' && typeof body.message === 'string' && body.message) {
+    return new ApiError(
+      response.status,
+      body.message,
+      body.reason ?? null,
+      body.fix ?? null,
+      Array.isArray(body.messages) ? body.messages : []
+    );
+  }
+  if (response.status === 404) {
+    return new ApiError(
+      404,
+      `Scanflow API not found (${response.url || '404'})`,
+      null,
+      'Enable the server extension: `jupyter server extension enable scanflow_jupyter.server`, then restart JupyterLab.'
+    );
+  }
+  if (response.status === 403) {
+    return new ApiError(403, 'Forbidden by the Jupyter server', null, 'Reload the page to log in again.');
+  }
+  const statusText = response.statusText || 'error';
+  return new ApiError(response.status, `Scanflow API error ${response.status} ${statusText}`);
+}
+
+type Query = Record<string, string | number | boolean | null | undefined>;
+
+export class ScanflowClient {
+  constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  url(route: string, query: Query = {}): string {
+    return apiUrl(this.settings.baseUrl, route, query);
+  }
+
+  /** URL of a run's Server-Sent Events stream; carries the token when the server uses one. */
+  eventsUrl(runId: string, after: number): string {
+    const token = this.settings.token;
+    return this.url(`runs/${runId}/events`, { after, token: token || undefined });
+  }
+
+  async request<T>(method: string, route: string, query: Query = {}, body?: unknown): Promise<T> {
+    const init: RequestInit = { method };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers = { 'Content-Type': 'application/json' };
+    }
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(this.url(route, query), init, this.settings);
+    } catch (err) {
+      throw new ApiError(
+        0,
+        `Cannot reach the Jupyter server: ${(err as Error).message}`,
+        null,
+        'Check that JupyterLab is still running, then retry.'
+      );
+    }
+    if (!response.ok) {
+      throw await errorFromResponse(response);
+    }
+    const text = await response.text();
+    if (!text) {
+      return {} as T;
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ApiError(response.status, `Invalid JSON from ${route}: ${text.slice(0, 120)}`);
+    }
+  }
+
+  config(): Promise<IConfig> {
+    return this.request('GET', 'config');
+  }
+
+  app(path: string): Promise<IAppInfo> {
+    return this.request('GET', 'app', { path });
+  }
+
+  async runs(path?: string, limit = 50): Promise<IRunSummary[]> {
+    const reply = await this.request<{ runs: IRunSummary[] }>('GET', 'runs', { path, limit });
+    return reply.runs ?? [];
+  }
+
+  run(runId: string): Promise<IRunSummary> {
+    return this.request('GET', `runs/${runId}`);
+  }
+
+  startRun(options: {
+    path: string;
+    backend: BackendName;
+    parameters?: Record<string, unknown>;
+    resume?: string | null;
+    only?: string[] | null;
+  }): Promise<IRunSummary> {
+    return this.request('POST', 'runs', {}, {
+      path: options.path,
+      backend: options.backend,
+      parameters: options.parameters ?? {},
+      resume: options.resume ?? null,
+      only: options.only ?? null
+    });
+  }
+
+  cancelRun(runId: string): Promise<{ run_id: string; status: string }> {
+    return this.request('POST', `runs/${runId}/cancel`);
+  }
+
+  events(runId: string, after: number): Promise<{ events: IRunEvent[]; finished: boolean }> {
+    return this.request('GET', `runs/${runId}/events`, { after, format: 'json' });
+  }
+
+  logs(runId: string, step: string): Promise<IStepLog> {
+    return this.request('GET', `runs/${runId}/logs`, { step });
+  }
+
+  mlflowRuns(options: {
+    experiment?: string;
+    parent?: string;
+    filter?: string;
+    pageToken?: string | null;
+    maxResults?: number;
+    orderBy?: string;
+  }): Promise<IMlflowRunPage> {
+    return this.request('GET', 'mlflow/runs', {
+      experiment: options.experiment,
+      parent: options.parent,
+      filter: options.filter,
+      page_token: options.pageToken,
+      max_results: options.maxResults,
+      order_by: options.orderBy
+    });
+  }
+
+  async agents(path: string): Promise<IAgentInfo[]> {
+    const reply = await this.request<{ agents: IAgentInfo[] }>('GET', 'agents', { path });
+    return reply.agents ?? [];
+  }
+
+  async agentAction(path: string, action: 'start' | 'stop', names: string[] | null = null): Promise<IAgentInfo[]> {
+    const reply = await this.request<{ agents: IAgentInfo[] }>('POST', 'agents', {}, { path, action, names });
+    return reply.agents ?? [];
+  }
+
+  build(path: string): Promise<IJob> {
+    return this.request('POST', 'builds', {}, { path });
+  }
+
+  buildStatus(buildId: string): Promise<IJob> {
+    return this.request('GET', `builds/${buildId}`);
+  }
+
+  deployments(path: string): Promise<IDeployments> {
+    return this.request('GET', 'deployments', { path });
+  }
+
+  deploy(path: string): Promise<IJob> {
+    return this.request('POST', 'deployments', {}, { path });
+  }
+
+  deploymentJob(jobId: string): Promise<IJob> {
+    return this.request('GET', `deployments/${jobId}`);
+  }
+
+  undeploy(path: string): Promise<IJob> {
+    return this.request('DELETE', 'deployments', { path });
+  }
+}

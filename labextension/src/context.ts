@@ -1,0 +1,25 @@
+/** What the sidebar sections share: models, tracker, settings and shell helpers. */
+import type { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import type { ISignal } from '@lumino/signaling';
+
+import type { ScanflowModels } from './model';
+import type { BackendName, IStepError } from './types';
+
+export interface IScanflowSettings {
+  trackingUri: string;
+  defaultBackend: BackendName;
+  registry: string;
+  kubeContext: string;
+  namespace: string;
+  baseImage: string;
+}
+
+export interface ISidebarContext {
+  models: ScanflowModels;
+  tracker: INotebookTracker;
+  settings: () => IScanflowSettings;
+  settingsChanged: ISignal<unknown, unknown>;
+  openPath: (path: string) => void;
+  showLog: (runId: string, step: string, error: IStepError | null) => void;
+  activate: (panel: NotebookPanel) => void;
+}

@@ -1,0 +1,246 @@
+/**
+ * State of Scanflow for one notebook (its app, its current/last run, its agents), shared by the
+ * sidebar and the cell badges of that notebook. Changes are announced on `changed`.
+ */
+import { Signal, type ISignal } from '@lumino/signaling';
+
+import { ApiError, type ScanflowClient } from './api';
+import { RunFollower } from './live';
+import { fromSummary, initialRunState, reduceEvents, type IRunState } from './state';
+import type { BackendName, IAgentInfo, IAppInfo, IConfig, IRunSummary } from './types';
+
+export type ErrorReporter = (error: unknown, context: string) => void;
+
+export class NotebookScanflowModel {
+  app: IAppInfo | null = null;
+  appError: ApiError | null = null;
+  run: IRunState | null = null;
+  runSummary: IRunSummary | null = null;
+  agents: IAgentInfo[] = [];
+  agentsError: ApiError | null = null;
+  /** Action name → true while its request is in flight. */
+  busy: Record<string, boolean> = {};
+  /** Bumped when a run finishes, so the Runs section reloads. */
+  runsVersion = 0;
+  private follower: RunFollower | null = null;
+  private readonly _changed = new Signal<this, void>(this);
+  private disposed = false;
+
+  constructor(
+    readonly client: ScanflowClient,
+    readonly path: string,
+    private readonly report: ErrorReporter
+  ) {}
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get isRunning(): boolean {
+    return !!this.run && !this.run.finished;
+  }
+
+  emit(): void {
+    if (!this.disposed) {
+      this._changed.emit();
+    }
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.follower?.dispose();
+    Signal.clearData(this);
+  }
+
+  /** Reload the app description (after a save) and pick up the notebook's latest run. */
+  async refresh(): Promise<void> {
+    try {
+      this.app = await this.client.app(this.path);
+      this.appError = null;
+    } catch (err) {
+      this.app = null;
+      this.appError = err instanceof ApiError ? err : new ApiError(0, String(err));
+    }
+    this.emit();
+    if (!this.follower) {
+      try {
+        const runs = await this.client.runs(this.path, 1);
+        if (runs.length) {
+          this.adoptRun(runs[0]);
+        }
+      } catch {
+        // The app error (or a notification from elsewhere) already tells the user.
+      }
+    }
+    void this.refreshAgents();
+  }
+
+  async refreshAgents(): Promise<void> {
+    if (!this.app || !this.app.nodes.some(n => n.kind === 'agent')) {
+      if (this.agents.length) {
+        this.agents = [];
+        this.emit();
+      }
+      return;
+    }
+    try {
+      this.agents = await this.client.agents(this.path);
+      this.agentsError = null;
+    } catch (err) {
+      this.agentsError = err instanceof ApiError ? err : new ApiError(0, String(err));
+    }
+    this.emit();
+  }
+
+  /** Show a run (from history or just started) and follow it live when it is running. */
+  adoptRun(summary: IRunSummary): void {
+    this.follower?.dispose();
+    this.follower = null;
+    this.runSummary = summary;
+    if (summary.status === 'running') {
+      const base = fromSummary(summary);
+      // Steps of a running summary are re-derived from the full event stream.
+      this.run = { ...initialRunState(summary.run_id, Object.keys(summary.steps ?? {})), startedAt: base.startedAt };
+      this.follow(summary.run_id);
+    } else {
+      this.run = fromSummary(summary);
+    }
+    this.emit();
+  }
+
+  private follow(runId: string): void {
+    const follower = new RunFollower(this.client, runId, {
+      onEvents: events => {
+        if (this.run && this.run.runId === runId) {
+          this.run = reduceEvents(this.run, events);
+          this.emit();
+        }
+      },
+      onFinished: () => {
+        if (this.follower === follower) {
+          this.follower = null;
+        }
+        void this.afterRun(runId);
+      },
+      onError: err => this.report(err, 'Live run status')
+    });
+    this.follower = follower;
+    follower.start(0);
+  }
+
+  private async afterRun(runId: string): Promise<void> {
+    try {
+      const summary = await this.client.run(runId);
+      this.runSummary = summary;
+      if (this.run && this.run.runId === runId && this.run.finished) {
+        // Keep the live state (it has timings); take the final status from the store.
+        this.run = { ...this.run, status: summary.status, mlflowRunId: summary.mlflow_run_id };
+      } else if (this.run?.runId === runId) {
+        this.run = fromSummary(summary);
+      }
+    } catch (err) {
+      this.report(err, 'Run summary');
+    }
+    this.runsVersion++;
+    this.emit();
+  }
+
+  private async act<T>(name: string, work: () => Promise<T>): Promise<T | undefined> {
+    this.busy = { ...this.busy, [name]: true };
+    this.emit();
+    try {
+      return await work();
+    } catch (err) {
+      this.report(err, name);
+      return undefined;
+    } finally {
+      this.busy = { ...this.busy, [name]: false };
+      this.emit();
+    }
+  }
+
+  async startRun(backend: BackendName, parameters: Record<string, unknown>, resume: string | null = null): Promise<void> {
+    const summary = await this.act(resume ? 'Resume' : 'Run', () =>
+      this.client.startRun({ path: this.path, backend, parameters, resume })
+    );
+    if (summary) {
+      this.adoptRun(summary);
+    }
+  }
+
+  async cancel(): Promise<void> {
+    const runId = this.run?.runId;
+    if (runId) {
+      await this.act('Cancel', () => this.client.cancelRun(runId));
+    }
+  }
+
+  async agentsAction(action: 'start' | 'stop'): Promise<void> {
+    const agents = await this.act(action === 'start' ? 'Start agents' : 'Stop agents', () =>
+      this.client.agentAction(this.path, action)
+    );
+    if (agents) {
+      this.agents = agents;
+      this.emit();
+      // Agents settle within seconds (ports open, processes exit): look again a few times.
+      for (const delay of [1000, 2000, 4000]) {
+        setTimeout(() => void this.refreshAgents(), delay);
+      }
+    }
+  }
+}
+
+/** One model per notebook path, created on demand. */
+export class ScanflowModels {
+  config: IConfig | null = null;
+  configError: ApiError | null = null;
+  private readonly models = new Map<string, NotebookScanflowModel>();
+  private readonly _configChanged = new Signal<this, void>(this);
+
+  constructor(
+    readonly client: ScanflowClient,
+    private readonly report: ErrorReporter
+  ) {}
+
+  get configChanged(): ISignal<this, void> {
+    return this._configChanged;
+  }
+
+  async loadConfig(): Promise<void> {
+    try {
+      this.config = await this.client.config();
+      this.configError = null;
+    } catch (err) {
+      this.configError = err instanceof ApiError ? err : new ApiError(0, String(err));
+      this.report(err, 'Scanflow configuration');
+    }
+    this._configChanged.emit();
+  }
+
+  get(path: string): NotebookScanflowModel {
+    let model = this.models.get(path);
+    if (!model) {
+      model = new NotebookScanflowModel(this.client, path, this.report);
+      this.models.set(path, model);
+      void model.refresh();
+    }
+    return model;
+  }
+
+  /** Forget a notebook's model (it was closed or renamed). */
+  drop(path: string): void {
+    this.models.get(path)?.dispose();
+    this.models.delete(path);
+  }
+
+  availability(backend: BackendName): { available: boolean; reason: string | null } {
+    if (!this.config) {
+      return { available: false, reason: this.configError?.message ?? 'loading the server configuration…' };
+    }
+    const info = this.config.backends.find(b => b.name === backend);
+    if (!info) {
+      return { available: false, reason: `the server does not know the '${backend}' backend` };
+    }
+    return { available: info.available, reason: info.available ? null : info.reason ?? 'unavailable' };
+  }
+}

@@ -1,0 +1,81 @@
+/** Pipeline parameters form: typed input kinds and parsing of the edited values. */
+import type { IParameter } from './types';
+
+export type InputKind = 'int' | 'float' | 'bool' | 'str' | 'json';
+
+export function inputKind(param: IParameter): InputKind {
+  switch (param.type) {
+    case 'int':
+    case 'float':
+    case 'bool':
+    case 'str':
+      return param.type;
+    default:
+      return 'json';
+  }
+}
+
+/** The text shown in an input for a parameter's default value. */
+export function displayValue(param: IParameter): string | boolean {
+  const kind = inputKind(param);
+  if (kind === 'bool') {
+    return Boolean(param.value);
+  }
+  if (kind === 'str') {
+    return param.value === null || param.value === undefined ? '' : String(param.value);
+  }
+  if (kind === 'json') {
+    return JSON.stringify(param.value);
+  }
+  return String(param.value);
+}
+
+/**
+ * Values to send for the edited parameters (untouched ones are left to the notebook's defaults),
+ * or per-parameter error texts.
+ */
+export function parseParameters(
+  params: IParameter[],
+  edits: Record<string, string | boolean>
+): { values: Record<string, unknown>; errors: Record<string, string> } {
+  const values: Record<string, unknown> = {};
+  const errors: Record<string, string> = {};
+  for (const p of params) {
+    if (!(p.name in edits)) {
+      continue;
+    }
+    const raw = edits[p.name];
+    const kind = inputKind(p);
+    const text = typeof raw === 'string' ? raw.trim() : '';
+    switch (kind) {
+      case 'bool':
+        values[p.name] = Boolean(raw);
+        break;
+      case 'int':
+        if (!/^[-+]?\d+$/.test(text)) {
+          errors[p.name] = `${p.name} must be a whole number (got '${text}')`;
+        } else {
+          values[p.name] = parseInt(text, 10);
+        }
+        break;
+      case 'float':
+        if (text === '' || !isFinite(Number(text))) {
+          errors[p.name] = `${p.name} must be a number (got '${text}')`;
+        } else {
+          values[p.name] = Number(text);
+        }
+        break;
+      case 'str':
+        values[p.name] = typeof raw === 'string' ? raw : String(raw);
+        break;
+      case 'json':
+        try {
+          values[p.name] = JSON.parse(text);
+        } catch {
+          errors[p.name] = `${p.name} must be a JSON literal such as [1, 2] or {"a": 1} (got '${text}')`;
+        }
+        break;
+    }
+  }
+  return { values, errors };
+}

@@ -1,0 +1,259 @@
+/** Actions section: backend picker, parameters form, run/resume/cancel, images, deployment, agents. */
+import { Notification } from '@jupyterlab/apputils';
+import type { NotebookPanel } from '@jupyterlab/notebook';
+import * as React from 'react';
+
+import type { ISidebarContext } from './context';
+import type { NotebookScanflowModel } from './model';
+import { reportError } from './notify';
+import { displayValue, inputKind, parseParameters } from './params';
+import { canResume } from './state';
+import type { BackendName, IJob } from './types';
+import { Btn } from './widgets';
+
+const BACKENDS: BackendName[] = ['local', 'docker', 'kubernetes'];
+
+async function followJob(label: string, start: () => Promise<IJob>, poll: ((id: string) => Promise<IJob>) | null): Promise<void> {
+  const job = await start();
+  const id = (job.build_id ?? (job as any).job_id ?? (job as any).id) as string | undefined;
+  if (!poll || !id) {
+    Notification.info(`${label}: ${job.status ?? 'requested'}`, { autoClose: 5000 });
+    return;
+  }
+  const note = Notification.emit(`${label} running…`, 'in-progress', { autoClose: false });
+  for (;;) {
+    await new Promise(r => setTimeout(r, 2000));
+    const state = await poll(id);
+    if (!['queued', 'running', 'pending', 'building'].includes(state.status)) {
+      const ok = ['succeeded', 'done', 'finished'].includes(state.status);
+      const tail = (state.log ?? '').trim().split('\n').slice(-1)[0] ?? '';
+      Notification.update({
+        id: note,
+        message: `${label} ${state.status}${tail ? `: ${tail}` : ''}`,
+        type: ok ? 'success' : 'error',
+        autoClose: ok ? 5000 : false
+      });
+      return;
+    }
+  }
+}
+
+/**
+ * The server's effective configuration; a user setting that differs is shown next to it (the
+ * server applies its own `c.Scanflow.*` configuration; only defaultBackend is applied here).
+ */
+function ConfigSummary(props: { ctx: ISidebarContext }): JSX.Element | null {
+  const config = props.ctx.models.config;
+  if (!config) {
+    return null;
+  }
+  const settings = props.ctx.settings();
+  const rows: Array<[string, string | null, string]> = [
+    ['tracking URI', config.tracking_uri, settings.trackingUri],
+    ['registry', config.registry, settings.registry],
+    ['kube context', config.kube_context, settings.kubeContext],
+    ['namespace', config.namespace, settings.namespace],
+    ['base image', config.base_image, settings.baseImage]
+  ];
+  return (
+    <details className="sf-config">
+      <summary>Server configuration (Scanflow {config.version})</summary>
+      <table>
+        <tbody>
+          {rows.map(([label, server, setting]) => (
+            <tr key={label}>
+              <td className="sf-muted">{label}</td>
+              <td title={server ?? ''}>
+                {server || <span className="sf-muted">default</span>}
+                {setting && setting !== server && (
+                  <div className="sf-reason" title="Set c.Scanflow.* in the Jupyter server configuration to apply it">
+                    setting: {setting} (not applied by the server)
+                  </div>
+                )}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </details>
+  );
+}
+
+export function ActionsSection(props: { model: NotebookScanflowModel; panel: NotebookPanel; ctx: ISidebarContext }): JSX.Element {
+  const { model, panel, ctx } = props;
+  const models = ctx.models;
+  const settings = ctx.settings();
+  const preferred = settings.defaultBackend || models.config?.default_backend || 'local';
+  const [backend, setBackend] = React.useState<BackendName>(preferred);
+  const [edits, setEdits] = React.useState<Record<string, string | boolean>>({});
+  const [jobBusy, setJobBusy] = React.useState<string | null>(null);
+  const app = model.app;
+  const params = app?.parameters ?? [];
+  const parsed = parseParameters(params, edits);
+  const paramErrors = Object.values(parsed.errors);
+  const availability = (name: BackendName) => models.availability(name);
+  const chosen = availability(backend);
+  const hasErrors = !!app && app.messages.some(m => m.severity === 'error');
+  const running = model.isRunning;
+  const lastStatus = model.run?.status ?? model.runSummary?.status ?? null;
+  const noApp = !app ? model.appError?.message ?? 'the notebook has not been read yet' : null;
+  const runBlocked =
+    noApp ??
+    (!chosen.available ? `${backend}: ${chosen.reason}` : null) ??
+    (hasErrors ? 'fix the validation errors listed above first' : null) ??
+    (running ? 'a run is in progress' : null) ??
+    (paramErrors.length ? paramErrors[0] : null);
+  const hasAgents = !!app && app.nodes.some(n => n.kind === 'agent');
+  const agentNames = app ? app.nodes.filter(n => n.kind === 'agent').map(n => n.id) : [];
+  const runningAgents = model.agents.filter(a => a.status === 'running').map(a => a.name);
+  const allRunning = agentNames.length > 0 && agentNames.every(n => runningAgents.includes(n));
+  const docker = availability('docker');
+  const kube = availability('kubernetes');
+  const saveFirst = async () => {
+    if (panel.context.model.dirty) {
+      await panel.context.save();
+    }
+  };
+  const run = async (resume: string | null) => {
+    await saveFirst();
+    await model.startRun(backend, parsed.values, resume);
+  };
+  const job = async (label: string, work: () => Promise<void>) => {
+    setJobBusy(label);
+    try {
+      await saveFirst();
+      await work();
+    } catch (err) {
+      reportError(err, label);
+    } finally {
+      setJobBusy(null);
+    }
+  };
+  const client = model.client;
+  return (
+    <div className="sf-actions">
+      <label className="sf-row">
+        <span className="sf-label">Backend</span>
+        <select
+          className="sf-backend"
+          value={backend}
+          onChange={e => setBackend(e.target.value as BackendName)}
+        >
+          {BACKENDS.map(name => {
+            const a = availability(name);
+            return (
+              <option key={name} value={name} disabled={!a.available} title={a.reason ?? ''}>
+                {name}
+                {a.available ? '' : ` — unavailable: ${a.reason}`}
+              </option>
+            );
+          })}
+        </select>
+      </label>
+      {!chosen.available && <div className="sf-reason">{chosen.reason}</div>}
+      {params.length > 0 && (
+        <fieldset className="sf-params">
+          <legend>Parameters</legend>
+          {params.map(p => {
+            const kind = inputKind(p);
+            const shown = p.name in edits ? edits[p.name] : displayValue(p);
+            return (
+              <label key={p.name} className="sf-row sf-param" title={`${p.name}: ${p.type} (default ${JSON.stringify(p.value)})`}>
+                <span className="sf-label">{p.name}</span>
+                {kind === 'bool' ? (
+                  <input
+                    type="checkbox"
+                    name={p.name}
+                    checked={Boolean(shown)}
+                    onChange={e => setEdits({ ...edits, [p.name]: e.target.checked })}
+                  />
+                ) : (
+                  <input
+                    className={`jp-mod-styled sf-input ${parsed.errors[p.name] ? 'sf-invalid' : ''}`}
+                    name={p.name}
+                    type={kind === 'int' || kind === 'float' ? 'number' : 'text'}
+                    step={kind === 'int' ? 1 : 'any'}
+                    value={String(shown)}
+                    onChange={e => setEdits({ ...edits, [p.name]: e.target.value })}
+                  />
+                )}
+              </label>
+            );
+          })}
+          {paramErrors.map(e => (
+            <div key={e} className="sf-error-text">
+              {e}
+            </div>
+          ))}
+        </fieldset>
+      )}
+      <ConfigSummary ctx={ctx} />
+      <div className="sf-buttons">
+        <Btn label="Run" accept busy={model.busy['Run']} disabledReason={runBlocked} onClick={() => void run(null)} />
+        <Btn
+          label="Resume"
+          busy={model.busy['Resume']}
+          disabledReason={
+            running
+              ? 'a run is in progress'
+              : !canResume(lastStatus)
+                ? 'only a failed, killed or interrupted run can be resumed'
+                : runBlocked
+          }
+          onClick={() => void run(model.run?.runId ?? null)}
+        />
+        <Btn
+          label="Cancel"
+          warn
+          busy={model.busy['Cancel']}
+          disabledReason={running ? null : 'no run is in progress'}
+          onClick={() => void model.cancel()}
+        />
+      </div>
+      <div className="sf-buttons">
+        <Btn
+          label="Build images"
+          busy={jobBusy === 'Build images'}
+          disabledReason={noApp ?? (docker.available ? null : `docker: ${docker.reason}`)}
+          onClick={() =>
+            void job('Build images', () => followJob('Image build', () => client.build(model.path), id => client.buildStatus(id)))
+          }
+        />
+        <Btn
+          label="Deploy"
+          busy={jobBusy === 'Deploy'}
+          disabledReason={noApp ?? (kube.available ? null : `kubernetes: ${kube.reason}`)}
+          onClick={() => void job('Deploy', () => followJob('Deploy', () => client.deploy(model.path), id => client.deploymentJob(id)))}
+        />
+        <Btn
+          label="Undeploy"
+          busy={jobBusy === 'Undeploy'}
+          disabledReason={noApp ?? (kube.available ? null : `kubernetes: ${kube.reason}`)}
+          onClick={() => void job('Undeploy', () => followJob('Undeploy', () => client.undeploy(model.path), id => client.deploymentJob(id)))}
+        />
+      </div>
+      <div className="sf-buttons">
+        <Btn
+          label="Start agents"
+          busy={model.busy['Start agents']}
+          disabledReason={
+            noApp ??
+            (hasAgents ? null : 'this notebook declares no %%agent cells') ??
+            (allRunning ? 'every agent is already running' : null)
+          }
+          onClick={() => void saveFirst().then(() => model.agentsAction('start'))}
+        />
+        <Btn
+          label="Stop agents"
+          busy={model.busy['Stop agents']}
+          disabledReason={
+            noApp ??
+            (hasAgents ? null : 'this notebook declares no %%agent cells') ??
+            (model.agents.length ? null : 'no agent of this notebook is known to the supervisor')
+          }
+          onClick={() => void model.agentsAction('stop')}
+        />
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,216 @@
+/** Runs section: the app's MLflow runs (paged, filterable), each expandable into its step runs. */
+import { Notification } from '@jupyterlab/apputils';
+import * as React from 'react';
+
+import { ApiError } from './api';
+import type { ISidebarContext } from './context';
+import type { NotebookScanflowModel } from './model';
+import { reportError } from './notify';
+import { formatDuration } from './state';
+import type { IAppNode, IMlflowRun } from './types';
+import { Btn, StatusPill } from './widgets';
+
+function fmtTime(ms: number | null): string {
+  if (!ms) {
+    return '';
+  }
+  const d = new Date(ms);
+  return d.toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
+
+function fmtNumber(v: number): string {
+  return Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(3);
+}
+
+function KeyValues(props: { title: string; values: Record<string, unknown>; limit?: number }): JSX.Element | null {
+  const entries = Object.entries(props.values).filter(([k]) => !k.startsWith('scanflow.'));
+  if (!entries.length) {
+    return null;
+  }
+  const shown = props.limit ? entries.slice(0, props.limit) : entries;
+  return (
+    <div className={`sf-kv sf-kv-${props.title}`}>
+      <span className="sf-kv-title">{props.title}</span>
+      {shown.map(([k, v]) => (
+        <span key={k} className="sf-kv-item" title={`${k} = ${v}`}>
+          {k}=<b>{typeof v === 'number' ? fmtNumber(v) : String(v)}</b>
+        </span>
+      ))}
+      {shown.length < entries.length && <span className="sf-muted">+{entries.length - shown.length}</span>}
+    </div>
+  );
+}
+
+function mlflowStatus(run: IMlflowRun): string {
+  const s = run.tags?.['scanflow.status'] ?? run.status ?? '';
+  const map: Record<string, string> = { FINISHED: 'succeeded', FAILED: 'failed', KILLED: 'killed', RUNNING: 'running', SCHEDULED: 'queued' };
+  return map[s] ?? s.toLowerCase();
+}
+
+/** Step runs in notebook order (then by start time). */
+export function sortSteps(runs: IMlflowRun[], nodes: IAppNode[]): IMlflowRun[] {
+  const order = new Map(nodes.map(n => [n.id, n.cell]));
+  const key = (r: IMlflowRun) => order.get(r.tags?.['scanflow.step'] ?? '') ?? Number.MAX_SAFE_INTEGER;
+  return [...runs].sort((a, b) => key(a) - key(b) || (a.start_time ?? 0) - (b.start_time ?? 0));
+}
+
+function StepRuns(props: { parent: IMlflowRun; model: NotebookScanflowModel; ctx: ISidebarContext }): JSX.Element {
+  const [steps, setSteps] = React.useState<IMlflowRun[] | null>(null);
+  const [error, setError] = React.useState<string | null>(null);
+  React.useEffect(() => {
+    props.model.client
+      .mlflowRuns({ parent: props.parent.run_id, maxResults: 200 })
+      .then(page => setSteps(sortSteps(page.runs, props.model.app?.nodes ?? [])))
+      .catch(err => setError(err instanceof ApiError ? err.userText : String(err)));
+  }, [props.parent.run_id]);
+  const runId = props.parent.tags?.['scanflow.run_id'];
+  const openOutput = async (step: string) => {
+    try {
+      const log = await props.model.client.logs(runId!, step);
+      if (log.output_notebook) {
+        props.ctx.openPath(log.output_notebook);
+      } else {
+        Notification.warning(`Step ${step} of run ${runId} has no output notebook (it did not execute).`, { autoClose: 5000 });
+      }
+    } catch (err) {
+      reportError(err, 'Output notebook');
+    }
+  };
+  if (error) {
+    return <div className="sf-error-text">{error}</div>;
+  }
+  if (!steps) {
+    return <div className="sf-muted">Loading steps…</div>;
+  }
+  if (!steps.length) {
+    return <div className="sf-muted">No step runs recorded.</div>;
+  }
+  return (
+    <ul className="sf-steps">
+      {steps.map(s => {
+        const name = s.tags?.['scanflow.step'] ?? s.run_name ?? s.run_id;
+        const st = mlflowStatus(s);
+        const err = s.tags?.['scanflow.error.ename'];
+        return (
+          <li key={s.run_id} className="sf-step" data-step={name}>
+            <span className={`sf-dot sf-status-${st}`} title={st} />
+            <span className="sf-step-name">{name}</span>
+            <span className="sf-muted sf-step-duration">{formatDuration(s.duration_s)}</span>
+            {runId && (
+              <>
+                <a className="sf-link" onClick={() => props.ctx.showLog(runId, name, null)}>
+                  log
+                </a>
+                <a className="sf-link" onClick={() => void openOutput(name)}>
+                  notebook
+                </a>
+              </>
+            )}
+            {err && (
+              <div className="sf-error-text sf-step-error">
+                {err}: {s.tags?.['scanflow.error.evalue']}
+              </div>
+            )}
+            <KeyValues title="metrics" values={s.metrics ?? {}} limit={4} />
+          </li>
+        );
+      })}
+    </ul>
+  );
+}
+
+export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebarContext }): JSX.Element {
+  const { model } = props;
+  const experiment = model.app?.app.name ?? null;
+  const [runs, setRuns] = React.useState<IMlflowRun[]>([]);
+  const [token, setToken] = React.useState<string | null>(null);
+  const [filter, setFilter] = React.useState('');
+  const [applied, setApplied] = React.useState('');
+  const [error, setError] = React.useState<string | null>(null);
+  const [loading, setLoading] = React.useState(false);
+  const [expanded, setExpanded] = React.useState<string | null>(null);
+  const load = async (pageToken: string | null, replace: boolean) => {
+    if (!experiment) {
+      return;
+    }
+    setLoading(true);
+    try {
+      const page = await model.client.mlflowRuns({ experiment, filter: applied || undefined, pageToken, maxResults: 20 });
+      setRuns(replace ? page.runs : prev => [...prev, ...page.runs]);
+      setToken(page.next_page_token);
+      setError(null);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404 && !applied) {
+        // No experiment yet: the app has never run.
+        setRuns([]);
+        setToken(null);
+        setError(null);
+        return;
+      }
+      setError(err instanceof ApiError ? err.userText : String(err));
+      if (replace) {
+        setRuns([]);
+        setToken(null);
+      }
+    } finally {
+      setLoading(false);
+    }
+  };
+  React.useEffect(() => {
+    void load(null, true);
+  }, [experiment, applied, model.runsVersion]);
+  if (!experiment) {
+    return <div className="sf-muted">Runs appear once the notebook declares an app.</div>;
+  }
+  return (
+    <div className="sf-runs">
+      <form
+        className="sf-row sf-filter"
+        onSubmit={e => {
+          e.preventDefault();
+          setApplied(filter.trim());
+        }}
+      >
+        <input
+          className="jp-mod-styled sf-input sf-filter-input"
+          placeholder="MLflow filter, e.g. metrics.accuracy > 0.8"
+          value={filter}
+          onChange={e => setFilter(e.target.value)}
+        />
+        <button className="jp-Button jp-mod-styled sf-btn" type="submit">
+          Filter
+        </button>
+      </form>
+      {error && <div className="sf-error-text sf-filter-error">{error}</div>}
+      {!error && !runs.length && !loading && <div className="sf-muted">No runs in experiment “{experiment}” yet.</div>}
+      <ul className="sf-run-list">
+        {runs.map(r => {
+          const st = mlflowStatus(r);
+          const open = expanded === r.run_id;
+          return (
+            <li key={r.run_id} className={`sf-run ${open ? 'sf-expanded' : ''}`} data-run={r.run_id}>
+              <div className="sf-run-head" onClick={() => setExpanded(open ? null : r.run_id)}>
+                <span className={`sf-caret ${open ? 'sf-open' : ''}`}>▸</span>
+                <StatusPill status={st} />
+                <span className="sf-run-name" title={`MLflow run ${r.run_id}`}>
+                  {r.run_name ?? r.run_id.slice(0, 8)}
+                </span>
+                <span className="sf-muted sf-run-duration">{formatDuration(r.duration_s)}</span>
+              </div>
+              <div className="sf-muted sf-run-when">
+                {fmtTime(r.start_time)}
+                {r.tags?.['scanflow.backend'] ? ` · ${r.tags['scanflow.backend']}` : ''}
+              </div>
+              <KeyValues title="metrics" values={r.metrics ?? {}} limit={open ? undefined : 3} />
+              {open && <KeyValues title="params" values={r.params ?? {}} />}
+              {open && <StepRuns parent={r} model={model} ctx={props.ctx} />}
+            </li>
+          );
+        })}
+      </ul>
+      {token && (
+        <Btn label="Load more" busy={loading} onClick={() => void load(token, false)} />
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,160 @@
+/** Shapes of the Scanflow server extension REST API (see helpers/REST_API.md). */
+
+export type BackendName = 'local' | 'docker' | 'kubernetes';
+
+export interface IBackendInfo {
+  name: BackendName;
+  available: boolean;
+  reason: string | null;
+}
+
+export interface IConfig {
+  tracking_uri: string | null;
+  default_backend: BackendName;
+  registry: string | null;
+  kube_context: string | null;
+  namespace: string | null;
+  base_image: string | null;
+  backends: IBackendInfo[];
+  version: string;
+}
+
+export type NodeKind = 'executor' | 'service' | 'agent';
+
+export interface IAppNode {
+  id: string;
+  kind: NodeKind;
+  cell: number;
+  inputs: string[];
+  outputs: string[];
+}
+
+export interface IEdge {
+  source: string;
+  target: string;
+}
+
+export interface IParameter {
+  name: string;
+  value: unknown;
+  type: string;
+}
+
+export interface IValidationMessage {
+  severity: 'error' | 'warning';
+  code: string;
+  cell: number | null;
+  text: string;
+  fix: string | null;
+}
+
+export interface IAppInfo {
+  path: string;
+  app: { name: string; notebook: string };
+  nodes: IAppNode[];
+  edges: IEdge[];
+  parameters: IParameter[];
+  messages: IValidationMessage[];
+  valid: boolean;
+}
+
+export interface IStepError {
+  cell: number | null;
+  ename: string;
+  evalue: string;
+  traceback: string[];
+}
+
+export type RunStatus = 'running' | 'succeeded' | 'failed' | 'killed' | 'interrupted';
+
+export interface IStepSummary {
+  status: string;
+  attempts: number;
+  duration_s: number | null;
+  cell: number | null;
+  error: IStepError | null;
+}
+
+export interface IRunSummary {
+  run_id: string;
+  app: string;
+  notebook: string;
+  backend: string;
+  status: RunStatus;
+  created_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  duration_s: number | null;
+  params: Record<string, unknown>;
+  mlflow_run_id: string | null;
+  resumed_from: string | null;
+  steps: Record<string, IStepSummary>;
+  managed: boolean;
+}
+
+export interface IRunEvent {
+  seq: number;
+  type: string;
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, any>;
+}
+
+export interface IStepLog {
+  run_id: string;
+  step: string;
+  log: string;
+  output_notebook: string | null;
+}
+
+export interface IMlflowRun {
+  run_id: string;
+  run_name: string | null;
+  status: string;
+  start_time: number | null;
+  end_time: number | null;
+  duration_s: number | null;
+  metrics: Record<string, number>;
+  params: Record<string, string>;
+  tags: Record<string, string>;
+}
+
+export interface IMlflowRunPage {
+  runs: IMlflowRun[];
+  next_page_token: string | null;
+}
+
+export interface ISensorInfo {
+  name: string;
+  schedule: string | null;
+  last_run: number | string | null;
+  next_run: number | string | null;
+  last_value: unknown;
+  last_error: string | null;
+}
+
+export interface IAgentInfo {
+  name: string;
+  status: 'running' | 'stopped' | 'crashed';
+  url: string | null;
+  pid: number | null;
+  uptime_s: number | null;
+  sensors: ISensorInfo[];
+  messages: unknown[];
+}
+
+export interface IJob {
+  build_id?: string;
+  status: string;
+  log?: string;
+  images?: unknown;
+  [key: string]: unknown;
+}
+
+export interface IDeployments {
+  available: boolean;
+  reason: string | null;
+  objects: Record<string, unknown>[];
+}

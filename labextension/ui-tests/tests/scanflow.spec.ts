@@ -1,0 +1,223 @@
+import { expect, galata, test } from '@jupyterlab/galata';
+import type { Page } from '@playwright/test';
+import * as path from 'path';
+
+const SHOTS = path.join(__dirname, '..', 'test-results');
+const SIDEBAR = '#scanflow-sidebar';
+
+/** Open a notebook of the server root's `notebooks/` copy and the Scanflow sidebar next to it. */
+async function openWithSidebar(page: Page & { notebook: any; sidebar: any }, name: string): Promise<void> {
+  await page.notebook.openByPath(`notebooks/${name}`);
+  await page.notebook.activate(name);
+  await page.sidebar.openTab('scanflow-sidebar');
+  await expect(page.locator(`${SIDEBAR} .sf-notebook`)).toHaveAttribute('data-path', `notebooks/${name}`);
+}
+
+/** Record every status each badge shows from now on (steps can be faster than a poll). */
+async function recordBadgeStatuses(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const seen: Record<string, string[]> = {};
+    (window as any).__sfSeen = seen;
+    const note = (el: Element) => {
+      const step = (el as HTMLElement).dataset.step!;
+      const status = (el as HTMLElement).dataset.status!;
+      const list = (seen[step] = seen[step] ?? []);
+      if (list[list.length - 1] !== status) {
+        list.push(status);
+      }
+    };
+    new MutationObserver(records => {
+      for (const r of records) {
+        const el = r.target as Element;
+        if (el instanceof HTMLElement && el.classList.contains('sf-cell-badge')) {
+          note(el);
+        }
+        r.addedNodes.forEach(n => n instanceof HTMLElement && n.classList.contains('sf-cell-badge') && note(n));
+      }
+    }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-status'] });
+  });
+}
+
+function badge(page: Page, step: string) {
+  return page.locator(`.jp-NotebookPanel:not(.lm-mod-hidden) .sf-cell-badge[data-step="${step}"]`);
+}
+
+test.use({ autoGoto: true });
+
+test.describe('Scanflow sidebar', () => {
+  test('diamond: DAG, local run with live badges, runs with metrics, bad filter', async ({ page }) => {
+    await openWithSidebar(page as any, 'diamond.ipynb');
+    const nodes = page.locator(`${SIDEBAR} .sf-dag-node`);
+    await expect(nodes).toHaveCount(4);
+    expect((await nodes.evaluateAll(els => els.map(e => e.getAttribute('data-node')))).sort()).toEqual([
+      'features',
+      'load',
+      'stats',
+      'train'
+    ]);
+    // Layers: load above features/stats (side by side) above train.
+    const y = async (id: string) => (await page.locator(`${SIDEBAR} .sf-dag-node[data-node="${id}"]`).boundingBox())!.y;
+    expect(await y('load')).toBeLessThan(await y('features'));
+    expect(await y('features')).toBe(await y('stats'));
+    expect(await y('stats')).toBeLessThan(await y('train'));
+    // The backend picker lists the three backends; local is usable here.
+    await expect(page.locator(`${SIDEBAR} select.sf-backend option[value="local"]`)).toBeEnabled();
+    await expect(page.locator(`${SIDEBAR} select.sf-backend option`)).toHaveCount(3);
+    // Badges on the four executor cells before any run.
+    await expect(page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .sf-cell-badge')).toHaveCount(4);
+    await page.screenshot({ path: path.join(SHOTS, 'diamond-before-run.png') });
+
+    await recordBadgeStatuses(page);
+    const eventRequests: string[] = [];
+    page.on('request', r => {
+      if (/\/scanflow\/api\/runs\/[^/]+\/events/.test(r.url())) {
+        eventRequests.push(r.url());
+      }
+    });
+    await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
+    for (const step of ['load', 'features', 'stats', 'train']) {
+      await expect(badge(page, step)).toHaveAttribute('data-status', 'succeeded', { timeout: 120000 });
+      await expect(page.locator(`${SIDEBAR} .sf-dag-node[data-node="${step}"]`)).toHaveAttribute('data-status', 'succeeded');
+    }
+    const seen = await page.evaluate(() => (window as any).__sfSeen as Record<string, string[]>);
+    expect(seen.train).toContain('running');
+    expect(seen.train[seen.train.length - 1]).toBe('succeeded');
+    await expect(badge(page, 'train')).toContainText(/succeeded · \d/);
+    // Live status came over Server-Sent Events, without falling back to polling.
+    expect(eventRequests.some(u => !u.includes('format=json'))).toBe(true);
+    expect(eventRequests.filter(u => u.includes('format=json'))).toEqual([]);
+
+    // Clicking a DAG node selects its cell.
+    await page.locator(`${SIDEBAR} .sf-dag-node[data-node="stats"]`).click();
+    await expect(page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell.jp-mod-active')).toContainText('%%executor stats');
+
+    // Runs: the new run (newest first) with its steps; train logged `accuracy`.
+    const run = page.locator(`${SIDEBAR} .sf-run`).first();
+    await expect(run.locator('.sf-pill')).toHaveText('succeeded', { timeout: 30000 });
+    await run.locator('.sf-run-head').click();
+    await expect(run.locator('.sf-step')).toHaveCount(4, { timeout: 30000 });
+    await expect(run.locator('.sf-step[data-step="train"] .sf-kv-metrics')).toContainText('accuracy=');
+    await page.screenshot({ path: path.join(SHOTS, 'diamond-after-run.png') });
+
+    // A bad MLflow filter shows the server's message.
+    await page.locator(`${SIDEBAR} .sf-filter-input`).fill('this is not a filter');
+    await page.locator(`${SIDEBAR} .sf-filter button`).click();
+    await expect(page.locator(`${SIDEBAR} .sf-filter-error`)).toBeVisible();
+    await expect(page.locator(`${SIDEBAR} .sf-run`)).toHaveCount(0);
+    await page.locator(`${SIDEBAR} .sf-filter-input`).fill('');
+    await page.locator(`${SIDEBAR} .sf-filter button`).click();
+    await expect(page.locator(`${SIDEBAR} .sf-run`)).toHaveCount(1);
+  });
+
+  test('failing_step: the failure is on the right cell, with its traceback in the log', async ({ page }) => {
+    await openWithSidebar(page as any, 'failing_step.ipynb');
+    await expect(page.locator(`${SIDEBAR} .sf-dag-node`)).toHaveCount(4);
+    await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
+    await expect(badge(page, 'explode')).toHaveAttribute('data-status', 'failed', { timeout: 120000 });
+    await expect(badge(page, 'explode')).toContainText('ValueError: this step fails on purpose');
+    await expect(badge(page, 'prepare')).toHaveAttribute('data-status', 'succeeded');
+    await expect(badge(page, 'independent')).toHaveAttribute('data-status', 'succeeded', { timeout: 60000 });
+    await expect(badge(page, 'after_explode')).toHaveAttribute('data-status', 'skipped', { timeout: 60000 });
+    // The failed badge sits on the `%%executor explode` cell.
+    const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell', {
+      has: page.locator('.sf-cell-badge[data-step="explode"]')
+    });
+    await expect(cell).toContainText('%%executor explode');
+    await expect(page.locator(`${SIDEBAR} .sf-dag-node[data-node="explode"]`)).toHaveAttribute('data-status', 'failed');
+    await expect(page.locator(`${SIDEBAR} button[data-action="Resume"]`)).toBeEnabled({ timeout: 30000 });
+    await page.screenshot({ path: path.join(SHOTS, 'failing-step.png') });
+
+    await badge(page, 'explode').click();
+    const dialog = page.locator('.jp-Dialog .sf-log');
+    await expect(dialog.locator('.sf-log-ename')).toHaveText('ValueError: this step fails on purpose');
+    await expect(dialog.locator('.sf-log-traceback')).toContainText('ValueError');
+    await expect(dialog.locator('.sf-log-text')).toBeVisible();
+    await page.screenshot({ path: path.join(SHOTS, 'failing-step-log.png') });
+    await page.locator('.jp-Dialog .jp-mod-accept').click();
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+  });
+
+  test('agents_loop: start agents, see them running, stop them', async ({ page }) => {
+    await openWithSidebar(page as any, 'agents_loop.ipynb');
+    await expect(page.locator(`${SIDEBAR} .sf-dag-node.sf-kind-agent`)).toHaveCount(2);
+    await expect(page.locator(`${SIDEBAR} button[data-action="Stop agents"]`)).toBeDisabled();
+    await page.locator(`${SIDEBAR} button[data-action="Start agents"]`).click();
+    try {
+      for (const name of ['monitor', 'planner']) {
+        await expect(page.locator(`${SIDEBAR} .sf-agent[data-agent="${name}"] .sf-pill`)).toHaveText('running', {
+          timeout: 90000
+        });
+      }
+      await page.locator(`${SIDEBAR} .sf-section-agents`).scrollIntoViewIfNeeded();
+      await expect(page.locator(`${SIDEBAR} button[data-action="Start agents"]`)).toBeDisabled();
+      await page.screenshot({ path: path.join(SHOTS, 'agents-running.png') });
+    } finally {
+      // Stop them even when an assertion above failed (agents outlive the server otherwise).
+      const stop = page.locator(`${SIDEBAR} button[data-action="Stop agents"]`);
+      if (await stop.isEnabled()) {
+        await stop.click();
+      }
+    }
+    // Stopped agents are listed as stopped or not at all.
+    await expect(page.locator(`${SIDEBAR} .sf-agent .sf-pill`, { hasText: 'running' })).toHaveCount(0, { timeout: 60000 });
+  });
+
+  test('parameterised: the typed form sends edited parameters with the run', async ({ page }) => {
+    await openWithSidebar(page as any, 'parameterised.ipynb');
+    const nRows = page.locator(`${SIDEBAR} .sf-params input[name="n_rows"]`);
+    await expect(nRows).toHaveAttribute('type', 'number');
+    await expect(nRows).toHaveValue('50');
+    await expect(page.locator(`${SIDEBAR} .sf-params input[name="label"]`)).toHaveAttribute('type', 'text');
+    await nRows.fill('4.5');
+    await expect(page.locator(`${SIDEBAR} .sf-params .sf-error-text`)).toHaveText("n_rows must be a whole number (got '4.5')");
+    await expect(page.locator(`${SIDEBAR} button[data-action="Run"]`)).toBeDisabled();
+    await nRows.fill('7');
+    await page.locator(`${SIDEBAR} .sf-config summary`).click();
+    await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
+    await expect(badge(page, 'report')).toHaveAttribute('data-status', 'succeeded', { timeout: 120000 });
+    const run = page.locator(`${SIDEBAR} .sf-run`).first();
+    await run.locator('.sf-run-head').click();
+    await expect(run.locator('.sf-kv-params')).toContainText('n_rows=7');
+    await page.screenshot({ path: path.join(SHOTS, 'parameterised.png') });
+  });
+
+  test('an invalid notebook lists its validation errors with a link to the cell; Run is refused', async ({ page, tmpPath }) => {
+    const cell = (source: string) => ({ cell_type: 'code', metadata: {}, outputs: [], execution_count: null, source });
+    const nb = {
+      nbformat: 4,
+      nbformat_minor: 5,
+      metadata: { kernelspec: { name: 'python3', display_name: 'Python 3', language: 'python' } },
+      cells: [
+        cell('%load_ext scanflow_jupyter\n%scanflow_app broken'),
+        cell('%%executor a --outputs x\nx = 1'),
+        cell('%%executor b --inputs y --outputs z\nz = y')
+      ]
+    };
+    await page.contents.uploadContent(JSON.stringify(nb), 'text', `${tmpPath}/broken.ipynb`);
+    await page.notebook.openByPath(`${tmpPath}/broken.ipynb`);
+    await page.notebook.activate('broken.ipynb');
+    await page.sidebar.openTab('scanflow-sidebar');
+    const message = page.locator(`${SIDEBAR} .sf-message.sf-error`);
+    await expect(message).toContainText("executor 'b' needs input 'y'");
+    await expect(message.locator("code")).toHaveText("--outputs y");
+    await expect(page.locator(`${SIDEBAR} button[data-action="Run"]`)).toBeDisabled();
+    await expect(page.locator(`${SIDEBAR} button[data-action="Run"]`)).toHaveAttribute('title', /fix the validation errors/);
+    await message.locator('.sf-cell-link').click();
+    await expect(page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell.jp-mod-active')).toContainText('%%executor b');
+    await page.screenshot({ path: path.join(SHOTS, 'validation.png') });
+  });
+
+  test('the palette offers Scanflow: Run pipeline', async ({ page }) => {
+    await openWithSidebar(page as any, 'linear_chain.ipynb');
+    expect(await page.evaluate(() => (window as any).jupyterapp.commands.hasCommand('scanflow:run-pipeline'))).toBe(true);
+    await page.keyboard.press('Control+Shift+C');
+    await page.locator('#modal-command-palette input').fill('Scanflow: Run');
+    await expect(page.locator('#modal-command-palette .lm-CommandPalette-item', { hasText: 'Scanflow: Run pipeline' })).toBeVisible();
+    await page.keyboard.press('Enter');
+    for (const step of ['extract', 'transform', 'report']) {
+      await expect(badge(page, step)).toHaveAttribute('data-status', /succeeded|cached/, { timeout: 120000 });
+    }
+  });
+});
+
+void galata;
