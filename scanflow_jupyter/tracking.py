@@ -389,8 +389,12 @@ class Recorder:
                 raise self._fail(f"parameter logging for run {run_id!r}", exc) from exc
         return mlflow_id
 
-    def start_step(self, parent_mlflow_id: str, app: str, run_id: str, step: str) -> str:
-        """Create the nested run of a step (RUNNING) before it executes; return its run id."""
+    def start_step(self, parent_mlflow_id: str, app: str, run_id: str, step: str,
+                   started_at: float | None = None) -> str:
+        """Create the nested run of a step (RUNNING); return its run id.
+
+        `started_at` (epoch seconds) is the step's real start when it is recorded after the fact.
+        """
         exp_id = self.experiment_id(app)
         with self._lock:
             source = dict(self._source_tags.get(parent_mlflow_id, {}))
@@ -403,7 +407,8 @@ class Recorder:
             **source,
         }
         try:
-            run = self.client.create_run(exp_id, start_time=_now_ms(), tags=tags, run_name=step)
+            start_ms = _now_ms() if started_at is None else int(started_at * 1000)
+            run = self.client.create_run(exp_id, start_time=start_ms, tags=tags, run_name=step)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(f"step run creation for step {step!r}", exc) from exc
         return run.info.run_id
@@ -418,10 +423,12 @@ class Recorder:
         artifacts: Iterable[str | Path] = (),
         error: Mapping[str, Any] | None = None,
         cached_from: str | None = None,
+        finished_at: float | None = None,
     ) -> None:
         """Log a step's artifacts, tags and duration, then terminate its run with the mapped status.
 
-        The run is always terminated; artifact or tag failures are raised afterwards.
+        The run is always terminated (at `finished_at`, epoch seconds, when given); artifact or tag
+        failures are raised afterwards.
         """
         final = mlflow_status(status)
         problems: list[str] = []
@@ -451,7 +458,8 @@ class Recorder:
             self._log_batch(mlflow_id, tags, metrics=metrics)
         except Exception as exc:  # noqa: BLE001
             problems.append(f"tags/metrics: {type(exc).__name__}: {exc}")
-        self._terminate(mlflow_id, final, problems, f"step run {mlflow_id}")
+        end_ms = None if finished_at is None else int(finished_at * 1000)
+        self._terminate(mlflow_id, final, problems, f"step run {mlflow_id}", end_ms)
 
     def finish_pipeline(self, mlflow_id: str, status: str, duration_s: float | None = None) -> None:
         """Tag the pipeline run's status and duration, then terminate it with the mapped status."""
@@ -466,9 +474,10 @@ class Recorder:
         with self._lock:
             self._source_tags.pop(mlflow_id, None)
 
-    def _terminate(self, mlflow_id: str, final: str, problems: list[str], what: str) -> None:
+    def _terminate(self, mlflow_id: str, final: str, problems: list[str], what: str,
+                   end_ms: int | None = None) -> None:
         try:
-            self.client.set_terminated(mlflow_id, status=final, end_time=_now_ms())
+            self.client.set_terminated(mlflow_id, status=final, end_time=end_ms or _now_ms())
         except Exception as exc:  # noqa: BLE001
             problems.insert(0, f"status update to {final}: {type(exc).__name__}: {exc}")
         if problems:

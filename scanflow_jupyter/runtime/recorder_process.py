@@ -160,11 +160,13 @@ class RecorderProcess:
             },
         )
 
-    def start_step(self, parent_mlflow_id: str, app: str, run_id: str, step: str) -> str:
+    def start_step(self, parent_mlflow_id: str, app: str, run_id: str, step: str,
+                   started_at: float | None = None) -> str:
         """Create the nested run of a step; return its MLflow run id (blocks)."""
         return self._call(
             "start_step",
-            {"parent_mlflow_id": parent_mlflow_id, "app": app, "run_id": run_id, "step": step},
+            {"parent_mlflow_id": parent_mlflow_id, "app": app, "run_id": run_id, "step": step,
+             "started_at": None if started_at is None else float(started_at)},
         )
 
     def finish_step(
@@ -177,6 +179,7 @@ class RecorderProcess:
         artifacts: Iterable[str | Path] = (),
         error: Mapping[str, Any] | None = None,
         cached_from: str | None = None,
+        finished_at: float | None = None,
     ) -> None:
         """Queue: log a step's artifacts and tags, then terminate its run (failures at `close`)."""
         mlflow_status(status)  # reject unknown words here, not in the child
@@ -193,6 +196,7 @@ class RecorderProcess:
                 if error is None
                 else {k: _jsonable(error.get(k)) for k in ("cell", "ename", "evalue")},
                 "cached_from": cached_from,
+                "finished_at": None if finished_at is None else float(finished_at),
             },
             f"finish_step({mlflow_id}, {status})",
         )

@@ -530,8 +530,8 @@ class PipelineRun:
             self.state.mlflow_run_id = parent
         return parent
 
-    def _start_step_run(self, name: str) -> str:
-        return self.recorder.start_step(self._parent_id(), self.app.name, self.state.run_id, name)
+    def _start_step_run(self, name: str, started_at: float | None = None) -> str:
+        return self.recorder.start_step(self._parent_id(), self.app.name, self.state.run_id, name, started_at)
 
     def _track_step(self, name: str, mlflow_id: str | None) -> None:
         """Queue the MLflow record of a finished step (its nested run is created now if needed)."""
@@ -540,7 +540,7 @@ class PipelineRun:
 
         def work() -> None:
             try:
-                run_id = mlflow_id or self._start_step_run(name)
+                run_id = mlflow_id or self._start_step_run(name, step.started_at)
             except Exception as exc:  # noqa: BLE001 - reported once at the end of the run
                 self._tracking_problem(f"step {name}: {exc}")
                 return
@@ -549,7 +549,7 @@ class PipelineRun:
             artifacts = [str(p) for p in (step_dir / "output.ipynb", step_dir / "log.txt") if p.exists()]
             error = step.error.to_dict() if step.error else None
             self.recorder.finish_step(run_id, step.status, step.attempts, step.status == "cached", step.duration_s,
-                                      artifacts, error, step.cached_from)
+                                      artifacts, error, step.cached_from, step.finished_at)
 
         self._tracking_futures.append(self._tracking_pool.submit(work))
 

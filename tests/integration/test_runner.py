@@ -219,6 +219,12 @@ def test_diamond_is_tracked_in_mlflow(runner, project, require, tmp_path):
         assert run.info.run_id == out.state.steps[name].mlflow_run_id
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"output.ipynb", "log.txt"} <= artifacts, (name, artifacts)
+        # the step run spans the step's real execution, also when recorded after the fact
+        state = out.state.steps[name]
+        if name != "train":  # train uses mlflow itself, so its run is created before it starts
+            assert run.info.start_time == int(state.started_at * 1000), name
+            assert run.info.end_time == int(state.finished_at * 1000), name
+        assert run.info.end_time - run.info.start_time >= 0.8 * state.duration_s * 1000 - 5, name
     # user code logged with plain mlflow.log_metric into the step's own run
     accuracy = steps["train"].data.metrics.get("accuracy")
     assert accuracy is not None and 0.5 < accuracy <= 1.0
