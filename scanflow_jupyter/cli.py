@@ -212,5 +212,9 @@ main.add_command(build)
 main.add_command(build_base)
 main.add_command(tracker)
 
+from scanflow_jupyter.cli_kubernetes import register as register_kubernetes  # noqa: E402
+
+register_kubernetes(main)
+
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ from tests.benchmarks import (
     bench_agents,
     bench_data,
     bench_docker,
+    bench_k8s_deploy,
     bench_pipelines,
     bench_server_runs,
     bench_startup,
@@ -27,7 +28,7 @@ from tests.benchmarks import (
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
-ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents", "server_runs")
+ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents", "server_runs", "k8s")
 
 
 def _progress(text: str) -> None:
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         if "server_runs" in chosen:
             _progress("server extension: Runs list of 10 000 MLflow runs vs mlflow server REST")
             rows += bench_server_runs.server_runs(root, args.reps)
+        if "k8s" in chosen:
+            _progress("k8s: 5-agent environment deploy vs kubectl apply --server-side")
+            rows += bench_k8s_deploy.k8s_deploy(root, args.reps, progress=_progress)
     finally:
         if args.keep:
             _progress(f"kept {root}")

@@ -1,0 +1,397 @@
+"""Pure functions: an `Application` and a `DeployConfig` -> the manifests of its team environment.
+
+`build_manifests` returns plain dicts in dependency order (DESIGN.md §4): Namespace,
+ServiceAccount, Role, RoleBinding, Secret, ConfigMaps, PVC, the MLflow tracker (Deployment +
+ClusterIP Service), one Deployment + Service per agent, and one Deployment + Service +
+HorizontalPodAutoscaler per `%%service`. Nothing here talks to a cluster; names that Kubernetes
+would refuse are left for `validation` to report (object, field, fix).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from scanflow_jupyter.build.context import image_ref, repository_name
+from scanflow_jupyter.kubernetes.config import (
+    AGENT_PORT,
+    SERVICE_PORT,
+    SQLITE_ARTIFACTS,
+    TRACKER_PORT,
+    DeployConfig,
+)
+from scanflow_jupyter.model import Agent, Application, Service
+
+Manifest = dict[str, Any]
+
+LABEL_APP = "scanflow.io/app"
+LABEL_TEAM = "scanflow.io/team"
+SERVICE_ACCOUNT = "scanflow"
+ROLE = "scanflow-runner"
+SECRET = "scanflow-tracker"
+ENV_CONFIGMAP = "scanflow-env"
+AGENTS_CONFIGMAP = "scanflow-agents"
+TRACKER = "mlflow"
+TRACKER_PVC = "mlflow-data"
+AGENT_HOME = "/var/lib/scanflow"
+AGENT_SPEC_DIR = "/etc/scanflow/agent"
+SERVICE_COMMAND_MODULE = "scanflow_jupyter.serving"
+
+# Kinds in the order they are applied (deleted in reverse); the namespace comes first.
+KIND_ORDER = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap",
+              "PersistentVolumeClaim", "Service", "Deployment", "HorizontalPodAutoscaler")
+
+# What agents and pipelines need in their own namespace, and nothing more (no secrets, no
+# cluster-scoped resources): read pods and logs, read their own ConfigMaps, run workflows (and
+# let Argo's executor in their step pods report task results).
+ROLE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["pods", "pods/log", "services", "endpoints"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ENV_CONFIGMAP, AGENTS_CONFIGMAP],
+     "verbs": ["get"]},
+    {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create", "get", "list", "watch"]},
+    # what Argo's executor (in step pods running as this ServiceAccount) reports results with
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+]
+
+
+class ManifestError(ValueError):
+    """The application cannot be turned into manifests (e.g. two parts map to one Kubernetes name)."""
+
+
+def dns_label(text: str) -> str:
+    """`text` lower-cased, with every character outside [a-z0-9-] turned into '-' (not truncated)."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-") or "x"
+
+
+def team_of(app: Application, config: DeployConfig) -> str:
+    return config.team or app.team or "default"
+
+
+def namespace_name(app: Application, config: DeployConfig) -> str:
+    """`scanflow-<app>-<team>` (or the configured namespace); validation checks its length."""
+    return config.namespace or f"scanflow-{dns_label(app.name)}-{dns_label(team_of(app, config))}"
+
+
+@dataclass
+class Target:
+    """One deployed part (tracker, agent, service) and its Kubernetes name."""
+
+    name: str  # as written in the notebook
+    kind: str  # "tracker" | "agent" | "service"
+    k8s_name: str
+    obj: Any = None
+
+
+def targets(app: Application) -> list[Target]:
+    """The tracker, agents and services with their Kubernetes names; ManifestError on a clash."""
+    out = [Target(TRACKER, "tracker", TRACKER)]
+    out += [Target(a.name, "agent", dns_label(a.name), a) for a in app.agents]
+    out += [Target(s.name, "service", dns_label(s.name), s) for s in app.services]
+    seen: dict[str, Target] = {}
+    for t in out:
+        other = seen.get(t.k8s_name)
+        if other is not None:
+            what = "the MLflow tracker" if other.kind == "tracker" else f"%%{other.kind} {other.name}"
+            raise ManifestError(
+                f"%%{t.kind} {t.name} and {what} both become the Kubernetes name '{t.k8s_name}' "
+                "(names are lower-cased and '_' becomes '-'). Fix: rename one of them.")
+        seen[t.k8s_name] = t
+    return out
+
+
+def labels(app: Application, config: DeployConfig, name: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/part-of": "scanflow",
+        "app.kubernetes.io/managed-by": "scanflow",
+        "app.kubernetes.io/component": component,
+        LABEL_APP: dns_label(app.name),
+        LABEL_TEAM: dns_label(team_of(app, config)),
+    }
+
+
+def selector(app: Application, config: DeployConfig, name: str, component: str) -> dict[str, str]:
+    full = labels(app, config, name, component)
+    return {k: full[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component", LABEL_APP, LABEL_TEAM)}
+
+
+def agent_urls(app: Application, config: DeployConfig) -> dict[str, str]:
+    """Agent name -> its URL inside the cluster (service DNS `<agent>.<namespace>.svc`)."""
+    ns = namespace_name(app, config)
+    return {a.name: f"http://{dns_label(a.name)}.{ns}.svc:{AGENT_PORT}" for a in app.agents}
+
+
+def tracking_uri(app: Application, config: DeployConfig) -> str:
+    return f"http://{TRACKER}.{namespace_name(app, config)}.svc:{TRACKER_PORT}"
+
+
+def image_for(app: Application, config: DeployConfig, name: str) -> str:
+    """The configured image of `name`, else the builder's repository with the configured tag."""
+    if name in config.images:
+        return config.images[name]
+    return image_ref(repository_name(app.name, name), config.image_tag, config.registry)
+
+
+# -- building blocks -----------------------------------------------------------------------------
+
+
+def _meta(app: Application, config: DeployConfig, name: str, component: str, namespaced: bool = True,
+          label_name: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespaced:
+        meta["namespace"] = namespace_name(app, config)
+    meta["labels"] = labels(app, config, label_name or name, component)
+    return meta
+
+
+def _container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _probe(path: str, port: str, initial: int, period: int, host: str | None = None) -> dict[str, Any]:
+    get: dict[str, Any] = {"path": path, "port": port}
+    if host:
+        get["httpHeaders"] = [{"name": "Host", "value": host}]
+    return {"httpGet": get, "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 3,
+            "failureThreshold": 3}
+
+
+def _service(app: Application, config: DeployConfig, name: str, component: str, port: int) -> Manifest:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(app, config, name, component),
+            "spec": {"type": "ClusterIP", "selector": selector(app, config, name, component),
+                     "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def _deployment(app: Application, config: DeployConfig, name: str, component: str, pod: dict[str, Any],
+                replicas: int | None = 1, strategy: str | None = None) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(app, config, name, component)},
+        "template": {"metadata": {"labels": labels(app, config, name, component)}, "spec": pod},
+    }
+    if replicas is not None:  # None: an autoscaler owns the replica count
+        spec["replicas"] = replicas
+    if strategy:
+        spec["strategy"] = {"type": strategy}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(app, config, name, component),
+            "spec": spec}
+
+
+# -- the objects -------------------------------------------------------------------------------
+
+
+def namespace(app: Application, config: DeployConfig) -> Manifest:
+    ns = namespace_name(app, config)
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": _meta(app, config, ns, "environment", namespaced=False)}
+
+
+def rbac(app: Application, config: DeployConfig) -> list[Manifest]:
+    """ServiceAccount + namespaced Role (least privilege) + RoleBinding."""
+    ns = namespace_name(app, config)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(app, config, SERVICE_ACCOUNT, "rbac")},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(app, config, ROLE, "rbac"),
+         "rules": [dict(rule) for rule in ROLE_RULES]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": _meta(app, config, ROLE, "rbac"),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
+         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}]},
+    ]
+
+
+def secret(app: Application, config: DeployConfig) -> Manifest:
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(config.secret_data().items())}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(app, config, SECRET, "config"), "data": data}
+
+
+def env_configmap(app: Application, config: DeployConfig) -> Manifest:
+    """URIs and names every container may read (never credentials)."""
+    ns = namespace_name(app, config)
+    urls = agent_urls(app, config)
+    data = {
+        "MLFLOW_TRACKING_URI": tracking_uri(app, config),
+        "SCANFLOW_APP": app.name,
+        "SCANFLOW_TEAM": team_of(app, config),
+        "SCANFLOW_NAMESPACE": ns,
+        "SCANFLOW_AGENT_URLS": json.dumps(urls, sort_keys=True),
+        "SCANFLOW_HOME": AGENT_HOME,
+    }
+    for agent in app.agents:
+        data[f"SCANFLOW_AGENT_{re.sub(r'[^A-Z0-9]', '_', agent.name.upper())}_URL"] = urls[agent.name]
+    for svc in app.services:
+        data[f"SCANFLOW_SERVICE_{re.sub(r'[^A-Z0-9]', '_', svc.name.upper())}_URL"] = \
+            f"http://{dns_label(svc.name)}.{ns}.svc:{SERVICE_PORT}"
+    if config.s3_endpoint_url:
+        data["MLFLOW_S3_ENDPOINT_URL"] = config.s3_endpoint_url
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(app, config, ENV_CONFIGMAP, "config"),
+            "data": dict(sorted(data.items()))}
+
+
+def agents_configmap(app: Application, config: DeployConfig) -> Manifest:
+    """One `<agent>.json` spec per agent (what `python -m scanflow_jupyter.agents.service` loads)."""
+    from scanflow_jupyter.agents.loader import agent_spec
+
+    def spec(a: Agent) -> str:
+        doc = agent_spec(a, app)
+        doc["notebook"] = PurePosixPath(str(app.notebook).replace("\\", "/")).name  # no host paths in-cluster
+        return json.dumps(doc, indent=1, sort_keys=True, default=str)
+
+    data = {f"{dns_label(a.name)}.json": spec(a) for a in app.agents}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(app, config, AGENTS_CONFIGMAP, "agent"),
+            "data": data}
+
+
+def tracker(app: Application, config: DeployConfig) -> list[Manifest]:
+    """PVC (unless everything is external) + MLflow server Deployment + ClusterIP Service."""
+    ns = namespace_name(app, config)
+    out: list[Manifest] = []
+    artifacts = config.tracker_artifacts or SQLITE_ARTIFACTS
+    env: list[dict[str, Any]] = [
+        {"name": "BACKEND_STORE_URI",
+         "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "backend-store-uri"}}},
+        {"name": "ARTIFACTS_DESTINATION", "value": artifacts},
+    ]
+    if "aws-access-key-id" in config.secret_data():
+        env += [{"name": "AWS_ACCESS_KEY_ID",
+                 "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "aws-access-key-id"}}},
+                {"name": "AWS_SECRET_ACCESS_KEY",
+                 "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "aws-secret-access-key"}}}]
+    if config.s3_endpoint_url:
+        env.append({"name": "MLFLOW_S3_ENDPOINT_URL",
+                    "valueFrom": {"configMapKeyRef": {"name": ENV_CONFIGMAP, "key": "MLFLOW_S3_ENDPOINT_URL"}}})
+    allowed = ",".join([TRACKER, f"{TRACKER}:*", f"{TRACKER}.{ns}*", "localhost*", "127.0.0.1*"])
+    container: dict[str, Any] = {
+        "name": TRACKER, "image": config.tracker_image,
+        "command": ["mlflow", "server"],
+        "args": ["--host", "0.0.0.0", "--port", str(TRACKER_PORT), "--workers", "1",
+                 "--backend-store-uri", "$(BACKEND_STORE_URI)", "--serve-artifacts",
+                 "--artifacts-destination", "$(ARTIFACTS_DESTINATION)", "--allowed-hosts", allowed],
+        "ports": [{"name": "http", "containerPort": TRACKER_PORT, "protocol": "TCP"}],
+        "env": env,
+        "readinessProbe": _probe("/health", "http", 5, 10, host="localhost"),
+        "livenessProbe": _probe("/health", "http", 30, 20, host="localhost"),
+        "securityContext": _container_security(),
+    }
+    resources = config.tracker_resources.to_manifest()
+    if resources:
+        container["resources"] = resources
+    pod: dict[str, Any] = {"serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
+                           "containers": [container]}
+    if config.needs_pvc:
+        pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": config.storage_size}}}
+        if config.storage_class:
+            pvc_spec["storageClassName"] = config.storage_class
+        out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": _meta(app, config, TRACKER_PVC, "tracker", label_name=TRACKER), "spec": pvc_spec})
+        container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+        pod["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": TRACKER_PVC}}]
+    out.append(_service(app, config, TRACKER, "tracker", TRACKER_PORT))
+    out.append(_deployment(app, config, TRACKER, "tracker", pod, replicas=1,
+                           strategy="Recreate" if config.needs_pvc else None))
+    return out
+
+
+def agent(app: Application, config: DeployConfig, a: Agent) -> list[Manifest]:
+    """Deployment + Service of one agent (its HTTP service on port 8080, probes on /status)."""
+    name = dns_label(a.name)
+    container: dict[str, Any] = {
+        "name": "agent", "image": image_for(app, config, a.name),
+        "command": ["python", "-m", "scanflow_jupyter.agents.service", "--spec", f"{AGENT_SPEC_DIR}/spec.json",
+                    "--host", "0.0.0.0", "--port", str(AGENT_PORT), "--state-dir", f"{AGENT_HOME}/state"],
+        "ports": [{"name": "http", "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": ENV_CONFIGMAP}}],
+        "env": [{"name": "SCANFLOW_AGENT", "value": a.name}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "readinessProbe": _probe("/status", "http", 3, 10),
+        "livenessProbe": _probe("/status", "http", 30, 20),
+        "volumeMounts": [{"name": "spec", "mountPath": AGENT_SPEC_DIR, "readOnly": True},
+                         {"name": "home", "mountPath": AGENT_HOME}],
+        "securityContext": _container_security(),
+    }
+    resources = config.agent_resources.to_manifest()
+    if resources:
+        container["resources"] = resources
+    pod = {"serviceAccountName": SERVICE_ACCOUNT, "containers": [container],
+           "volumes": [{"name": "spec", "configMap": {"name": AGENTS_CONFIGMAP,
+                                                      "items": [{"key": f"{name}.json", "path": "spec.json"}]}},
+                       {"name": "home", "emptyDir": {}}]}
+    return [_service(app, config, name, "agent", AGENT_PORT),
+            _deployment(app, config, name, "agent", pod, replicas=1)]
+
+
+def online_service(app: Application, config: DeployConfig, s: Service) -> list[Manifest]:
+    """Deployment + Service + HorizontalPodAutoscaler (autoscaling/v2) of one `%%service`."""
+    name = dns_label(s.name)
+    if s.model:
+        command = ["mlflow", "models", "serve", "-m", s.model, "-h", "0.0.0.0", "-p", str(SERVICE_PORT),
+                   "--env-manager", "local"]
+        probe_path = "/ping"
+    else:
+        command = ["python", "-m", SERVICE_COMMAND_MODULE, "--source", "/opt/scanflow/service.py",
+                   "--host", "0.0.0.0", "--port", str(SERVICE_PORT)]
+        probe_path = "/health"
+    container: dict[str, Any] = {
+        "name": "service", "image": image_for(app, config, s.name), "command": command,
+        "ports": [{"name": "http", "containerPort": SERVICE_PORT, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": ENV_CONFIGMAP}}],
+        "readinessProbe": _probe(probe_path, "http", 5, 10),
+        "livenessProbe": _probe(probe_path, "http", 30, 20),
+        "securityContext": _container_security(),
+    }
+    resources = config.service_resources.to_manifest()
+    if resources:
+        container["resources"] = resources
+    pod = {"serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
+           "containers": [container]}
+    replicas = max(1, s.replicas)
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": _meta(app, config, name, "service"),
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": replicas, "maxReplicas": max(replicas * config.hpa_max_factor, replicas),
+                    "metrics": [{"type": "Resource", "resource": {
+                        "name": "cpu", "target": {"type": "Utilization",
+                                                  "averageUtilization": config.hpa_cpu_utilization}}}]}}
+    return [_service(app, config, name, "service", SERVICE_PORT),
+            _deployment(app, config, name, "service", pod, replicas=None), hpa]
+
+
+def build_manifests(app: Application, config: DeployConfig) -> list[Manifest]:
+    """Every object of the team environment, in the order they must be applied."""
+    targets(app)  # refuse name clashes first
+    out = [namespace(app, config), *rbac(app, config), secret(app, config), env_configmap(app, config)]
+    if app.agents:
+        out.append(agents_configmap(app, config))
+    out += tracker(app, config)
+    for a in app.agents:
+        out += agent(app, config, a)
+    for s in app.services:
+        out += online_service(app, config, s)
+    return order(out)
+
+
+def order(manifests: list[Manifest]) -> list[Manifest]:
+    """Stable sort by `KIND_ORDER` (unknown kinds, e.g. Argo Workflows, last)."""
+    rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    return sorted(manifests, key=lambda m: rank.get(m.get("kind", ""), len(KIND_ORDER)))
+
+
+def describe(m: Manifest) -> str:
+    """`Kind/name` (with the namespace when there is one) for messages."""
+    meta = m.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{m.get('kind', '?')}/{meta.get('name', '?')}" + (f" (namespace {ns})" if ns else "")
+
+
+def to_yaml(manifests: list[Manifest]) -> str:
+    """One multi-document YAML text (what `scanflow export --to k8s` writes)."""
+    import yaml
+
+    return yaml.safe_dump_all(manifests, sort_keys=False, default_flow_style=False, width=120)

@@ -1,0 +1,255 @@
+"""Manifests of a Kubernetes team environment (DESIGN §4): golden files and structural rules."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scanflow_jupyter.kubernetes import manifests as mf
+from scanflow_jupyter.kubernetes.config import ConfigError, DeployConfig, images_from_build_report
+from scanflow_jupyter.model import Agent, Application, Service
+from scanflow_jupyter.notebook.parser import parse_notebook
+
+ROOT = Path(__file__).resolve().parents[2]
+REGEN_HINT = "run `python scripts/regen_k8s_golden.py` and review the diff"
+REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by",
+                   "app.kubernetes.io/component", "scanflow.io/app", "scanflow.io/team")
+
+
+def _regen():
+    spec = importlib.util.spec_from_file_location("regen_k8s_golden", ROOT / "scripts" / "regen_k8s_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REGEN = _regen()
+
+
+def _app(**kw) -> Application:
+    return Application(name=kw.pop("name", "demo"), notebook="/somewhere/demo.ipynb", **kw)
+
+
+def _config(**kw) -> DeployConfig:
+    return DeployConfig(tracker_image=REGEN.TRACKER_IMAGE, **kw)
+
+
+def _by(manifests, kind, name=None):
+    found = [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
+    assert found, f"no {kind} {name or ''} in {[mf.describe(m) for m in manifests]}"
+    return found if name is None else found[0]
+
+
+# --- golden files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(REGEN.CASES))
+def test_manifests_match_golden(case):
+    path = REGEN.GOLDEN / f"{case}.yaml"
+    assert path.exists(), f"missing golden file {path}: {REGEN_HINT}"
+    assert mf.to_yaml(REGEN.case_manifests(case)) == path.read_text(encoding="utf-8"), REGEN_HINT
+
+
+def test_no_extra_golden_files():
+    assert REGEN.main(["--check"]) == 0, REGEN_HINT
+
+
+def test_yaml_round_trips():
+    manifests = REGEN.case_manifests("services")
+    assert list(yaml.safe_load_all(mf.to_yaml(manifests))) == manifests
+
+
+# --- the objects -------------------------------------------------------------------------------
+
+
+def test_agents_loop_environment_objects():
+    app = parse_notebook(ROOT / "notebooks" / "agents_loop.ipynb")
+    manifests = mf.build_manifests(app, _config())
+    ns = "scanflow-agents-loop-default"
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in manifests]
+    assert kinds[0] == ("Namespace", ns)
+    for expected in [("ServiceAccount", "scanflow"), ("Role", "scanflow-runner"), ("RoleBinding", "scanflow-runner"),
+                     ("Secret", "scanflow-tracker"), ("ConfigMap", "scanflow-env"), ("ConfigMap", "scanflow-agents"),
+                     ("PersistentVolumeClaim", "mlflow-data"), ("Deployment", "mlflow"), ("Service", "mlflow"),
+                     ("Deployment", "monitor"), ("Service", "monitor"), ("Deployment", "planner"),
+                     ("Service", "planner")]:
+        assert expected in kinds
+    assert len(kinds) == len(set(kinds))
+    for m in manifests[1:]:
+        assert m["metadata"]["namespace"] == ns, mf.describe(m)
+
+
+def test_every_object_and_pod_template_carries_the_labels():
+    for case in REGEN.CASES:
+        for m in REGEN.case_manifests(case):
+            for where, labels in [("metadata", m["metadata"].get("labels", {}))] + (
+                    [("template", m["spec"]["template"]["metadata"]["labels"])] if m["kind"] == "Deployment" else []):
+                missing = [k for k in REQUIRED_LABELS if k not in labels]
+                assert not missing, f"{case} {mf.describe(m)} {where} lacks {missing}"
+                assert labels["app.kubernetes.io/part-of"] == "scanflow"
+                assert labels["app.kubernetes.io/managed-by"] == "scanflow"
+
+
+def test_kinds_are_applied_in_dependency_order():
+    manifests = REGEN.case_manifests("services")
+    ranks = [mf.KIND_ORDER.index(m["kind"]) for m in manifests]
+    assert ranks == sorted(ranks)
+    assert manifests[0]["kind"] == "Namespace"
+
+
+def test_role_is_least_privilege():
+    manifests = REGEN.case_manifests("agents_loop")
+    assert not [m for m in manifests if m["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    role = _by(manifests, "Role", mf.ROLE)
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert "secrets" not in rule["resources"]
+        assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
+    workflows = [r for r in role["rules"] if "workflows" in r["resources"]]
+    assert workflows and workflows[0]["apiGroups"] == ["argoproj.io"] and "create" in workflows[0]["verbs"]
+    binding = _by(manifests, "RoleBinding", mf.ROLE)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": mf.ROLE}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": mf.SERVICE_ACCOUNT,
+                                    "namespace": "scanflow-agents-loop-default"}]
+
+
+def test_configmap_lists_uris_and_agent_dns_names():
+    manifests = REGEN.case_manifests("agents_loop")
+    data = _by(manifests, "ConfigMap", mf.ENV_CONFIGMAP)["data"]
+    ns = "scanflow-agents-loop-default"
+    assert data["MLFLOW_TRACKING_URI"] == f"http://mlflow.{ns}.svc:5000"
+    assert json.loads(data["SCANFLOW_AGENT_URLS"]) == {"monitor": f"http://monitor.{ns}.svc:8080",
+                                                       "planner": f"http://planner.{ns}.svc:8080"}
+    assert data["SCANFLOW_AGENT_MONITOR_URL"] == f"http://monitor.{ns}.svc:8080"
+
+
+def test_agent_deployment_runs_the_agent_service_with_probes():
+    manifests = REGEN.case_manifests("agents_loop")
+    dep = _by(manifests, "Deployment", "monitor")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["command"][:3] == ["python", "-m", "scanflow_jupyter.agents.service"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/status"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/status"
+    assert c["image"] == "scanflow/agents-loop-monitor:latest"
+    assert pod["serviceAccountName"] == mf.SERVICE_ACCOUNT
+    spec_json = _by(manifests, "ConfigMap", mf.AGENTS_CONFIGMAP)["data"]["monitor.json"]
+    spec = json.loads(spec_json)
+    assert spec["name"] == "monitor" and spec["app"] == "agents-loop" and "@sensor" in spec["source"]
+    assert spec["notebook"] == "agents_loop.ipynb"  # no host path inside the cluster
+    svc = _by(manifests, "Service", "monitor")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    for k, v in svc["spec"]["selector"].items():
+        assert dep["spec"]["template"]["metadata"]["labels"][k] == v
+
+
+def test_images_come_from_the_build_or_the_registry():
+    manifests = REGEN.case_manifests("agents_loop-registry")
+    monitor = _by(manifests, "Deployment", "monitor")["spec"]["template"]["spec"]["containers"][0]
+    planner = _by(manifests, "Deployment", "planner")["spec"]["template"]["spec"]["containers"][0]
+    assert monitor["image"] == "registry.example:5000/scanflow/agents-loop-monitor:0123456789ab"
+    assert planner["image"] == "registry.example:5000/scanflow/agents-loop-planner:latest"
+    assert _by(manifests, "Namespace")[0]["metadata"]["name"] == "scanflow-agents-loop-ml-ops"
+
+
+def test_online_service_has_deployment_service_and_hpa():
+    manifests = REGEN.case_manifests("services")
+    dep = _by(manifests, "Deployment", "scorer")
+    assert "replicas" not in dep["spec"], "the autoscaler owns the replica count"
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:3] == ["mlflow", "models", "serve"] and "models:/churn@champion" in c["command"]
+    assert c["resources"]["requests"]["cpu"]
+    hpa = _by(manifests, "HorizontalPodAutoscaler", "scorer")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 6
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scorer"}
+    custom = _by(manifests, "Deployment", "custom-api")  # '_' is not allowed in Kubernetes names
+    assert "/opt/scanflow/service.py" in custom["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert _by(manifests, "Service", "custom-api")
+
+
+def test_sqlite_tracker_uses_a_pvc_and_external_store_does_not():
+    local = REGEN.case_manifests("services")
+    dep = _by(local, "Deployment", "mlflow")
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == mf.TRACKER_PVC
+    secret = _by(local, "Secret", mf.SECRET)
+    assert base64.b64decode(secret["data"]["backend-store-uri"]).decode() == "sqlite:////data/mlflow.db"
+    external = REGEN.case_manifests("services-external")
+    assert not [m for m in external if m["kind"] == "PersistentVolumeClaim"]
+    env = _by(external, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["key"] == "backend-store-uri"
+    assert by_name["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == mf.SECRET
+    assert by_name["ARTIFACTS_DESTINATION"]["value"] == "s3://mlflow-artifacts/churn"
+
+
+def test_credentials_only_in_the_secret():
+    config = REGEN.config_for(REGEN.CASES["services-external"][1])
+    secrets = config.credentials()
+    assert "golden-db-password" in secrets and "golden-secret-key" in secrets
+    for m in REGEN.case_manifests("services-external"):
+        if m["kind"] == "Secret":
+            decoded = {k: base64.b64decode(v).decode() for k, v in m["data"].items()}
+            assert decoded["backend-store-uri"] == REGEN.FAKE_DB_URI
+            continue
+        text = json.dumps(m)
+        for value in secrets:
+            assert value not in text, f"{value!r} leaks into {mf.describe(m)}"
+    assert not any(v in json.dumps(config.public()) for v in secrets)
+
+
+def test_name_clash_is_refused():
+    app = _app(agents=[Agent("mlflow", 1, "")])
+    with pytest.raises(mf.ManifestError, match="mlflow"):
+        mf.build_manifests(app, _config())
+    app = _app(agents=[Agent("a_b", 1, "")], services=[Service("a-b", 2, "", model="models:/m@x")])
+    with pytest.raises(mf.ManifestError, match="rename one"):
+        mf.build_manifests(app, _config())
+
+
+def test_namespace_names():
+    assert mf.namespace_name(_app(name="Churn_Model", team="Data Science"), _config()) == \
+        "scanflow-churn-model-data-science"
+    assert mf.namespace_name(_app(), _config(namespace="mine")) == "mine"
+    assert mf.namespace_name(_app(team="t1"), _config(team="other")) == "scanflow-demo-other"
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_config_from_env_and_overrides():
+    env = {"SCANFLOW_K8S_CONTEXT": "ctx", "SCANFLOW_REGISTRY": "reg:5000", "SCANFLOW_TRACKER_DB_URI": REGEN.FAKE_DB_URI,
+           "SCANFLOW_TRACKER_ARTIFACTS": "s3://b/p", "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}
+    config = DeployConfig.from_env(env, context="other", namespace=None)
+    assert config.context == "other" and config.registry == "reg:5000" and config.storage == "external"
+    assert not config.needs_pvc
+    assert set(config.secret_data()) == {"backend-store-uri", "aws-access-key-id", "aws-secret-access-key"}
+    assert DeployConfig.from_env({}).storage == "sqlite"
+    # AWS keys of the shell reach the cluster only when the tracker stores artifacts in S3
+    shell = DeployConfig.from_env({"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"})
+    assert shell.aws_access_key_id is None and set(shell.secret_data()) == {"backend-store-uri"}
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"SCANFLOW_TRACKER_DB_URI": "not a uri"}, "not a URI"),
+    ({"SCANFLOW_TRACKER_DB_URI": "sqlite:///x.db"}, "database server"),
+    ({"SCANFLOW_TRACKER_ARTIFACTS": "/local/folder"}, "object-store URI"),
+    ({"SCANFLOW_TRACKER_ARTIFACTS": "s3://b/p", "AWS_ACCESS_KEY_ID": "only-one"}, "set both"),
+])
+def test_config_refuses_bad_settings(env, match):
+    with pytest.raises(ConfigError, match=match):
+        DeployConfig.from_env(env)
+
+
+def test_images_from_build_report():
+    doc = {"steps": {"monitor": {"image": "r/scanflow/a-monitor:abc", "built": True}}}
+    assert images_from_build_report(doc) == {"monitor": "r/scanflow/a-monitor:abc"}
+    with pytest.raises(ConfigError, match="scanflow build"):
+        images_from_build_report({"images": []})
