@@ -335,7 +335,7 @@ def online_service(app: Application, config: DeployConfig, s: Service) -> list[M
                    "--env-manager", "local"]
         probe_path = "/ping"
     else:
-        command = ["python", "-m", SERVICE_COMMAND_MODULE, "--source", "/opt/scanflow/service.py",
+        command = ["python", "-m", SERVICE_COMMAND_MODULE, "--source", "/opt/scanflow/service.py", "--name", s.name,
                    "--host", "0.0.0.0", "--port", str(SERVICE_PORT)]
         probe_path = "/health"
     container: dict[str, Any] = {
