@@ -9,6 +9,7 @@ was applied). Heavy modules (kubernetes, jsonschema) are imported inside the com
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -207,30 +208,65 @@ def status(notebook: str, context: str | None, kubeconfig: str | None, namespace
 
 @click.command()
 @click.argument("notebook", type=click.Path())
-@click.option("--to", "target", type=click.Choice(["k8s"]), required=True, help="What to export to.")
+@click.option("--to", "target", type=click.Choice(["k8s", "argo"]), required=True,
+              help="k8s: the team environment's manifests; argo: the pipeline as an Argo Workflow.")
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False),
-              help="Folder to write <namespace>.yaml into (default: print to stdout).")
+              help="Folder to write <namespace>.yaml / <notebook>.argo.yaml into (default: stdout).")
 @click.option("--namespace", help="namespace (default: scanflow-<app>-<team>).")
 @click.option("--team", help="team (default: %scanflow_app --team, else 'default').")
 @click.option("--registry", help="registry in front of the image names (default: $SCANFLOW_REGISTRY).")
 @click.option("--images", "images_file", type=click.Path(dir_okay=False),
-              help="the JSON of `scanflow build --json` (pins each agent/service image).")
+              help="the JSON of `scanflow build --json` (pins each image).")
+@click.option("--image", "image_items", multiple=True, metavar="STEP=REF",
+              help="argo: image of one step ('*=REF': every step); no Docker Engine needed when all are given.")
+@click.option("-p", "--param", "param_items", multiple=True, metavar="KEY=VALUE", help="argo: pipeline parameter.")
+@click.option("--store-claim", help="argo: existing PVC for the run store (default: $SCANFLOW_K8S_STORE_CLAIM, "
+              "else a claim template per Workflow).")
+@click.option("--build", is_flag=True, help="argo: build missing images first (and push with --registry).")
 def export(notebook: str, target: str, output: str | None, namespace: str | None, team: str | None,
-           registry: str | None, images_file: str | None) -> None:
-    """Write the validated manifests of NOTEBOOK's environment as one multi-document YAML."""
-    from scanflow_jupyter.kubernetes.manifests import namespace_name, to_yaml
+           registry: str | None, images_file: str | None, image_items: tuple[str, ...],
+           param_items: tuple[str, ...], store_claim: str | None, build: bool) -> None:
+    """Write NOTEBOOK's validated manifests (--to k8s) or its pipeline Workflow (--to argo) as YAML."""
+    if target == "argo":
+        text, name = _export_argo(notebook, namespace, registry, images_file, image_items, param_items,
+                                  store_claim, build), f"{Path(notebook).stem}.argo.yaml"
+    else:
+        from scanflow_jupyter.kubernetes.manifests import namespace_name, to_yaml
 
-    app, config = _load(notebook, False, namespace=namespace, team=team, registry=registry,
-                        images=_images(images_file, False))
-    text = to_yaml(_manifests(app, config, False))
+        app, config = _load(notebook, False, namespace=namespace, team=team, registry=registry,
+                            images=_images(images_file, False))
+        text, name = to_yaml(_manifests(app, config, False)), f"{namespace_name(app, config)}.yaml"
     if output is None:
         click.echo(text, nl=False)
         return
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{namespace_name(app, config)}.yaml"
+    path = folder / name
     path.write_text(text, encoding="utf-8")
     click.echo(str(path))
+
+
+def _export_argo(notebook: str, namespace: str | None, registry: str | None, images_file: str | None,
+                 image_items: tuple[str, ...], param_items: tuple[str, ...], store_claim: str | None,
+                 build: bool) -> str:
+    """The Argo Workflow YAML of NOTEBOOK (exit 2 for invalid input, 1 when a build fails)."""
+    from scanflow_jupyter.build.builder import BuildError
+    from scanflow_jupyter.kubernetes.workflow import export_workflow_yaml, parse_image_overrides
+    from scanflow_jupyter.params import parse_params
+    from scanflow_jupyter.runtime.runner import InvalidApplication
+
+    try:
+        images = {**(_images(images_file, False) or {}), **parse_image_overrides(image_items)}
+        return export_workflow_yaml(
+            notebook, images=images or None, registry=registry or os.environ.get("SCANFLOW_REGISTRY"),
+            build=build, namespace=namespace or os.environ.get("SCANFLOW_K8S_NAMESPACE"),
+            params=parse_params(param_items), store_claim=store_claim or os.environ.get("SCANFLOW_K8S_STORE_CLAIM"))
+    except InvalidApplication as exc:
+        _fail(False, EXIT_INVALID, f"the notebook is invalid; nothing was exported:\n{exc}")
+    except ValueError as exc:  # WorkflowCompileError, bad --image / -p
+        _fail(False, EXIT_INVALID, str(exc))
+    except BuildError as exc:
+        _fail(False, EXIT_CLUSTER, str(exc))
 
 
 def register(group: click.Group) -> None:

@@ -20,6 +20,7 @@ from tests.benchmarks import (
     bench_agents,
     bench_data,
     bench_docker,
+    bench_k8s_compile,
     bench_k8s_deploy,
     bench_pipelines,
     bench_server_runs,
@@ -28,7 +29,7 @@ from tests.benchmarks import (
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
-ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents", "server_runs", "k8s")
+ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents", "server_runs", "k8s_compile", "k8s")
 
 
 def _progress(text: str) -> None:
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         if "server_runs" in chosen:
             _progress("server extension: Runs list of 10 000 MLflow runs vs mlflow server REST")
             rows += bench_server_runs.server_runs(root, args.reps)
+        if "k8s_compile" in chosen:
+            _progress("k8s: compile a 100-step pipeline to an Argo Workflow")
+            rows += bench_k8s_compile.k8s_compile(root, args.reps)
         if "k8s" in chosen:
             _progress("k8s: 5-agent environment deploy vs kubectl apply --server-side")
             rows += bench_k8s_deploy.k8s_deploy(root, args.reps, progress=_progress)

@@ -365,7 +365,7 @@ node_ready() {
 argo_ready() {
     local log=$RUN/logs/workflow-controller.log start
     start=$(grep -n '^=== .* starting workflow-controller' "$log" | tail -n 1 | cut -d: -f1)
-    tail -n "+${start:-1}" "$log" | grep -q 'Received Workflow Controller config map update'
+    tail -n "+${start:-1}" "$log" | grep 'Received Workflow Controller config map update' >/dev/null
 }
 
 # one `up`/`down` at a time per run dir (e.g. two pytest sessions starting together)
