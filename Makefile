@@ -54,6 +54,7 @@ format: $(STAMP) ## ruff format + autofix
 golden: $(STAMP) ## Regenerate golden step notebooks after an intended change
 	$(BIN)/python scripts/regen_golden.py
 	$(BIN)/python scripts/regen_k8s_golden.py
+	$(BIN)/python scripts/regen_argo_golden.py
 
 bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run)
 	$(BIN)/python -m tests.benchmarks.run_all
