@@ -151,10 +151,14 @@ def _schema_problems(m: Manifest, validator: Any) -> list[Problem]:
 
 def _name_problems(m: Manifest) -> list[Problem]:
     kind = m.get("kind", "")
-    name = (m.get("metadata") or {}).get("name")
+    meta = m.get("metadata") or {}
+    name = meta.get("name")
     obj = describe(m)
+    if (not isinstance(name, str) or not name) and isinstance(meta.get("generateName"), str) \
+            and meta["generateName"]:
+        name = meta["generateName"] + "x" * 5  # the server appends 5 characters
     if not isinstance(name, str) or not name:
-        return [Problem(obj, "metadata.name", "the object has no name.", "give it a name.")]
+        return [Problem(obj, "metadata.name", "the object has no name.", "give it a name (or a generateName).")]
     rule = NAME_RULES.get(kind, "subdomain")
     limit = 253 if rule == "subdomain" else 63
     out = []

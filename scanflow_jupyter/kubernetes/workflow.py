@@ -260,7 +260,19 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
         volume_claim_templates=claims,
         templates=[dag, *templates],
     )
-    return wf.to_dict()
+    workflow = wf.to_dict()
+    _check(workflow)
+    return workflow
+
+
+def _check(workflow: dict[str, Any]) -> None:
+    """Validate the Workflow like every manifest (structure, names, labels, resource quantities)."""
+    from scanflow_jupyter.kubernetes.validation import validate_manifest
+
+    problems = validate_manifest(workflow)
+    if problems:
+        listed = "\n".join(f"  {p}" for p in problems)
+        raise WorkflowCompileError(f"the generated Workflow is invalid; nothing was submitted:\n{listed}")
 
 
 def dump_yaml(workflow: dict[str, Any]) -> str:

@@ -266,3 +266,9 @@ def test_export_without_images_or_docker_says_how_to_fix(tmp_path: Path, monkeyp
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")  # a real client, nothing answers
     with pytest.raises(WorkflowCompileError, match=r"no Docker Engine answers.*--image STEP=REF"):
         export_workflow_yaml(ROOT / "notebooks" / "linear_chain.ipynb", images={"extract": "x:1"})
+
+
+def test_the_compiled_workflow_is_validated_before_anything_is_submitted() -> None:
+    app, _ = load_application(ROOT / "notebooks" / "diamond.ipynb")
+    with pytest.raises(WorkflowCompileError, match=r"nothing was submitted[\s\S]*metadata\.namespace.*'Team_NS'"):
+        _compile(app, namespace="Team_NS")
