@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JSENV := PATH=$(abspath $(BIN)):$$PATH
 LABEXT := $(VENV)/share/jupyter/labextensions/scanflow-jupyter
+TUTORIAL := tutorials/mnist/mnist.ipynb
 EXAMPLES := notebooks/linear_chain.ipynb notebooks/diamond.ipynb notebooks/parameterised.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down js lab jest galata js-clean
+.PHONY: help install run run-examples test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down js lab jest galata js-clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -22,12 +23,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install scanflow-jupyter with test tools
 
-run: $(STAMP) ## Set up, then run the example notebooks as pipelines (local runner, local MLflow store)
-	@for nb in $(EXAMPLES); do echo "== scanflow run $$nb"; $(BIN)/scanflow run $$nb || exit $$?; done
+run: $(STAMP) ## Set up, then run the tutorial notebook as a pipeline (local runner, local MLflow store)
+	$(BIN)/scanflow run $(TUTORIAL)
 	@echo "MLflow store: .scanflow/mlflow.db  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///.scanflow/mlflow.db)"
 
+run-examples: $(STAMP) ## Run the small example notebooks as pipelines
+	@for nb in $(EXAMPLES); do echo "== scanflow run $$nb"; $(BIN)/scanflow run $$nb || exit $$?; done
+
 test: $(STAMP) lint js ## Set up, then run every test (nbval; unit, integration, bad inputs, server; Jest; Galata)
-	$(BIN)/pytest -q --nbval-lax notebooks/
+	$(BIN)/pytest -q --nbval-lax notebooks/ tutorials/
 	$(BIN)/pytest -q tests/unit tests/integration tests/bad_inputs tests/server
 	cd labextension && $(JSENV) jlpm test
 	cd labextension/ui-tests && $(JSENV) jlpm install && $(JSENV) jlpm test
@@ -42,7 +46,7 @@ bad-inputs: $(STAMP) ## The broken-notebook suite
 	$(BIN)/pytest -q tests/bad_inputs
 
 nbval: $(STAMP) ## Execute the example notebooks top to bottom in a live kernel
-	$(BIN)/pytest -q --nbval-lax notebooks/
+	$(BIN)/pytest -q --nbval-lax notebooks/ tutorials/
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check scanflow_jupyter tests scripts
@@ -78,8 +82,8 @@ js: $(STAMP) ## Build the JupyterLab extension (dev) and link it into the venv
 	cd labextension && $(JSENV) jlpm install && $(JSENV) jlpm build
 	rm -rf $(LABEXT) && ln -s $(abspath scanflow_jupyter/labextension) $(LABEXT)
 
-lab: js ## Start JupyterLab with the Scanflow sidebar, opened on an example notebook
-	$(BIN)/jupyter lab notebooks/diamond.ipynb
+lab: js ## Start JupyterLab with the Scanflow sidebar, opened on the tutorial
+	$(BIN)/jupyter lab $(TUTORIAL)
 
 jest: $(STAMP) ## Jest unit tests of the JupyterLab extension
 	cd labextension && $(JSENV) jlpm install && $(JSENV) jlpm test

@@ -94,8 +94,62 @@ export async function errorFromResponse(response: Response): Promise<ApiError> {
 
 type Query = Record<string, string | number | boolean | null | undefined>;
 
+/** The user's settings the server applies (its `settings` object; snake_case names). */
+export interface IUserSettings {
+  trackingUri?: string;
+  registry?: string;
+  kubeContext?: string;
+  namespace?: string;
+  baseImage?: string;
+}
+
+export interface IServerSettingsPayload {
+  tracking_uri?: string;
+  registry?: string;
+  kube_context?: string;
+  namespace?: string;
+  base_image?: string;
+}
+
+/** The non-empty user settings, named as the server expects them. */
+export function settingsPayload(settings: IUserSettings): IServerSettingsPayload {
+  const names: Array<[keyof IUserSettings, keyof IServerSettingsPayload]> = [
+    ['trackingUri', 'tracking_uri'],
+    ['registry', 'registry'],
+    ['kubeContext', 'kube_context'],
+    ['namespace', 'namespace'],
+    ['baseImage', 'base_image']
+  ];
+  const payload: IServerSettingsPayload = {};
+  for (const [from, to] of names) {
+    const value = (settings[from] ?? '').trim();
+    if (value) {
+      payload[to] = value;
+    }
+  }
+  return payload;
+}
+
 export class ScanflowClient {
+  /** The user's Scanflow settings, read at each request (set by the plugin once they load). */
+  userSettings: () => IUserSettings = () => ({});
+
   constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  /** The non-empty user settings (sent as `settings` in POST bodies, as query parameters otherwise). */
+  settingsPayload(): IServerSettingsPayload {
+    return settingsPayload(this.userSettings());
+  }
+
+  /** `body` plus `settings` when the user set any. */
+  private withSettings<T extends object>(body: T): T & { settings?: IServerSettingsPayload } {
+    const settings = this.settingsPayload();
+    return Object.keys(settings).length ? { ...body, settings } : body;
+  }
+
+  private get trackingUri(): string | undefined {
+    return this.settingsPayload().tracking_uri;
+  }
 
   url(route: string, query: Query = {}): string {
     return apiUrl(this.settings.baseUrl, route, query);
@@ -139,7 +193,7 @@ export class ScanflowClient {
   }
 
   config(): Promise<IConfig> {
-    return this.request('GET', 'config');
+    return this.request('GET', 'config', { ...this.settingsPayload() });
   }
 
   app(path: string): Promise<IAppInfo> {
@@ -162,13 +216,18 @@ export class ScanflowClient {
     resume?: string | null;
     only?: string[] | null;
   }): Promise<IRunSummary> {
-    return this.request('POST', 'runs', {}, {
-      path: options.path,
-      backend: options.backend,
-      parameters: options.parameters ?? {},
-      resume: options.resume ?? null,
-      only: options.only ?? null
-    });
+    return this.request(
+      'POST',
+      'runs',
+      {},
+      this.withSettings({
+        path: options.path,
+        backend: options.backend,
+        parameters: options.parameters ?? {},
+        resume: options.resume ?? null,
+        only: options.only ?? null
+      })
+    );
   }
 
   cancelRun(runId: string): Promise<{ run_id: string; status: string }> {
@@ -197,8 +256,14 @@ export class ScanflowClient {
       filter: options.filter,
       page_token: options.pageToken,
       max_results: options.maxResults,
-      order_by: options.orderBy
+      order_by: options.orderBy,
+      tracking_uri: this.trackingUri
     });
+  }
+
+  async experiments(): Promise<Array<{ experiment_id: string; name: string; lifecycle_stage: string }>> {
+    const reply = await this.request<{ experiments: any[] }>('GET', 'mlflow/experiments', { tracking_uri: this.trackingUri });
+    return reply.experiments ?? [];
   }
 
   async agents(path: string): Promise<IAgentInfo[]> {
@@ -207,12 +272,12 @@ export class ScanflowClient {
   }
 
   async agentAction(path: string, action: 'start' | 'stop', names: string[] | null = null): Promise<IAgentInfo[]> {
-    const reply = await this.request<{ agents: IAgentInfo[] }>('POST', 'agents', {}, { path, action, names });
+    const reply = await this.request<{ agents: IAgentInfo[] }>('POST', 'agents', {}, this.withSettings({ path, action, names }));
     return reply.agents ?? [];
   }
 
   build(path: string): Promise<IJob> {
-    return this.request('POST', 'builds', {}, { path });
+    return this.request('POST', 'builds', {}, this.withSettings({ path }));
   }
 
   buildStatus(buildId: string): Promise<IJob> {
@@ -220,11 +285,11 @@ export class ScanflowClient {
   }
 
   deployments(path: string): Promise<IDeployments> {
-    return this.request('GET', 'deployments', { path });
+    return this.request('GET', 'deployments', { path, ...this.settingsPayload() });
   }
 
   deploy(path: string): Promise<IJob> {
-    return this.request('POST', 'deployments', {}, { path });
+    return this.request('POST', 'deployments', {}, this.withSettings({ path }));
   }
 
   deploymentJob(jobId: string): Promise<IJob> {
@@ -232,6 +297,6 @@ export class ScanflowClient {
   }
 
   undeploy(path: string): Promise<IJob> {
-    return this.request('DELETE', 'deployments', { path });
+    return this.request('DELETE', 'deployments', { path, ...this.settingsPayload() });
   }
 }

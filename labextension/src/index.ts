@@ -51,6 +51,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const models = new ScanflowModels(client, reportError);
     let settings: IScanflowSettings = { ...DEFAULT_SETTINGS };
     const settingsChanged = new Signal<unknown, IScanflowSettings>({});
+    // Every request carries the user's settings; the server applies them over its own defaults.
+    client.userSettings = () => settings;
+    settingsChanged.connect(() => void models.loadConfig());
     if (settingRegistry) {
       settingRegistry
         .load(PLUGIN_ID)

@@ -39,8 +39,9 @@ async function followJob(label: string, start: () => Promise<IJob>, poll: ((id: 
 }
 
 /**
- * The server's effective configuration; a user setting that differs is shown next to it (the
- * server applies its own `c.Scanflow.*` configuration; only defaultBackend is applied here).
+ * The effective configuration of this sidebar's requests: the user's setting (sent with every
+ * request) over the server's `c.Scanflow.*` defaults. GET config already answers with the
+ * effective values; a value set by the user is marked so.
  */
 function ConfigSummary(props: { ctx: ISidebarContext }): JSX.Element | null {
   const config = props.ctx.models.config;
@@ -63,12 +64,13 @@ function ConfigSummary(props: { ctx: ISidebarContext }): JSX.Element | null {
           {rows.map(([label, server, setting]) => (
             <tr key={label}>
               <td className="sf-muted">{label}</td>
-              <td title={server ?? ''}>
-                {server || <span className="sf-muted">default</span>}
-                {setting && setting !== server && (
-                  <div className="sf-reason" title="Set c.Scanflow.* in the Jupyter server configuration to apply it">
-                    setting: {setting} (not applied by the server)
-                  </div>
+              <td title={setting || server || ''}>
+                {setting || server || <span className="sf-muted">default</span>}
+                {setting && (
+                  <span className="sf-muted sf-setting-source" title="From the Scanflow settings (Settings Editor)">
+                    {' '}
+                    (your setting)
+                  </span>
                 )}
               </td>
             </tr>

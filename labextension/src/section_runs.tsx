@@ -158,7 +158,7 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
   };
   React.useEffect(() => {
     void load(null, true);
-  }, [experiment, applied, model.runsVersion]);
+  }, [experiment, applied, model.runsVersion, props.ctx.settings().trackingUri]);
   if (!experiment) {
     return <div className="sf-muted">Runs appear once the notebook declares an app.</div>;
   }

@@ -322,7 +322,10 @@ class PipelineRun:
             status = "succeeded"
         self.state.status = status
         self.state.finished_at = time.time()
-        self._save()
+        fut = self._parent_future
+        if fut is not None and fut.done() and fut.exception() is None and self.state.mlflow_run_id is None:
+            self.state.mlflow_run_id = fut.result()  # readers of the first final save see the MLflow run too
+        self._save()  # final status on disk before tracking finishes (a crash there loses nothing)
         self._finish_tracking(status)
         self._save()
         self.bus.emit("run_finished", status=status, mlflow_run_id=self.state.mlflow_run_id,

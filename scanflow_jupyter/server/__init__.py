@@ -12,6 +12,8 @@ from typing import Any
 
 __all__ = ["ScanflowExtension"]
 
+MLFLOW_CLIENTS = 8  # tracking URIs whose MLflow client is kept
+
 
 class ScanflowExtension:
     """Per-server state shared by the handlers (`settings["scanflow"]`)."""
@@ -29,19 +31,23 @@ class ScanflowExtension:
         self.jobs = JobManager(self.root, self.home, env)
         self._mlflow: dict[str, Any] = {}
 
-    def tracking_uri(self) -> str:
-        """The trait, else $MLFLOW_TRACKING_URI, else the project's sqlite store."""
+    def tracking_uri(self, user: str = "") -> str:
+        """The user's setting, else the trait, else $MLFLOW_TRACKING_URI, else the project's sqlite store."""
         from scanflow_jupyter.tracking import default_tracking_uri
 
-        return self.config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(self.home)
+        return (user or self.config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                or default_tracking_uri(self.home))
 
-    def mlflow(self) -> Any:
+    def mlflow(self, user_uri: str = "") -> Any:
+        """The MLflow views of the effective tracking URI (a few clients are kept, newest last)."""
         from scanflow_jupyter.server.mlflow_api import MlflowService
 
-        uri = self.tracking_uri()
-        if uri not in self._mlflow:
-            self._mlflow[uri] = MlflowService(uri)
-        return self._mlflow[uri]
+        uri = self.tracking_uri(user_uri)
+        service = self._mlflow.pop(uri, None) or MlflowService(uri)
+        self._mlflow[uri] = service
+        while len(self._mlflow) > MLFLOW_CLIENTS:
+            self._mlflow.pop(next(iter(self._mlflow)))
+        return service
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

@@ -45,7 +45,9 @@ def check_kubernetes(context: str = "") -> dict[str, Any]:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not context:
             config.load_incluster_config(client_configuration=client.Configuration())
         else:
-            config.load_kube_config(context=context or None, client_configuration=client.Configuration())
+            # $KUBECONFIG as it is now (the library reads it once, at import)
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, context=context or None,
+                                    client_configuration=client.Configuration())
     except Exception as exc:  # noqa: BLE001
         where = f"context '{context}'" if context else "the current context"
         return {"name": "kubernetes", "available": False,
@@ -62,12 +64,17 @@ def _cached(key: tuple[str, str], fn: Any, *args: Any) -> dict[str, Any]:
     return value
 
 
+def _kube_key(context: str) -> tuple[str, str]:
+    """Cache key of a kubernetes check: the context and the kubeconfig it is read from."""
+    return ("kubernetes", f"{context}\0{os.environ.get('KUBECONFIG', '')}")
+
+
 def check_all(kube_context: str = "") -> list[dict[str, Any]]:
     """Availability of local, docker and kubernetes (docker/kubernetes cached ~10 s)."""
     return [
         {"name": "local", "available": True, "reason": None},
         _cached(("docker", ""), check_docker),
-        _cached(("kubernetes", kube_context), check_kubernetes, kube_context),
+        _cached(_kube_key(kube_context), check_kubernetes, kube_context),
     ]
 
 
@@ -81,7 +88,7 @@ def check_one(name: str, kube_context: str = "") -> dict[str, Any] | None:
     if name == "docker":
         return _cached(("docker", ""), check_docker)
     if name == "kubernetes":
-        return _cached(("kubernetes", kube_context), check_kubernetes, kube_context)
+        return _cached(_kube_key(kube_context), check_kubernetes, kube_context)
     return None
 
 

@@ -7,7 +7,11 @@ from traitlets.config import Configurable
 
 
 class Scanflow(Configurable):
-    """Scanflow server extension settings (empty string = not set)."""
+    """Scanflow server extension settings (empty string = not set).
+
+    These are the defaults of the sidebar's requests: a user setting sent with a request wins over
+    the trait, the trait over the server's environment (see scanflow_jupyter.server.settings).
+    """
 
     tracking_uri = Unicode(
         "", config=True,

@@ -23,6 +23,14 @@ from scanflow_jupyter.server.jobs import cli_command
 from scanflow_jupyter.server.mlflow_api import MAX_RESULTS_LIMIT, MlflowRequestError
 from scanflow_jupyter.server.paths import PathMissing, PathRefused, inside_root, resolve_in_root
 from scanflow_jupyter.server.run_manager import RunConflict, RunRequestError, RunStartError
+from scanflow_jupyter.server.settings import NAMES as SETTING_NAMES
+from scanflow_jupyter.server.settings import (
+    SettingsError,
+    check_value,
+    effective,
+    environment,
+    parse_settings,
+)
 
 RUN_ID = r"(?P<run_id>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
 JOB_ID = r"(?P<job_id>[0-9a-f]{12})"
@@ -75,6 +83,29 @@ class ScanflowHandler(APIHandler):
         except PathMissing as exc:
             raise ApiError(404, str(exc), "check the path (relative to the server root)") from None
 
+    def body_settings(self, body: dict[str, Any]) -> dict[str, str]:
+        """The effective settings of a write: the body's `settings` over the server traitlets."""
+        try:
+            return effective(parse_settings(body.get("settings")), self.ext.config)
+        except SettingsError as exc:
+            raise ApiError(400, exc.message, exc.fix) from None
+
+    def query_settings(self) -> dict[str, str]:
+        """The effective settings of a GET/DELETE: query parameters named like the settings."""
+        try:
+            user = {name: check_value(name, self.get_query_argument(name, None), "query")
+                    for name in SETTING_NAMES}
+        except SettingsError as exc:
+            raise ApiError(400, exc.message, exc.fix) from None
+        return effective({k: v for k, v in user.items() if v}, self.ext.config)
+
+    def user_tracking_uri(self) -> str:
+        """The `tracking_uri` query parameter ('' = the server's)."""
+        try:
+            return check_value("tracking_uri", self.get_query_argument("tracking_uri", None), "query")
+        except SettingsError as exc:
+            raise ApiError(400, exc.message, exc.fix) from None
+
     def int_arg(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
@@ -103,9 +134,10 @@ class ScanflowHandler(APIHandler):
 class ConfigHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        cfg = self.ext.config
-        doc = {**cfg.to_dict(), "tracking_uri": self.ext.tracking_uri(),
-               "backends": await backends.backends(cfg.kube_context), "version": __version__}
+        values = self.query_settings()
+        doc = {**self.ext.config.to_dict(), **{name: values.get(name) for name in SETTING_NAMES},
+               "tracking_uri": self.ext.tracking_uri(values.get("tracking_uri", "")),
+               "backends": await backends.backends(values.get("kube_context", "")), "version": __version__}
         self.reply(doc)
 
 
@@ -147,22 +179,24 @@ class RunsHandler(ScanflowHandler):
             raise ApiError(400, "`parameters` must be an object {name: value}")
         if not isinstance(only, list) or not all(isinstance(o, str) for o in only):
             raise ApiError(400, "`only` must be a list of executor names")
-        await self._check_backend(backend)
+        values = self.body_settings(body)
+        await self._check_backend(backend, values.get("kube_context", ""))
         try:
-            summary = await self.ext.runs.start(nb, backend=backend, params=params, only=only, resume=resume)
+            summary = await self.ext.runs.start(nb, backend=backend, params=params, only=only, resume=resume,
+                                                env=environment(values))
         except RunRequestError as exc:
             raise ApiError(400, exc.message, exc.fix, messages=exc.messages) from None
         except RunStartError as exc:
             raise ApiError(500, str(exc)) from None
         self.reply(summary, 202)
 
-    async def _check_backend(self, name: Any) -> None:
+    async def _check_backend(self, name: Any, kube_context: str) -> None:
         from scanflow_jupyter.runtime.backends import available_backends
 
         registered = available_backends()
         if not isinstance(name, str) or name not in registered:
             raise ApiError(400, f"unknown backend {name!r}", f"use one of: {', '.join(sorted(registered))}")
-        state = await backends.backend(name, self.ext.config.kube_context)
+        state = await backends.backend(name, kube_context)
         if state is not None and not state["available"]:
             raise ApiError(503, f"the {name} backend is unavailable: {state['reason']}")
 
@@ -250,7 +284,7 @@ class ExperimentsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         try:
-            experiments = await self.ext.mlflow().experiments()
+            experiments = await self.ext.mlflow(self.user_tracking_uri()).experiments()
         except MlflowRequestError as exc:
             raise ApiError(exc.status, exc.message) from None
         self.reply({"experiments": experiments})
@@ -261,7 +295,7 @@ class MlflowRunsHandler(ScanflowHandler):
     async def get(self) -> None:
         nested = self.get_query_argument("nested", "false").lower() in ("1", "true", "yes")
         try:
-            doc = await self.ext.mlflow().runs(
+            doc = await self.ext.mlflow(self.user_tracking_uri()).runs(
                 experiment=self.get_query_argument("experiment", None) or None,
                 max_results=self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT),
                 page_token=self.get_query_argument("page_token", None),
@@ -289,6 +323,7 @@ class AgentsHandler(ScanflowHandler):
 
         body = self.json_body()
         nb = self.notebook(body.get("path"))
+        tracking_uri = self.body_settings(body).get("tracking_uri")
         action = body.get("action")
         if action not in ("start", "stop"):
             raise ApiError(400, f"action {action!r} is not 'start' or 'stop'")
@@ -297,7 +332,7 @@ class AgentsHandler(ScanflowHandler):
                            "send names: null to act on every agent of the notebook")
         try:
             if action == "start":
-                doc = await agents_api.in_thread(agents_api.start_agents, self.ext.home, nb, self.ext.config.tracking_uri)
+                doc = await agents_api.in_thread(agents_api.start_agents, self.ext.home, nb, tracking_uri)
             else:
                 doc = await agents_api.in_thread(agents_api.stop_agents, self.ext.home, nb)
         except NotebookReadError as exc:
@@ -322,16 +357,18 @@ def _validation_errors(nb: Path) -> list[dict[str, Any]]:
 class BuildsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
-        nb = self.notebook(self.json_body().get("path"))
+        body = self.json_body()
+        nb = self.notebook(body.get("path"))
+        values = self.body_settings(body)
         errors = await asyncio.get_running_loop().run_in_executor(None, _validation_errors, nb)
         if errors:
             raise ApiError(400, f"{nb.name} is invalid; nothing was built", messages=errors)
         docker = await backends.backend("docker")
         if docker is not None and not docker["available"]:
             raise ApiError(503, f"images cannot be built: {docker['reason']}")
-        cfg = self.ext.config
-        cmd = self.ext.jobs.base_command("build", nb, {"--base": cfg.base_image, "--push": cfg.registry})
-        job = await self.ext.jobs.start("build", nb, cmd)
+        cmd = self.ext.jobs.base_command("build", nb, {"--base": values.get("base_image"),
+                                                       "--push": values.get("registry")})
+        job = await self.ext.jobs.start("build", nb, cmd, environment(values))
         self.reply({"build_id": job.job_id, "status": job.status}, 202)
 
 
@@ -345,27 +382,28 @@ class BuildHandler(ScanflowHandler):
 
 
 class DeploymentsHandler(ScanflowHandler):
-    async def _available(self, command: str) -> tuple[bool, str | None]:
-        kube = await backends.backend("kubernetes", self.ext.config.kube_context)
+    async def _available(self, command: str, values: dict[str, str]) -> tuple[bool, str | None]:
+        kube = await backends.backend("kubernetes", values.get("kube_context", ""))
         if kube is not None and not kube["available"]:
             return False, kube["reason"]
         if cli_command(command) is None:
             return False, f"this installation has no `scanflow {command}` command"
         return True, None
 
-    def _command(self, name: str, nb: Path) -> list[str]:
-        cfg = self.ext.config
-        return self.ext.jobs.base_command(name, nb, {"--context": cfg.kube_context, "--namespace": cfg.namespace,
-                                                     "--registry": cfg.registry})
+    def _command(self, name: str, nb: Path, values: dict[str, str]) -> list[str]:
+        return self.ext.jobs.base_command(name, nb, {"--context": values.get("kube_context"),
+                                                     "--namespace": values.get("namespace"),
+                                                     "--registry": values.get("registry")})
 
     @tornado.web.authenticated
     async def get(self) -> None:
         nb = self.notebook(self.get_query_argument("path", None))
-        available, reason = await self._available("status")
+        values = self.query_settings()
+        available, reason = await self._available("status", values)
         if not available:
             self.reply({"available": False, "reason": reason, "objects": []})
             return
-        code, doc, err = await self.ext.jobs.run_once(self._command("status", nb))
+        code, doc, err = await self.ext.jobs.run_once(self._command("status", nb, values), env=environment(values))
         if doc is None:
             self.reply({"available": True, "reason": f"`scanflow status` failed (exit {code}): {err.strip()[-1000:]}",
                         "objects": []})
@@ -373,21 +411,22 @@ class DeploymentsHandler(ScanflowHandler):
         objects = doc.get("objects", []) if isinstance(doc, dict) else doc
         self.reply({"available": True, "reason": None, "objects": objects, "status": doc})
 
-    async def _job(self, command: str, nb: Path) -> None:
-        available, reason = await self._available(command)
+    async def _job(self, command: str, nb: Path, values: dict[str, str]) -> None:
+        available, reason = await self._available(command, values)
         if not available:
             raise ApiError(503, f"cannot {command}: {reason}", "configure a kubeconfig (KUBECONFIG or "
                            "c.Scanflow.kube_context) and install the kubernetes backend")
-        job = await self.ext.jobs.start(command, nb, self._command(command, nb))
+        job = await self.ext.jobs.start(command, nb, self._command(command, nb, values), environment(values))
         self.reply({"job_id": job.job_id, "status": job.status}, 202)
 
     @tornado.web.authenticated
     async def post(self) -> None:
-        await self._job("deploy", self.notebook(self.json_body().get("path")))
+        body = self.json_body()
+        await self._job("deploy", self.notebook(body.get("path")), self.body_settings(body))
 
     @tornado.web.authenticated
     async def delete(self) -> None:
-        await self._job("undeploy", self.notebook(self.get_query_argument("path", None)))
+        await self._job("undeploy", self.notebook(self.get_query_argument("path", None)), self.query_settings())
 
 
 class DeploymentJobHandler(ScanflowHandler):

@@ -65,9 +65,8 @@ class JobManager:
         self.extra_env = dict(env or {})
         self.jobs: dict[str, Job] = {}
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.extra_env)
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env, **(extra or {})}
         env["SCANFLOW_HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -78,12 +77,13 @@ class JobManager:
         command = cli_command(name)
         for flag, value in options.items():
             if value and has_option(command, flag):
-                cmd += [flag, value]
+                cmd.append(f"{flag}={value}")  # one argument: a value starting with '-' stays a value
         return cmd
 
-    async def start(self, kind: str, notebook: Path, command: list[str]) -> Job:
+    async def start(self, kind: str, notebook: Path, command: list[str], env: dict[str, str] | None = None) -> Job:
+        """Start `command`; `env` is added to the child's environment."""
         job = Job(uuid.uuid4().hex[:12], kind, str(notebook), command)
-        proc = await asyncio.create_subprocess_exec(*command, cwd=str(self.root), env=self._env(),
+        proc = await asyncio.create_subprocess_exec(*command, cwd=str(self.root), env=self._env(env),
                                                     stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         self.jobs[job.job_id] = job
@@ -101,9 +101,10 @@ class JobManager:
             job.result = json.loads(job.stdout)
         job.status = "succeeded" if proc.returncode == 0 else "failed"
 
-    async def run_once(self, command: list[str], timeout: float = 60.0) -> tuple[int, Any, str]:
+    async def run_once(self, command: list[str], timeout: float = 60.0,
+                       env: dict[str, str] | None = None) -> tuple[int, Any, str]:
         """Run a short command (e.g. `status --json`) and return (exit code, JSON or None, stderr)."""
-        proc = await asyncio.create_subprocess_exec(*command, cwd=str(self.root), env=self._env(),
+        proc = await asyncio.create_subprocess_exec(*command, cwd=str(self.root), env=self._env(env),
                                                     stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:

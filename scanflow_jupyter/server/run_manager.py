@@ -151,19 +151,19 @@ class RunManager:
 
     # ------------------------------------------------------------------ start
     async def start(self, notebook: Path, *, backend: str, params: dict[str, Any], only: list[str],
-                    resume: str | None) -> dict[str, Any]:
-        """Validate (in a thread), start the runner subprocess, wait for its run.json; a summary."""
+                    resume: str | None, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Validate (in a thread), start the runner subprocess, wait for its run.json; a summary.
+        `env` is added to the child's environment (over the server's and the manager's)."""
         args = [p for name, value in params.items() for p in ("-p", param_arg(name, value))]
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.validate, notebook, params, only, resume)
         cmd = [sys.executable, "-m", "scanflow_jupyter.cli", "run", str(notebook), "--json", "--backend", backend,
                *args, *[a for name in only for a in ("--only", name)], *(["--resume", resume] if resume else [])]
-        env = dict(os.environ)
-        env.update(self.extra_env)
-        env["SCANFLOW_HOME"] = str(self.home)
-        env["PYTHONUNBUFFERED"] = "1"
+        child_env = {**os.environ, **self.extra_env, **(env or {})}
+        child_env["SCANFLOW_HOME"] = str(self.home)
+        child_env["PYTHONUNBUFFERED"] = "1"
         started = time.time()
-        proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(self.root), env=env, stdin=asyncio.subprocess.DEVNULL,
+        proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(self.root), env=child_env, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         managed = ManagedRun(proc, started)
         managed.waiter = asyncio.ensure_future(self._collect(managed))

@@ -1,5 +1,7 @@
 import { expect, galata, test } from '@jupyterlab/galata';
 import type { Page } from '@playwright/test';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 const SHOTS = path.join(__dirname, '..', 'test-results');
@@ -220,4 +222,36 @@ test.describe('Scanflow sidebar', () => {
   });
 });
 
-void galata;
+// The user's settings go with every request: the run records its MLflow runs in the user's store,
+// and the Runs section reads them from there.
+const USER_STORE_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'sf-galata-store-'));
+const USER_STORE = `sqlite:///${path.join(USER_STORE_DIR, 'mlflow.db')}`;
+
+test.describe('Scanflow settings', () => {
+  test.use({
+    mockSettings: {
+      ...galata.DEFAULT_SETTINGS,
+      'scanflow-jupyter:plugin': { trackingUri: USER_STORE, namespace: 'team-ui' }
+    }
+  });
+
+  test('the tracking URI setting is applied to runs and to the Runs section', async ({ page }) => {
+    await openWithSidebar(page as any, 'linear_chain.ipynb');
+    await page.locator(`${SIDEBAR} .sf-config summary`).click();
+    const config = page.locator(`${SIDEBAR} .sf-config`);
+    await expect(config).toContainText(USER_STORE);
+    await expect(config).toContainText('team-ui');
+    await expect(config.locator('.sf-setting-source')).toHaveCount(2);
+    await expect(config).not.toContainText('not applied');
+    // (the badges may still show the palette test's run: follow this run in the Runs section)
+    const posted = page.waitForRequest(r => r.method() === 'POST' && /\/scanflow\/api\/runs(\?|$)/.test(r.url()));
+    await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
+    expect((await posted).postDataJSON().settings).toEqual({ tracking_uri: USER_STORE, namespace: 'team-ui' });
+    // The Runs section lists the user's store: this run only.
+    const run = page.locator(`${SIDEBAR} .sf-run`);
+    await expect(run).toHaveCount(1, { timeout: 60000 });
+    await expect(run.locator('.sf-pill')).toHaveText('succeeded', { timeout: 120000 });
+    expect(fs.existsSync(path.join(USER_STORE_DIR, 'mlflow.db'))).toBe(true);
+    await page.screenshot({ path: path.join(SHOTS, 'settings.png') });
+  });
+});
