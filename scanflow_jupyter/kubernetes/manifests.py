@@ -392,6 +392,6 @@ def describe(m: Manifest) -> str:
 
 def to_yaml(manifests: list[Manifest]) -> str:
     """One multi-document YAML text (what `scanflow export --to k8s` writes)."""
-    import yaml
+    from scanflow_jupyter.kubernetes.yaml_text import dump_all
 
-    return yaml.safe_dump_all(manifests, sort_keys=False, default_flow_style=False, width=120)
+    return dump_all(manifests)

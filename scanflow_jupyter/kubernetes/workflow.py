@@ -277,11 +277,9 @@ def _check(workflow: dict[str, Any]) -> None:
 
 def dump_yaml(workflow: dict[str, Any]) -> str:
     """The Workflow as YAML (keys in the order built: apiVersion, kind, metadata, spec)."""
-    import hera._yaml  # noqa: F401 - hera's str presenter: block scalars, quoted y/n (YAML 1.1)
-    import yaml
+    from scanflow_jupyter.kubernetes.yaml_text import dump
 
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: ~5x faster, same text
-    return yaml.dump(workflow, Dumper=dumper, sort_keys=False, default_flow_style=False, width=120)
+    return dump(workflow)
 
 
 # --------------------------------------------------------------------------- images

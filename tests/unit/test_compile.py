@@ -65,7 +65,9 @@ def test_no_stale_golden_files():
     expected = {
         GOLDEN / nb.stem / f"{ex.name}.ipynb" for nb in NOTEBOOKS for ex in parse_notebook(nb).executors
     }
-    stale = sorted(str(p.relative_to(ROOT)) for p in GOLDEN.glob("*/*.ipynb") if p not in expected)
+    other_goldens = {"k8s", "argo"}  # manifests and Workflows: checked by their own tests
+    stale = sorted(str(p.relative_to(ROOT)) for p in GOLDEN.glob("*/*.ipynb")
+                   if p not in expected and p.parent.name not in other_goldens)
     assert not stale, f"golden files without a step: {stale}; {REGEN_HINT}"
 
 
