@@ -172,9 +172,11 @@ class Tracker(Protocol):
         backend: str,
         notebook: str | Path,
         params: Mapping[str, Any],
+        started_at: float | None = None,
     ) -> str: ...
 
-    def start_step(self, parent_mlflow_id: str, app: str, run_id: str, step: str) -> str: ...
+    def start_step(self, parent_mlflow_id: str, app: str, run_id: str, step: str,
+                   started_at: float | None = None) -> str: ...
 
     def finish_step(
         self,
@@ -355,8 +357,10 @@ class Recorder:
         backend: str,
         notebook: str | Path,
         params: Mapping[str, Any],
+        started_at: float | None = None,
     ) -> str:
-        """Create the parent run of a pipeline run (RUNNING); return its MLflow run id."""
+        """Create the parent run of a pipeline run (RUNNING, from `started_at` epoch seconds when
+        given: the recorder may start after the run did); return its MLflow run id."""
         exp_id = self.experiment_id(app)
         notebook_path = Path(notebook).expanduser().absolute()
         source: dict[str, str] = {_MLFLOW_SOURCE_NAME: str(notebook_path)}
@@ -375,7 +379,8 @@ class Recorder:
             **source,
         }
         try:
-            run = self.client.create_run(exp_id, start_time=_now_ms(), tags=tags, run_name=run_id)
+            start_ms = _now_ms() if started_at is None else int(started_at * 1000)
+            run = self.client.create_run(exp_id, start_time=start_ms, tags=tags, run_name=run_id)
             mlflow_id = run.info.run_id
         except Exception as exc:  # noqa: BLE001
             raise self._fail(f"pipeline run creation for run {run_id!r}", exc) from exc

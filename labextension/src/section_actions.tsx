@@ -13,6 +13,21 @@ import { Btn } from './widgets';
 
 const BACKENDS: BackendName[] = ['local', 'docker', 'kubernetes'];
 
+/**
+ * One line on a finished job: the steps a build made images for (its log ends with the CLI's
+ * JSON, whose last line is only `}`), else the log's last non-empty line.
+ */
+export function jobSummary(job: IJob): string {
+  const images = job.images;
+  if (images && typeof images === 'object' && Object.keys(images).length) {
+    // Step names only: a toast cuts long text, and the tags are long.
+    const steps = Object.keys(images);
+    return `${steps.length} image${steps.length === 1 ? '' : 's'} for ${steps.join(', ')}`;
+  }
+  const lines = (job.log ?? '').split('\n').map(l => l.trim()).filter(l => l && !/^[{}\[\],]+$/.test(l));
+  return lines[lines.length - 1] ?? '';
+}
+
 async function followJob(label: string, start: () => Promise<IJob>, poll: ((id: string) => Promise<IJob>) | null): Promise<void> {
   const job = await start();
   const id = (job.build_id ?? (job as any).job_id ?? (job as any).id) as string | undefined;
@@ -26,7 +41,7 @@ async function followJob(label: string, start: () => Promise<IJob>, poll: ((id: 
     const state = await poll(id);
     if (!['queued', 'running', 'pending', 'building'].includes(state.status)) {
       const ok = ['succeeded', 'done', 'finished'].includes(state.status);
-      const tail = (state.log ?? '').trim().split('\n').slice(-1)[0] ?? '';
+      const tail = jobSummary(state);
       Notification.update({
         id: note,
         message: `${label} ${state.status}${tail ? `: ${tail}` : ''}`,

@@ -146,6 +146,7 @@ class RecorderProcess:
         backend: str,
         notebook: str | Path,
         params: Mapping[str, Any],
+        started_at: float | None = None,
     ) -> str:
         """Create the parent run of a pipeline run; return its MLflow run id (blocks)."""
         safe_params = {str(k): str(v) for k, v in params.items()}
@@ -157,6 +158,7 @@ class RecorderProcess:
                 "backend": backend,
                 "notebook": str(notebook),
                 "params": safe_params,
+                "started_at": None if started_at is None else float(started_at),
             },
         )
 

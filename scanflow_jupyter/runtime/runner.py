@@ -524,7 +524,8 @@ class PipelineRun:
         self.recorder = RecorderProcess(self.tracking_uri, default_artifact_root(self.home))
         self._tracking_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanflow-tracking")
         self._parent_future = self._tracking_pool.submit(
-            self.recorder.start_pipeline, self.app.name, self.state.run_id, self.backend_name, self.app.notebook, self.params)
+            self.recorder.start_pipeline, self.app.name, self.state.run_id, self.backend_name, self.app.notebook, self.params,
+            self.state.started_at)
 
     def _parent_id(self) -> str:
         assert self._parent_future is not None

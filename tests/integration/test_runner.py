@@ -204,6 +204,8 @@ def test_diamond_is_tracked_in_mlflow(runner, project, require, tmp_path):
     client = project.mlflow_client()
     assert parent.info.run_id == out.result.mlflow_run_id == out.state.mlflow_run_id
     assert parent.info.status == "FINISHED"
+    # the parent run spans the pipeline run, though the recorder starts after it
+    assert parent.info.start_time == int(out.state.started_at * 1000)
     tags = parent.data.tags
     assert tags["scanflow.app"] == "diamond"
     assert tags["scanflow.run_id"] == out.result.run_id

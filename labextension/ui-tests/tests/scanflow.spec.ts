@@ -255,3 +255,124 @@ test.describe('Scanflow settings', () => {
     await page.screenshot({ path: path.join(SHOTS, 'settings.png') });
   });
 });
+
+/** A code cell of a notebook written by a test. */
+const codeCell = (source: string) => ({ cell_type: 'code', metadata: {}, outputs: [], execution_count: null, source });
+
+/** Write a notebook into the test's folder, open it and the Scanflow sidebar next to it. */
+async function writeAndOpen(page: any, dir: string, name: string, sources: string[]): Promise<void> {
+  const nb = {
+    nbformat: 4,
+    nbformat_minor: 5,
+    metadata: { kernelspec: { name: 'python3', display_name: 'Python 3', language: 'python' } },
+    cells: sources.map(codeCell)
+  };
+  expect(await page.contents.uploadContent(JSON.stringify(nb), 'text', `${dir}/${name}`)).toBe(true);
+  await page.notebook.openByPath(`${dir}/${name}`);
+  await page.notebook.activate(name);
+  await page.sidebar.openTab('scanflow-sidebar');
+  await expect(page.locator(`${SIDEBAR} .sf-notebook`)).toHaveAttribute('data-path', `${dir}/${name}`);
+}
+
+test.describe('Scanflow cancel', () => {
+  test('Cancel kills the running step; the dependent does not run; Resume is offered', async ({ page, tmpPath }) => {
+    await writeAndOpen(page, tmpPath, 'slowcancel.ipynb', [
+      '%load_ext scanflow_jupyter\n%scanflow_app slowcancel',
+      '%%executor slow --outputs x\nimport time\ntime.sleep(60)\nx = 1',
+      '%%executor after --inputs x --outputs y\ny = x + 1'
+    ]);
+    await expect(page.locator(`${SIDEBAR} .sf-dag-node`)).toHaveCount(2);
+    const cancel = page.locator(`${SIDEBAR} button[data-action="Cancel"]`);
+    const resume = page.locator(`${SIDEBAR} button[data-action="Resume"]`);
+    await expect(cancel).toBeDisabled();
+    await expect(cancel).toHaveAttribute('title', /no run is in progress/);
+    await recordBadgeStatuses(page);
+    await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
+    await expect(badge(page, 'slow')).toHaveAttribute('data-status', 'running', { timeout: 60000 });
+    await expect(cancel).toBeEnabled();
+    await expect(resume).toBeDisabled();
+    await page.screenshot({ path: path.join(SHOTS, 'cancel-running.png') });
+
+    const started = Date.now();
+    const cancelled = page.waitForResponse(r => r.request().method() === 'POST' && /\/runs\/[^/]+\/cancel/.test(r.url()));
+    await cancel.click();
+    expect((await cancelled).status()).toBe(202);
+    await expect(badge(page, 'slow')).toHaveAttribute('data-status', 'killed', { timeout: 30000 });
+    await expect(badge(page, 'slow')).toContainText(/^killed/);
+    // Well before the 60 s sleep would have ended.
+    expect(Date.now() - started).toBeLessThan(30000);
+    await expect(page.locator(`${SIDEBAR} .sf-dag-node[data-node="slow"]`)).toHaveAttribute('data-status', 'killed');
+    // The dependent never ran: killed/skipped/pending, never succeeded.
+    await expect(badge(page, 'after')).toHaveAttribute('data-status', /^(killed|skipped|pending|none)$/);
+    const seen = await page.evaluate(() => (window as any).__sfSeen as Record<string, string[]>);
+    expect(seen.slow).toContain('running');
+    expect(seen.after ?? []).not.toContain('running');
+    expect(seen.after ?? []).not.toContain('succeeded');
+    await expect(cancel).toBeDisabled({ timeout: 30000 });
+    await expect(resume).toBeEnabled({ timeout: 30000 });
+    // The Runs section lists the run as killed.
+    const run = page.locator(`${SIDEBAR} .sf-run`).first();
+    await expect(run.locator('.sf-pill')).toHaveText('killed', { timeout: 60000 });
+    await page.locator(`${SIDEBAR} .sf-section-runs`).scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(SHOTS, 'cancel-killed.png') });
+  });
+});
+
+test.describe('Scanflow images', () => {
+  // The offline base image (`scanflow build-base`): no registry is reachable on CI machines.
+  test.use({
+    mockSettings: { ...galata.DEFAULT_SETTINGS, 'scanflow-jupyter:plugin': { baseImage: 'scanflow/base' } }
+  });
+
+  test('Build images builds the step images with Docker, or says why it cannot', async ({ page }) => {
+    test.setTimeout(240000);
+    const config = await (await page.request.get('/scanflow/api/config?base_image=scanflow%2Fbase')).json();
+    const docker = (config.backends as Array<{ name: string; available: boolean; reason: string | null }>).find(
+      b => b.name === 'docker'
+    )!;
+    expect(docker).toBeTruthy();
+    if (!docker.available && process.env.CI === 'true') {
+      throw new Error(`CI=true but the docker backend is unavailable: ${docker.reason}`);
+    }
+    await openWithSidebar(page as any, 'linear_chain.ipynb');
+    const build = page.locator(`${SIDEBAR} button[data-action="Build images"]`);
+    if (!docker.available) {
+      // Without an engine the button is disabled and says why.
+      await expect(build).toBeDisabled();
+      await expect(build).toHaveAttribute('title', `Build images unavailable: docker: ${docker.reason}`);
+      await page.screenshot({ path: path.join(SHOTS, 'build-no-docker.png') });
+      return;
+    }
+    await expect(build).toBeEnabled();
+    await page.locator(`${SIDEBAR} .sf-config summary`).click();
+    await expect(page.locator(`${SIDEBAR} .sf-config`)).toContainText('scanflow/base');
+    const posted = page.waitForRequest(r => r.method() === 'POST' && /\/scanflow\/api\/builds(\?|$)/.test(r.url()));
+    const finished = page.waitForResponse(
+      async r => {
+        if (r.request().method() !== 'GET' || !/\/scanflow\/api\/builds\/[^/?]+/.test(r.url())) {
+          return false;
+        }
+        const body = await r.json().catch(() => null);
+        return !!body && !['queued', 'running', 'pending', 'building'].includes(body.status);
+      },
+      { timeout: 180000 }
+    );
+    await build.click();
+    expect((await posted).postDataJSON().settings).toEqual({ base_image: 'scanflow/base' });
+    await expect(build).toBeDisabled();
+    await expect(build).toHaveText('Build images…');
+    await expect(page.getByText('Image build running…')).toBeVisible();
+    const job = await (await finished).json();
+    expect(job.status, job.log).toBe('succeeded');
+    expect(Object.keys(job.images).sort()).toEqual(['extract', 'report', 'transform']);
+    // The UI reports the finished build with the images it made.
+    const note = page.locator('.Toastify__toast', { hasText: 'Image build succeeded' });
+    await expect(note).toBeVisible({ timeout: 20000 });
+    await expect(note).toContainText('Image build succeeded: 3 images for extract, transform, report');
+    for (const image of Object.values(job.images as Record<string, string>)) {
+      expect(image).toMatch(/^scanflow\/linear-chain-(extract|transform|report):\w+$/);
+    }
+    await expect(build).toBeEnabled();
+    await page.screenshot({ path: path.join(SHOTS, 'build-images.png') });
+  });
+});
