@@ -61,7 +61,7 @@ golden: $(STAMP) ## Regenerate golden step notebooks after an intended change
 	$(BIN)/python scripts/regen_argo_golden.py
 
 bench: $(STAMP) ## Benchmarks (ratios against baselines measured in the same run)
-	$(BIN)/python -m tests.benchmarks.run_all
+	$(BIN)/python -m tests.benchmarks.run_all $(BENCH_ARGS)
 
 docker: ## Make a Docker Engine answer (installs docker.io, mmdebstrap, docker-registry if missing; starts dockerd)
 	scripts/docker-up.sh
