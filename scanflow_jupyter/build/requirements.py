@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import threading
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import metadata
@@ -118,7 +117,6 @@ class StepRequirements:
 # --- scanning imports ---------------------------------------------------------------------
 
 
-_AST_LOCK = threading.Lock()
 
 def _python_only(source: str) -> str:
     """IPython magic and shell lines become `pass` (same indentation), so `ast` can parse."""
@@ -146,8 +144,7 @@ def imported_modules(source: str) -> list[tuple[str, bool]]:
     scanned line by line.
     """
     try:
-        with _AST_LOCK:  # CPython 3.11: concurrent ast.parse in threads can raise SystemError
-            tree = ast.parse(_python_only(source))
+        tree = ast.parse(_python_only(source))  # serialized process-wide by scanflow_jupyter._ast_guard
     except SyntaxError:
         found = []
         for line in source.split("\n"):

@@ -270,7 +270,7 @@ class DockerBackend(Backend):
         """Remove step containers whose runner process on this host is gone (e.g. killed -9)."""
         host = socket.gethostname()
         try:
-            containers = self.client.containers.list(all=True, filters={"label": LABEL_RUNNER})
+            containers = self.client.containers.list(all=True, filters={"label": LABEL_RUNNER}, ignore_removed=True)
         except Exception:  # noqa: BLE001
             return
         for container in containers:

@@ -80,7 +80,7 @@ def docker_project(project: Any, offline_base: str, monkeypatch: pytest.MonkeyPa
 def step_containers(client: Any, **labels: str) -> list[Any]:
     """Containers (running or not) carrying all `labels` (scanflow.io/<key>=value)."""
     filters = {"label": [f"scanflow.io/{k}={v}" for k, v in labels.items()]}
-    return client.containers.list(all=True, filters=filters)
+    return client.containers.list(all=True, filters=filters, ignore_removed=True)  # one may go mid-listing
 
 
 def _free_port() -> int:
