@@ -281,3 +281,26 @@ def test_services_and_agents_get_images_too(docker_project: Any, docker_client: 
                                              "print(json.load(open('/opt/scanflow/target.json'))['template']);"
                                              "print(open('/opt/scanflow/agent.py').read())"])
     assert b"monitor" in out and b"from scanflow_jupyter.agents import sensor" in out
+
+
+def test_argo_export_builds_pushes_and_pins_each_step_by_digest(docker_project: Any, registry: str) -> None:
+    """`scanflow export --to argo --build --registry R`: every task runs the pushed image, by digest."""
+    import re
+
+    import yaml
+
+    proc = docker_project.cli("export", "tiny.ipynb", "--to", "argo", "--build", "--registry", registry,
+                              timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    workflow = yaml.safe_load(proc.stdout)
+    images = {t["name"]: t["container"]["image"] for t in workflow["spec"]["templates"] if "container" in t}
+    assert set(images) == {"first", "second", "third"}
+    for step, image in images.items():
+        match = re.fullmatch(rf"{re.escape(registry)}/scanflow/tiny-{step}@(sha256:[0-9a-f]{{64}})", image)
+        assert match, image
+        request = urllib.request.Request(
+            f"http://{registry}/v2/scanflow/tiny-{step}/manifests/{match.group(1)}", method="HEAD",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:  # the registry serves exactly that digest
+            assert resp.status == 200
+            assert resp.headers["Docker-Content-Digest"] == match.group(1)
