@@ -197,7 +197,9 @@ def runs(limit: int, as_json: bool) -> None:
 
 def _shown_status(state: Any) -> str:
     """A run left `running` by a runner process that no longer exists was interrupted."""
-    if state.status == "running" and state.pid and not Path(f"/proc/{state.pid}").exists():
+    from scanflow_jupyter.data.store import pid_running
+
+    if state.status == "running" and state.pid and not pid_running(state.pid):
         return "interrupted (resume with --resume)"
     return state.status
 

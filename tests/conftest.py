@@ -45,6 +45,18 @@ def scanflow_command() -> list[str]:
     return [sys.executable, "-m", "scanflow_jupyter.cli"]
 
 
+def load_script(name: str) -> Any:
+    """A module of scripts/ (e.g. a golden-file regenerator) loaded by file path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def notebook_dict(cells: list[str | dict[str, Any]]) -> dict[str, Any]:
     """An nbformat 4.5 notebook with one code cell per string (or dict with source/tags/cell_type)."""
     from tests.bad_inputs.cases import build_notebook

@@ -322,6 +322,21 @@ def _outputs_present(outputs: dict[str, dict[str, Any]]) -> bool:
 # --------------------------------------------------------------------------- the store
 
 
+def pid_running(pid: int | None) -> bool:
+    """True if process `pid` exists and is not a zombie: a run left `running` by a runner for which
+    this is False was interrupted (`scanflow runs`, the server extension)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return Path(f"/proc/{pid}").exists()
+    try:
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except IndexError:
+        return True
+
+
 def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value in (".", ".."):
         raise StoreError(f"invalid {what} {value!r}: use letters, digits, '_', '-' and '.'")

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.kubernetes.manifests import dns_label as env_label
 from scanflow_jupyter.model import Application, Pipeline
 
 STORE_MOUNT = "/scanflow/store"
@@ -56,7 +57,6 @@ LABEL_TEAM = "scanflow.io/team"
 LABEL_RUN_ID = "scanflow.io/run-id"
 LABEL_STEP = "scanflow.io/step"
 ANNOTATION_STEP = "scanflow.io/step-name"
-_DNS = re.compile(r"[^a-z0-9-]+")
 
 
 class WorkflowCompileError(ValueError):
@@ -64,9 +64,8 @@ class WorkflowCompileError(ValueError):
 
 
 def dns_label(text: str, limit: int = 63) -> str:
-    """`text` lower-cased to a DNS-1123 label ([a-z0-9-], alphanumeric ends, at most `limit`)."""
-    out = _DNS.sub("-", text.lower().replace("_", "-")).strip("-")[:limit].strip("-")
-    return out or "x"
+    """`text` as a DNS-1123 label (the rule of the team environment), cut to at most `limit`."""
+    return env_label(text)[:limit].strip("-") or "x"
 
 
 def label_value(text: str) -> str:
@@ -77,8 +76,6 @@ def label_value(text: str) -> str:
 
 def default_namespace(app: Application) -> str:
     """`scanflow-<app>-<team>`: the team environment's namespace (the rule of `scanflow deploy`)."""
-    from scanflow_jupyter.kubernetes.manifests import dns_label as env_label
-
     return f"scanflow-{env_label(app.name)}-{env_label(app.team or 'default')}"
 
 
@@ -179,8 +176,6 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
         params[name] = value
     run_id = options.run_id
     names = task_names(selected)
-    from scanflow_jupyter.kubernetes.manifests import dns_label as env_label
-
     # the same label values as the team environment, so `scanflow undeploy` finds the Workflows
     common = {LABEL_APP: env_label(app.name), LABEL_TEAM: env_label(app.team or "default")}
     if run_id:

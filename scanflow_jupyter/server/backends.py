@@ -35,10 +35,29 @@ def check_docker() -> dict[str, Any]:
     return {"name": "docker", "available": True, "reason": None}
 
 
+def _plain_kubeconfig_loads(context: str) -> bool:
+    """True if $KUBECONFIG's context has a server and plain credentials (see kubernetes/kubeconfig.py);
+    False leaves the decision, and the reason, to the kubernetes package."""
+    from scanflow_jupyter.kubernetes.kubeconfig import KubeconfigError, load_endpoint
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not context:
+        return False
+    try:
+        endpoint = load_endpoint(None, context or None)
+    except (KubeconfigError, OSError, ValueError):
+        return False
+    if endpoint is None:
+        return False
+    endpoint.close()
+    return True
+
+
 def check_kubernetes(context: str = "") -> dict[str, Any]:
     if "kubernetes" not in _entry_point_names():
         return {"name": "kubernetes", "available": False,
                 "reason": "no 'kubernetes' backend is registered in the scanflow_jupyter.backends entry points"}
+    if _plain_kubeconfig_loads(context):  # no 1-2 s `import kubernetes` for the common case
+        return {"name": "kubernetes", "available": True, "reason": None}
     try:
         from kubernetes import client, config
 

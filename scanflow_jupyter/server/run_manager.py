@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter.data.store import RunNotFoundError, RunState, RunStore, StoreError
+from scanflow_jupyter.data.store import (
+    RunNotFoundError,
+    RunState,
+    RunStore,
+    StoreError,
+    pid_running,
+)
 from scanflow_jupyter.server.paths import relative_to_root
 
 log = logging.getLogger(__name__)
@@ -70,20 +76,6 @@ def close_transport(proc: asyncio.subprocess.Process) -> None:
     transport = getattr(proc, "_transport", None)
     if transport is not None:
         transport.close()
-
-
-def pid_running(pid: int | None) -> bool:
-    """True if process `pid` exists and is not a zombie (the rule of `scanflow runs`)."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return Path(f"/proc/{pid}").exists()
-    try:
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except IndexError:
-        return True
 
 
 def _cmdline(pid: int) -> str:

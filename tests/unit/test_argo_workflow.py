@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -29,18 +28,12 @@ from scanflow_jupyter.model import Pipeline
 from scanflow_jupyter.notebook.parser import parse_notebook_dict
 from scanflow_jupyter.runtime.kubernetes_backend import params_from_env
 from scanflow_jupyter.runtime.runner import InvalidApplication, load_application
-from tests.conftest import notebook_dict
+from tests.conftest import load_script, notebook_dict
 
 ROOT = Path(__file__).resolve().parents[2]
-REGEN = ROOT / "scripts" / "regen_argo_golden.py"
 RUN_ID = "20261127T120000-a1b2c3"
 
 
-def _regen_module():
-    spec = importlib.util.spec_from_file_location("regen_argo_golden", REGEN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _app(cells: list[str], name: str = "nb.ipynb"):
@@ -59,7 +52,7 @@ def _compile(app, **kw):
 
 @pytest.mark.parametrize("stem", ["diamond", "linear_chain", "parameterised"])
 def test_golden_workflows_are_current(stem: str) -> None:
-    regen = _regen_module()
+    regen = load_script("regen_argo_golden")
     golden = ROOT / "tests" / "golden" / "argo" / f"{stem}.yaml"
     assert golden.exists(), f"missing {golden}: run python scripts/regen_argo_golden.py"
     assert golden.read_text(encoding="utf-8") == regen.golden_text(stem), \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from scanflow_jupyter.kubernetes import manifests as mf
 from scanflow_jupyter.kubernetes.config import ConfigError, DeployConfig, images_from_build_report
 from scanflow_jupyter.model import Agent, Application, Service
 from scanflow_jupyter.notebook.parser import parse_notebook
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 REGEN_HINT = "run `python scripts/regen_k8s_golden.py` and review the diff"
@@ -21,14 +21,7 @@ REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.k
                    "app.kubernetes.io/component", "scanflow.io/app", "scanflow.io/team")
 
 
-def _regen():
-    spec = importlib.util.spec_from_file_location("regen_k8s_golden", ROOT / "scripts" / "regen_k8s_golden.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REGEN = _regen()
+REGEN = load_script("regen_k8s_golden")
 
 
 def _app(**kw) -> Application:

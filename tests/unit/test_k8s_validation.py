@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,18 +14,12 @@ from scanflow_jupyter.kubernetes import validation as v
 from scanflow_jupyter.kubernetes.config import DeployConfig
 from scanflow_jupyter.kubernetes.manifests import build_manifests
 from scanflow_jupyter.model import Agent, Application
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _regen():
-    spec = importlib.util.spec_from_file_location("regen_k8s_golden", ROOT / "scripts" / "regen_k8s_golden.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REGEN = _regen()
+REGEN = load_script("regen_k8s_golden")
 
 
 def _find(manifests, kind, name):
