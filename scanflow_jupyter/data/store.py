@@ -14,6 +14,8 @@ complete file. One writer process per run is expected; no locks are taken.
 
 from __future__ import annotations
 
+import calendar
+import errno
 import json
 import os
 import re
@@ -32,11 +34,15 @@ __all__ = [
     "RunNotFoundError",
     "RunState",
     "RunStore",
+    "RunUnreadableError",
     "StepError",
     "StepState",
     "StoreError",
+    "UnreadableRun",
     "link_outputs",
     "output_entry",
+    "pid_running",
+    "shown_status",
 ]
 
 STEP_STATUSES = (
@@ -63,6 +69,23 @@ class StoreError(Exception):
 
 class RunNotFoundError(StoreError, LookupError):
     """No run with this id exists in the store."""
+
+
+class RunUnreadableError(StoreError):
+    """A run's run.json exists but cannot be used (garbage, truncated, wrong schema, no access).
+
+    ``str()`` names the file and what is wrong; ``fix`` says what to do about it.
+    """
+
+    def __init__(self, run_id: str, path: Path, problem: str) -> None:
+        self.run_id = run_id
+        self.path = path
+        self.problem = problem
+        self.fix = (
+            "this run cannot be shown or resumed: start a new run (without --resume); "
+            f"remove its folder {path.parent} to drop it from `scanflow runs`"
+        )
+        super().__init__(f"the state of run '{run_id}' ({path}) is unreadable: {problem}")
 
 
 # --------------------------------------------------------------------------- state dataclasses
@@ -253,6 +276,117 @@ class CacheEntry:
         )
 
 
+# --------------------------------------------------------------------------- run.json schema
+
+_NUMBER = (int, float)
+_RUN_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {  # key -> (JSON types, required)
+    "run_id": ((str,), True),
+    "app": ((str,), True),
+    "notebook": ((str,), True),
+    "created_at": (_NUMBER, True),
+    "backend": ((str,), False),
+    "status": ((str,), False),
+    "started_at": (_NUMBER, False),
+    "finished_at": (_NUMBER, False),
+    "params": ((dict,), False),
+    "mlflow_run_id": ((str,), False),
+    "pid": ((int,), False),
+    "steps": ((dict,), False),
+    "resumed_from": ((str,), False),
+}
+_STEP_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), True),
+    "status": ((str,), False),
+    "attempts": ((int,), False),
+    "started_at": (_NUMBER, False),
+    "finished_at": (_NUMBER, False),
+    "duration_s": (_NUMBER, False),
+    "cache_key": ((str,), False),
+    "outputs": ((dict,), False),
+    "error": ((dict,), False),
+    "mlflow_run_id": ((str,), False),
+    "cached_from": ((str,), False),
+}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a whole number",
+               float: "a number", bool: "true/false", type(None): "null"}
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _schema_problem(data: Any, schema: dict[str, tuple[tuple[type, ...], bool]], subject: str) -> str | None:
+    if not isinstance(data, dict):
+        return f"{subject} is {_json_kind(data)}, not a JSON object"
+    for key, (types, required) in schema.items():
+        if key not in data:
+            if required:
+                return f"{subject} has no '{key}' key"
+            continue
+        value = data[key]
+        if value is None and not required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):  # `true` is no pid or time
+            wanted = " or ".join(_JSON_NAMES[t] for t in types)
+            return f"'{key}' of {subject} is {_json_kind(value)}, expected {wanted}"
+    return None
+
+
+def state_problem(data: Any, run_id: str) -> str | None:
+    """What makes ``data`` (parsed run.json of run ``run_id``) unusable, or None if it is valid."""
+    if not isinstance(data, dict):
+        return f"the file holds {_json_kind(data)}, not a JSON object"
+    problem = _schema_problem(data, _RUN_SCHEMA, "the run")
+    if problem:
+        return problem
+    if data["run_id"] != run_id:
+        return f"'run_id' is {data['run_id']!r} but the run's folder is named {run_id!r}"
+    if data.get("status", "queued") not in RUN_STATUSES:
+        return f"'status' is {data['status']!r}, expected one of {', '.join(RUN_STATUSES)}"
+    for name, step in (data.get("steps") or {}).items():
+        problem = _schema_problem(step, _STEP_SCHEMA, f"step '{name}'")
+        if problem:
+            return problem
+        if step.get("status", "pending") not in STEP_STATUSES:
+            return (f"'status' of step '{name}' is {step['status']!r}, "
+                    f"expected one of {', '.join(STEP_STATUSES)}")
+    return None
+
+
+@dataclass
+class UnreadableRun:
+    """A listing entry for a run folder whose run.json cannot be read (see RunUnreadableError)."""
+
+    run_id: str
+    path: str
+    reason: str
+    message: str
+    fix: str
+    created_at: float
+    status: str = "unreadable"
+
+    @classmethod
+    def from_error(cls, error: RunUnreadableError) -> UnreadableRun:
+        return cls(error.run_id, str(error.path), error.problem, str(error), error.fix,
+                   _created_from_id(error.run_id, error.path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "path": self.path, "reason": self.reason,
+                "message": self.message, "fix": self.fix, "created_at": self.created_at}
+
+
+def _created_from_id(run_id: str, path: Path) -> float:
+    """Creation time of a run from its id (``20261127T105501-...``), else run.json's mtime."""
+    try:
+        return float(calendar.timegm(time.strptime(run_id.partition("-")[0], "%Y%m%dT%H%M%S")))
+    except ValueError:
+        pass
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 # --------------------------------------------------------------------------- outputs helpers
 
 
@@ -337,6 +471,16 @@ def pid_running(pid: int | None) -> bool:
         return True
 
 
+def shown_status(state: RunState, alive: bool | None = None) -> str:
+    """The one status rule of `scanflow runs` (table and --json) and the server: a run left
+    `running` whose runner is gone (``alive``, default: its pid is running) was `interrupted`."""
+    if state.status != "running":
+        return state.status
+    if alive is None:
+        alive = pid_running(state.pid)
+    return "running" if alive else "interrupted"
+
+
 def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value in (".", ".."):
         raise StoreError(f"invalid {what} {value!r}: use letters, digits, '_', '-' and '.'")
@@ -394,7 +538,8 @@ class RunStore:
         atomic_write_bytes(path, data, fsync=True)
 
     def read_state(self, run_id: str) -> RunState:
-        """Read a run's state; :class:`RunNotFoundError` if the run does not exist."""
+        """Read a run's state: :class:`RunNotFoundError` if the run does not exist,
+        :class:`RunUnreadableError` if its run.json is garbage, truncated or of the wrong schema."""
         path = self.state_path(run_id)
         try:
             raw = path.read_bytes()
@@ -403,13 +548,38 @@ class RunStore:
                 f"no run '{run_id}' in the run store {self.root}; "
                 "see the existing runs with `scanflow runs`"
             ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise RunNotFoundError(f"no run '{run_id[:80]}…': the id is too long") from None
+            raise RunUnreadableError(run_id, path, f"it cannot be read ({exc.strerror})") from None
+        if not raw.strip():
+            raise RunUnreadableError(run_id, path, "the file is empty")
         try:
-            return RunState.from_dict(json.loads(raw))
+            data = json.loads(raw)
+        except RecursionError:
+            raise RunUnreadableError(run_id, path, "it is not valid JSON (nested too deeply)") from None
+        except ValueError as exc:
+            raise RunUnreadableError(
+                run_id, path, f"it is not valid JSON, truncated or overwritten? ({exc})"
+            ) from None
+        problem = state_problem(data, run_id)
+        if problem:
+            raise RunUnreadableError(run_id, path, problem)
+        try:
+            return RunState.from_dict(data)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StoreError(f"the state of run '{run_id}' ({path}) is unreadable: {exc}") from exc
+            raise RunUnreadableError(run_id, path, f"{type(exc).__name__}: {exc}") from exc
 
     def list_runs(self, limit: int | None = None) -> list[RunState]:
-        """Runs, newest first (by ``created_at``); folders without a readable run.json are skipped."""
+        """Readable runs, newest first (by ``created_at``); folders without run.json are skipped."""
+        return [r for r in self._scan(limit, unreadable=False) if isinstance(r, RunState)]
+
+    def list_entries(self, limit: int | None = None) -> list[RunState | UnreadableRun]:
+        """Like :meth:`list_runs`, but runs whose run.json is unreadable are listed as
+        :class:`UnreadableRun` (status ``unreadable``) instead of being left out."""
+        return self._scan(limit, unreadable=True)
+
+    def _scan(self, limit: int | None, unreadable: bool) -> list[RunState | UnreadableRun]:
         try:
             names = [
                 entry.name
@@ -419,14 +589,18 @@ class RunStore:
         except FileNotFoundError:
             return []
         names.sort(reverse=True)
-        runs: list[RunState] = []
+        runs: list[RunState | UnreadableRun] = []
         boundary: str | None = None  # timestamp part of the id that filled the limit
         for name in names:
             if boundary is not None and name.partition("-")[0] != boundary:
                 break  # ids sort by second; runs of the same second are all read, then sorted
             try:
                 runs.append(self.read_state(name))
-            except StoreError:
+            except RunUnreadableError as exc:
+                if not unreadable:
+                    continue
+                runs.append(UnreadableRun.from_error(exc))
+            except StoreError:  # no run.json (yet): a reserved id, not a run
                 continue
             if limit is not None and boundary is None and len(runs) >= limit:
                 boundary = name.partition("-")[0]

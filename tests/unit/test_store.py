@@ -17,10 +17,13 @@ from scanflow_jupyter.data.store import (
     RunNotFoundError,
     RunState,
     RunStore,
+    RunUnreadableError,
     StepError,
     StepState,
     StoreError,
+    UnreadableRun,
     output_entry,
+    shown_status,
 )
 
 
@@ -172,6 +175,117 @@ def test_unreadable_state_is_a_store_error(tmp_path):
     store.state_path("r1").write_text("{ not json")
     with pytest.raises(StoreError, match="unreadable"):
         store.read_state("r1")
+
+
+RUN = "20260101T000000-aaaaaa"
+
+
+def _valid_doc() -> dict:
+    return make_state(RUN).to_dict()
+
+
+def _with(**changes) -> bytes:
+    doc = _valid_doc()
+    for key, value in changes.items():
+        if value is KeyError:
+            del doc[key]
+        else:
+            doc[key] = value
+    return json.dumps(doc).encode()
+
+
+def _step_with(**changes) -> bytes:
+    doc = _valid_doc()
+    doc["steps"]["train"].update(changes)
+    return json.dumps(doc).encode()
+
+
+# content of run.json -> what the message must say is wrong
+CORRUPT_STATES = [
+    ("garbage", b"\x00\xff garbage", "not valid JSON"),
+    ("truncated", json.dumps(make_state(RUN).to_dict()).encode()[:200], "truncated"),
+    ("empty", b"", "the file is empty"),
+    ("blank", b"  \n", "the file is empty"),
+    ("list", b"[1, 2]", "holds a list, not a JSON object"),
+    ("null", b"null", "holds null"),
+    ("deep", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ("missing_key", _with(run_id=KeyError), "has no 'run_id' key"),
+    ("wrong_type", _with(created_at="yesterday"), "'created_at' of the run is a string, expected"),
+    ("bool_pid", _with(pid=True), "'pid' of the run is true/false"),
+    ("steps_list", _with(steps=[1]), "'steps' of the run is a list, expected an object"),
+    ("bad_status", _with(status="banana"), "'status' is 'banana', expected one of"),
+    ("other_run_id", _with(run_id="20990101T000000-ffffff"), "folder is named"),
+    ("step_not_object", _with(steps={"a": "x"}), "step 'a' is a string, not a JSON object"),
+    ("step_bad_status", _step_with(status="melted"), "'status' of step 'train' is 'melted'"),
+    ("step_attempts", _step_with(attempts="2"), "'attempts' of step 'train' is a string"),
+    ("step_error_type", _step_with(error=["x"]), "'error' of step 'train' is a list"),
+]
+
+
+@pytest.mark.parametrize(("content", "wanted"), [c[1:] for c in CORRUPT_STATES],
+                         ids=[c[0] for c in CORRUPT_STATES])
+def test_corrupt_run_json_is_unreadable_with_file_problem_and_fix(tmp_path, content, wanted):
+    store = RunStore(tmp_path)
+    store.run_dir(RUN).mkdir()
+    store.state_path(RUN).write_bytes(content)
+    with pytest.raises(RunUnreadableError) as info:
+        store.read_state(RUN)
+    err = info.value
+    assert isinstance(err, StoreError) and not isinstance(err, RunNotFoundError)
+    assert str(store.state_path(RUN)) in str(err) and wanted in str(err), str(err)
+    assert "unreadable" in str(err) and "start a new run" in err.fix and str(store.run_dir(RUN)) in err.fix
+
+
+def test_unreadable_because_of_permissions(tmp_path):
+    store = RunStore(tmp_path)
+    store.write_state(make_state(RUN))
+    store.state_path(RUN).unlink()
+    store.state_path(RUN).mkdir()  # a directory where the file should be: EISDIR, not "missing"
+    with pytest.raises(RunUnreadableError, match="cannot be read"):
+        store.read_state(RUN)
+
+
+def test_an_overlong_run_id_is_not_found_not_an_os_error(tmp_path):
+    with pytest.raises(RunNotFoundError, match="too long"):
+        RunStore(tmp_path).read_state("a" * 300)
+
+
+def test_the_valid_document_passes_the_schema(tmp_path):
+    store = RunStore(tmp_path)
+    store.write_state(make_state(RUN))
+    assert store.read_state(RUN) == make_state(RUN)
+
+
+def test_list_entries_shows_unreadable_runs_list_runs_skips_them(tmp_path):
+    store = RunStore(tmp_path)
+    store.write_state(make_state("20260101T000000-aaaaaa", created_at=1767225600.0))
+    (tmp_path / "20260101T000005-bbbbbb").mkdir()
+    (tmp_path / "20260101T000005-bbbbbb" / "run.json").write_text("{ truncated")
+    (tmp_path / "20260101T000009-cccccc").mkdir()  # reserved id, no run.json yet: not a run
+    entries = store.list_entries()
+    assert [e.run_id for e in entries] == ["20260101T000005-bbbbbb", "20260101T000000-aaaaaa"]
+    bad = entries[0]
+    assert isinstance(bad, UnreadableRun) and bad.status == "unreadable"
+    doc = bad.to_dict()
+    assert doc["status"] == "unreadable" and "not valid JSON" in doc["reason"]
+    assert doc["path"].endswith("run.json") and doc["fix"] and doc["message"].startswith("the state of run")
+    assert doc["created_at"] == 1767225605.0  # from the id
+    assert [r.run_id for r in store.list_runs()] == ["20260101T000000-aaaaaa"]
+    assert [e.run_id for e in store.list_entries(limit=1)] == ["20260101T000005-bbbbbb"]
+
+
+def test_shown_status_one_rule_for_dead_runners(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: this pid is gone
+    dead = make_state(RUN, status="running", pid=proc.pid)
+    assert shown_status(dead) == "interrupted"
+    assert shown_status(make_state(RUN, status="running", pid=os.getpid())) == "running"
+    assert shown_status(make_state(RUN, status="running", pid=None)) == "interrupted"
+    assert shown_status(make_state(RUN, status="running", pid=os.getpid()), alive=False) == "interrupted"
+    assert shown_status(make_state(RUN, status="failed", pid=proc.pid)) == "failed"
 
 
 def test_crash_while_writing_state_keeps_the_previous_run_json(tmp_path, monkeypatch):
