@@ -120,20 +120,25 @@ def _step_requirements(app: Any) -> dict[str, Any]:
 @click.argument("notebook", type=click.Path())
 @click.option("--backend", default="local", show_default=True, help="Where steps run (a registered backend).")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a pipeline parameter.")
+@click.option("--params-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="A JSON object {name: value} of parameter overrides (-p wins); how the server passes them.")
 @click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable); upstream outputs come from the cache or the store.")
 @click.option("--resume", metavar="RUN_ID", help="Re-run only the steps of RUN_ID that did not succeed.")
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Steps running at once (default: CPU count).")
 @click.option("--no-cache", is_flag=True, help="Ignore cached step outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the live view.")
-def run(notebook: str, backend: str, params: tuple[str, ...], only: tuple[str, ...], resume: str | None,
-        max_parallel: int | None, no_cache: bool, as_json: bool) -> None:
+def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str | None, only: tuple[str, ...],
+        resume: str | None, max_parallel: int | None, no_cache: bool, as_json: bool) -> None:
     """Run NOTEBOOK as a pipeline of isolated, cached, parallel steps."""
+    from scanflow_jupyter.cli_view import load_params_file, print_unreadable_run
+    from scanflow_jupyter.data.store import RunUnreadableError
     from scanflow_jupyter.runtime.backends import UnknownBackendError
     from scanflow_jupyter.runtime.runner import EXIT_INVALID, InvalidApplication, run_notebook
 
+    overrides = {**load_params_file(params_file), **_parse_params(params)} if params_file else _parse_params(params)
     view = None if as_json else _live_view()
     try:
-        result = run_notebook(notebook, params=_parse_params(params), only=list(only), resume=resume,
+        result = run_notebook(notebook, params=overrides, only=list(only), resume=resume,
                               max_parallel=max_parallel, no_cache=no_cache, backend=backend,
                               on_event=view.on_event if view else None)
     except InvalidApplication as exc:
@@ -145,6 +150,12 @@ def run(notebook: str, backend: str, params: tuple[str, ...], only: tuple[str, .
         sys.exit(EXIT_INVALID)
     except UnknownBackendError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    except RunUnreadableError as exc:  # --resume of a run whose run.json is broken: nothing ran
+        if view:
+            view.stop()
+            view = None
+        print_unreadable_run(exc, as_json)
         sys.exit(EXIT_INVALID)
     finally:
         if view:
@@ -176,32 +187,12 @@ def _print_summary(result: Any) -> None:
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def runs(limit: int, as_json: bool) -> None:
-    """List recent pipeline runs of the run store in this folder."""
+    """List recent pipeline runs of the run store in this folder (`unreadable`: broken run.json)."""
+    from scanflow_jupyter.cli_view import print_runs
     from scanflow_jupyter.data.store import RunStore
     from scanflow_jupyter.tracking import scanflow_home
 
-    states = RunStore(scanflow_home() / "runs").list_runs(limit=limit)
-    if as_json:
-        click.echo(json.dumps([s.to_dict() for s in states], indent=2, default=str))
-        return
-    from rich.table import Table
-
-    table = Table("run id", "app", "status", "steps", "notebook")
-    for s in states:
-        counts: dict[str, int] = {}
-        for step in s.steps.values():
-            counts[step.status] = counts.get(step.status, 0) + 1
-        table.add_row(s.run_id, s.app, _shown_status(s), ", ".join(f"{n} {k}" for k, n in counts.items()), Path(s.notebook).name)
-    _console().print(table)
-
-
-def _shown_status(state: Any) -> str:
-    """A run left `running` by a runner process that no longer exists was interrupted."""
-    from scanflow_jupyter.data.store import pid_running
-
-    if state.status == "running" and state.pid and not pid_running(state.pid):
-        return "interrupted (resume with --resume)"
-    return state.status
+    print_runs(RunStore(scanflow_home() / "runs").list_entries(limit=limit), as_json, _console())
 
 
 from scanflow_jupyter.cli_agents import agents  # noqa: E402 - registered after `main` exists

@@ -84,3 +84,82 @@ class LiveRunView:
     def stop(self) -> None:
         self.live.stop()
         self.console.print()
+
+
+# --------------------------------------------------------------------------- `scanflow runs` and run errors
+
+
+def print_runs(entries: list[Any], as_json: bool, console: Any) -> None:
+    """`scanflow runs`: the table and --json show the same status (data.store.shown_status)."""
+    import json
+
+    import click
+
+    from scanflow_jupyter.data.store import UnreadableRun, shown_status
+
+    if as_json:
+        docs = [e.to_dict() if isinstance(e, UnreadableRun) else {**e.to_dict(), "status": shown_status(e)}
+                for e in entries]
+        click.echo(json.dumps(docs, indent=2, default=str))
+        return
+    from pathlib import Path
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("run id", "app", "status", "steps", "notebook")
+    hints: list[str] = []
+    for e in entries:
+        if isinstance(e, UnreadableRun):
+            table.add_row(e.run_id, "-", "[red]unreadable[/red]", "-", "-")
+            hints.append(f"[red]unreadable[/red] {escape(e.message)}\n  [dim]fix:[/dim] {escape(e.fix)}")
+            continue
+        counts: dict[str, int] = {}
+        for step in e.steps.values():
+            counts[step.status] = counts.get(step.status, 0) + 1
+        status = shown_status(e)
+        table.add_row(e.run_id, escape(e.app), status, ", ".join(f"{n} {k}" for k, n in counts.items()),
+                      escape(Path(e.notebook).name))
+        if status == "interrupted" and not any("interrupted" in h for h in hints):
+            hints.append("[dim]interrupted runs: their runner died; re-run what did not succeed with "
+                         "`scanflow run NOTEBOOK --resume RUN_ID`[/dim]")
+    console.print(table)
+    for hint in hints:
+        console.print(hint)
+
+
+def print_unreadable_run(exc: Any, as_json: bool) -> None:
+    """`scanflow run --resume ID` of a run whose run.json is broken: one message, no traceback."""
+    import json
+
+    import click
+
+    if as_json:
+        message = {"severity": "error", "code": "unreadable-run", "cell": None, "text": str(exc), "fix": exc.fix}
+        click.echo(json.dumps({"status": "invalid", "messages": [message]}, indent=2))
+    else:
+        click.echo(f"error: {exc}\n  fix: {exc.fix}\nnothing was run", err=True)
+
+
+def load_params_file(path: str) -> dict[str, Any]:
+    """`--params-file FILE`: a JSON object {parameter name: value}; click.BadParameter (exit 2) if not."""
+    import json
+    from pathlib import Path
+
+    import click
+
+    hint = "--params-file"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                                 param_hint=hint) from None
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise click.BadParameter(f"{path} is not JSON ({str(exc)[:200]}); write an object such as "
+                                 '{"lr": 0.1, "name": "x"}', param_hint=hint) from None
+    if not isinstance(doc, dict) or not all(isinstance(k, str) and k.isidentifier() for k in doc):
+        raise click.BadParameter(f"{path} must hold a JSON object whose keys are parameter names, "
+                                 'e.g. {"lr": 0.1, "name": "x"}', param_hint=hint)
+    return doc
