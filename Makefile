@@ -10,12 +10,14 @@ TUTORIAL := tutorials/mnist/mnist.ipynb
 EXAMPLES := notebooks/linear_chain.ipynb notebooks/diamond.ipynb notebooks/parameterised.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-examples test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down js lab jest galata js-clean
+.PHONY: help install run run-examples setup-test test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down js lab jest galata js-clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "installing python3-venv (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -30,7 +32,10 @@ run: $(STAMP) ## Set up, then run the tutorial notebook as a pipeline (local run
 run-examples: $(STAMP) ## Run the small example notebooks as pipelines
 	@for nb in $(EXAMPLES); do echo "== scanflow run $$nb"; $(BIN)/scanflow run $$nb || exit $$?; done
 
-test: $(STAMP) lint js ## Set up, then run every test (nbval; unit, integration, bad inputs, server; Jest; Galata)
+setup-test: $(STAMP) ## Install/build what the tests need: apt packages, Docker Engine, Go, test cluster, Galata deps
+	scripts/setup-test.sh
+
+test: setup-test lint js ## Set up everything, then run every test (nbval; unit, integration, bad inputs, server; Jest; Galata)
 	$(BIN)/pytest -q --nbval-lax notebooks/ tutorials/
 	$(BIN)/pytest -q tests/unit tests/integration tests/bad_inputs tests/server
 	cd labextension && $(JSENV) jlpm test
@@ -70,7 +75,7 @@ base-image: $(STAMP) docker ## Build the offline base image for machines without
 	$(BIN)/scanflow build-base
 
 k8s-build: ## Build the local Kubernetes control plane from the Go module proxy (cached in ~/.cache/scanflow/k8s)
-	tests/k8s/cluster.sh build
+	PATH="$$PATH:/usr/local/go/bin" tests/k8s/cluster.sh build
 
 k8s-up: k8s-build ## Start the local Kubernetes control plane (prints export KUBECONFIG=...)
 	tests/k8s/cluster.sh up

@@ -7,14 +7,18 @@ A cluster this session started is stopped at the end unless SCANFLOW_K8S_KEEP=1;
 already running is left alone. If the cluster cannot come up the fixture fails in CI (CI=true)
 and skips elsewhere, with the failing component's log tail as the reason.
 
-`cluster.sh up` builds the binaries first when they are not cached (tens of minutes the first
-time): run `tests/k8s/cluster.sh build` beforehand so the build is not charged to a test.
+No test builds the cluster: the binaries come from `make setup-test` (`tests/k8s/cluster.sh
+build`, tens of minutes the first time). When they are missing the fixture fails (CI) / skips at
+once, naming that fix; and `up` runs with a `go` that refuses to build, so a part the stamp check
+does not know about cannot start a build inside a test either.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,8 @@ import pytest
 
 CLUSTER_SH = Path(__file__).resolve().with_name("cluster.sh")
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-UP_TIMEOUT = float(os.environ.get("SCANFLOW_K8S_UP_TIMEOUT", "3600"))
+UP_TIMEOUT = float(os.environ.get("SCANFLOW_K8S_UP_TIMEOUT", "900"))
+BUILD_FIX = "run `make setup-test` (or `tests/k8s/cluster.sh build`) before the tests"
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,35 @@ class K8sCluster:
                                *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def cluster_sh(command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cluster_sh(command: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `cluster.sh COMMAND` with this process's environment (SCANFLOW_K8S_DIR etc.)."""
     return subprocess.run(["bash", str(CLUSTER_SH), command], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, env=env)
+
+
+def unbuilt_parts(script: Path = CLUSTER_SH) -> list[str]:
+    """Parts of the cluster (`stamp_ok PART "$VERSION" BINARY...` in cluster.sh) not built yet."""
+    text = script.read_text(encoding="utf-8")
+    versions = dict(re.findall(r"^([A-Z0-9_]+_VERSION)=(\S+)", text, re.M))
+    cache = Path(os.environ.get("SCANFLOW_K8S_CACHE") or Path.home() / ".cache" / "scanflow" / "k8s")
+    bin_dir = cache / versions.get("K8S_VERSION", "?") / "bin"
+    missing = []
+    for part, var, binaries in re.findall(r'stamp_ok (\S+) "\$(\w+)"((?: [\w.-]+)*)', text):
+        stamp = bin_dir / f".{part}.version"
+        built = (stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == versions.get(var)
+                 and all(os.access(bin_dir / b, os.X_OK) for b in binaries.split()))
+        if not built:
+            missing.append(f"{part} {versions.get(var, '?')} (in {bin_dir})")
+    return missing
+
+
+def _no_build_env(tmp: Path) -> dict[str, str]:
+    """This environment with a `go` first on PATH that refuses: `up` must never build."""
+    shim = tmp / "go"
+    shim.write_text(f"#!/bin/sh\necho 'a test must not build the test cluster: {BUILD_FIX}' >&2\nexit 1\n",
+                    encoding="utf-8")
+    shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{tmp}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def _unavailable(reason: str) -> None:
@@ -76,11 +106,15 @@ def _tail(text: str, lines: int = 40) -> str:
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[K8sCluster]:
     """The local control plane (etcd, kube-*, kwok, Argo workflow-controller) for this session."""
+    missing = unbuilt_parts()
+    if missing:
+        _unavailable(f"the test cluster is not built ({'; '.join(missing)}): {BUILD_FIX}")
     was_running = cluster_sh("status").returncode == 0
-    try:
-        up = cluster_sh("up", timeout=UP_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        _unavailable(f"`{CLUSTER_SH} up` did not finish: {exc}")
+    with tempfile.TemporaryDirectory(prefix="scanflow-no-go-") as tmp:
+        try:
+            up = cluster_sh("up", timeout=UP_TIMEOUT, env=_no_build_env(Path(tmp)))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _unavailable(f"`{CLUSTER_SH} up` did not finish: {exc}")
     if up.returncode != 0:
         _unavailable(f"`{CLUSTER_SH} up` exited {up.returncode}:\n{_tail(up.stderr)}")
     env = _exports(up.stdout)
