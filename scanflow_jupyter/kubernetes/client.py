@@ -41,6 +41,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"):
         Resource("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     ("apps/v1", "Deployment"): Resource("/apis/apps/v1", "deployments", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): Resource("/apis/networking.k8s.io/v1", "networkpolicies", True),
     ("autoscaling/v2", "HorizontalPodAutoscaler"):
         Resource("/apis/autoscaling/v2", "horizontalpodautoscalers", True),
     ("discovery.k8s.io/v1", "EndpointSlice"): Resource("/apis/discovery.k8s.io/v1", "endpointslices", True),

@@ -4,6 +4,9 @@
   then server-side apply kind by kind in dependency order. Each object is reported `created`,
   `configured` or `unchanged` (its resourceVersion before and after): a second deploy of the
   same notebook reports everything `unchanged`.
+  The agent token Secret is the exception: it is created (POST) with a random `token` when it
+  is missing and left alone when it has one, so a re-deploy never rotates it and no manifest,
+  export or dry-run output ever holds the value.
 * `undeploy`: delete what deploy created — the objects of the known kinds labelled
   `scanflow.io/app` + `scanflow.io/team` (+ managed-by scanflow), then the namespace.
 * `status`: readiness of every object the notebook declares.
@@ -11,13 +14,16 @@
 
 from __future__ import annotations
 
+import base64
+import copy
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from scanflow_jupyter.kubernetes import manifests as mf
-from scanflow_jupyter.kubernetes.client import FIELD_MANAGER, Cluster, ClusterError
+from scanflow_jupyter.kubernetes.client import FIELD_MANAGER, Cluster, ClusterError, object_path
 from scanflow_jupyter.kubernetes.config import DeployConfig
 from scanflow_jupyter.kubernetes.validation import check_all
 from scanflow_jupyter.model import Application
@@ -28,7 +34,8 @@ Manifest = mf.Manifest
 OWNED_KINDS = [("argoproj.io/v1alpha1", "Workflow"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
                ("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "PersistentVolumeClaim"),
                ("v1", "ConfigMap"), ("v1", "Secret"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-               ("rbac.authorization.k8s.io/v1", "Role"), ("v1", "ServiceAccount")]
+               ("networking.k8s.io/v1", "NetworkPolicy"), ("rbac.authorization.k8s.io/v1", "Role"),
+               ("v1", "ServiceAccount")]
 PARALLEL = 8
 
 
@@ -102,9 +109,46 @@ def _levels(manifests: list[Manifest]) -> list[list[Manifest]]:
     return out
 
 
+def _create_generated(cluster: Cluster, m: Manifest, keys: list[str], dry_run: bool,
+                      before: dict[str, Any] | None) -> str:
+    """Create a Secret whose `keys` get random values now (the agent token), unless it has them.
+
+    The value exists only in this request and the cluster: it is never in a manifest, an
+    export or a dry-run output, and a re-deploy keeps it (no server-side apply ever owns it).
+    """
+    have = (before or {}).get("data") or {}
+    if before is not None and all(have.get(k) for k in keys):
+        return "unchanged"
+    body = copy.deepcopy(m)
+    body["data"] = {**have, **{k: base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
+                               for k in keys if not have.get(k)}}
+    meta = m["metadata"]
+    query = [("fieldManager", FIELD_MANAGER)] + ([("dryRun", "All")] if dry_run else [])
+    if before is None:
+        try:
+            cluster.request("POST", object_path(m["kind"], m["apiVersion"], None, meta.get("namespace")),
+                            body=body, query=query, obj=mf.describe(m), action="creating")
+        except ClusterError as exc:
+            if exc.status != 409:  # 409: a concurrent deploy created it first: keep that token
+                raise
+            return "unchanged"
+        return "created"
+    body["metadata"]["resourceVersion"] = before["metadata"]["resourceVersion"]
+    cluster.request("PUT", object_path(m["kind"], m["apiVersion"], meta["name"], meta.get("namespace")),
+                    body=body, query=query, obj=mf.describe(m), action="updating")
+    return "configured"
+
+
 def _apply_one(cluster: Cluster, m: Manifest, dry_run: bool, namespace_exists: bool) -> ObjectResult:
     meta = m["metadata"]
     result = ObjectResult(m["kind"], meta["name"], meta.get("namespace"), "created")
+    keys = mf.generated_keys(m)
+    if keys:
+        if dry_run and not namespace_exists:
+            return result
+        before = cluster.get_manifest(m) if namespace_exists else None
+        result.action = _create_generated(cluster, m, keys, dry_run, before)
+        return result
     before = cluster.get_manifest(m) if (namespace_exists or m["kind"] == "Namespace") else None
     if dry_run and not namespace_exists and m["kind"] != "Namespace":
         return result  # the namespace does not exist yet: the server cannot dry-run it

@@ -1,10 +1,14 @@
 """Pure functions: an `Application` and a `DeployConfig` -> the manifests of its team environment.
 
-`build_manifests` returns plain dicts in dependency order (DESIGN.md §4): Namespace,
-ServiceAccount, Role, RoleBinding, Secret, ConfigMaps, PVC, the MLflow tracker (Deployment +
-ClusterIP Service), one Deployment + Service per agent, and one Deployment + Service +
-HorizontalPodAutoscaler per `%%service`. Nothing here talks to a cluster; names that Kubernetes
-would refuse are left for `validation` to report (object, field, fix).
+`build_manifests` returns plain dicts in dependency order (DESIGN.md §4): Namespace (labelled to
+enforce Pod Security `restricted`), ServiceAccount, Role, RoleBinding, NetworkPolicy (agents and
+tracker reachable only from the team namespace), Secrets (tracker credentials; the agent token
+Secret without data: `environment.deploy` generates the token), ConfigMaps, PVC, the MLflow
+tracker (Deployment + ClusterIP Service), one Deployment + Service per agent, and one Deployment +
+Service + HorizontalPodAutoscaler per `%%service`. Every pod runs as a non-root numeric user
+with no privilege escalation, no capabilities and the runtime's default seccomp profile.
+Nothing here talks to a cluster; names that Kubernetes would refuse are left for `validation`
+to report (object, field, fix).
 """
 
 from __future__ import annotations
@@ -40,9 +44,22 @@ TRACKER_PVC = "mlflow-data"
 AGENT_HOME = "/var/lib/scanflow"
 AGENT_SPEC_DIR = "/etc/scanflow/agent"
 SERVICE_COMMAND_MODULE = "scanflow_jupyter.serving"
+AGENT_TOKEN_SECRET = "scanflow-agent-token"  # key `token`: generated at apply time, never in a manifest
+AGENT_TOKEN_KEY = "token"
+NETWORK_POLICY = "scanflow-team-only"
+# Set on a manifest whose data keys `deploy` fills with random values when they are missing.
+ANNOTATION_GENERATED = "scanflow.io/generated-keys"
+# Pod Security `restricted` (https://kubernetes.io/docs/concepts/security/pod-security-standards/):
+# every pod runs as this numeric non-root user (images may declare a named or no user) with HOME
+# in /tmp; the team namespace enforces the profile.
+RUN_AS_USER = 1000
+POD_HOME = "/tmp"
+POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}{suffix}": value
+                       for mode in ("enforce", "warn", "audit")
+                       for suffix, value in (("", "restricted"), ("-version", "latest"))}
 
 # Kinds in the order they are applied (deleted in reverse); the namespace comes first.
-KIND_ORDER = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap",
+KIND_ORDER = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Secret", "ConfigMap",
               "PersistentVolumeClaim", "Service", "Deployment", "HorizontalPodAutoscaler")
 
 # What agents and pipelines need in their own namespace, and nothing more (no secrets, no
@@ -151,7 +168,20 @@ def _meta(app: Application, config: DeployConfig, name: str, component: str, nam
 
 def _container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}}
+            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def pod_security(volumes: bool = False) -> dict[str, Any]:
+    """The pod-level securityContext of Pod Security `restricted` (fsGroup: volumes writable by the user)."""
+    out: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                           "seccompProfile": {"type": "RuntimeDefault"}}
+    if volumes:
+        out.update(fsGroup=RUN_AS_USER, fsGroupChangePolicy="OnRootMismatch")
+    return out
+
+
+def _home_env() -> dict[str, str]:
+    return {"name": "HOME", "value": POD_HOME}
 
 
 def _probe(path: str, port: str, initial: int, period: int, host: str | None = None) -> dict[str, Any]:
@@ -188,8 +218,9 @@ def _deployment(app: Application, config: DeployConfig, name: str, component: st
 
 def namespace(app: Application, config: DeployConfig) -> Manifest:
     ns = namespace_name(app, config)
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": _meta(app, config, ns, "environment", namespaced=False)}
+    meta = _meta(app, config, ns, "environment", namespaced=False)
+    meta["labels"].update(POD_SECURITY_LABELS)
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
 def rbac(app: Application, config: DeployConfig) -> list[Manifest]:
@@ -210,6 +241,25 @@ def secret(app: Application, config: DeployConfig) -> Manifest:
     data = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(config.secret_data().items())}
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": _meta(app, config, SECRET, "config"), "data": data}
+
+
+def agent_token_secret(app: Application, config: DeployConfig) -> Manifest:
+    """The agents' shared bearer token: a Secret WITHOUT data here; `deploy` creates it with a random
+    `token` when it is missing and never rotates it (so nothing that prints manifests shows it)."""
+    meta = _meta(app, config, AGENT_TOKEN_SECRET, "agent")
+    meta["annotations"] = {ANNOTATION_GENERATED: AGENT_TOKEN_KEY}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta}
+
+
+def network_policy(app: Application, config: DeployConfig) -> Manifest:
+    """Agents and the tracker accept connections only from pods of the team namespace."""
+    match = {k: v for k, v in labels(app, config, "", "").items() if k in (LABEL_APP, LABEL_TEAM)}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(app, config, NETWORK_POLICY, "network"),
+            "spec": {"podSelector": {"matchLabels": match, "matchExpressions": [
+                         {"key": "app.kubernetes.io/component", "operator": "In", "values": ["agent", "tracker"]}]},
+                     "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": {}}]}]}}
 
 
 def env_configmap(app: Application, config: DeployConfig) -> Manifest:
@@ -258,6 +308,7 @@ def tracker(app: Application, config: DeployConfig) -> list[Manifest]:
         {"name": "BACKEND_STORE_URI",
          "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "backend-store-uri"}}},
         {"name": "ARTIFACTS_DESTINATION", "value": artifacts},
+        _home_env(),
     ]
     if "aws-access-key-id" in config.secret_data():
         env += [{"name": "AWS_ACCESS_KEY_ID",
@@ -284,7 +335,7 @@ def tracker(app: Application, config: DeployConfig) -> list[Manifest]:
     if resources:
         container["resources"] = resources
     pod: dict[str, Any] = {"serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
-                           "containers": [container]}
+                           "securityContext": pod_security(volumes=config.needs_pvc), "containers": [container]}
     if config.needs_pvc:
         pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
                                     "resources": {"requests": {"storage": config.storage_size}}}
@@ -300,8 +351,15 @@ def tracker(app: Application, config: DeployConfig) -> list[Manifest]:
     return out
 
 
+def agent_hosts(app: Application, config: DeployConfig, a: Agent) -> list[str]:
+    """The Host names of agent `a`'s Service (what its peers may call it by)."""
+    name, ns = dns_label(a.name), namespace_name(app, config)
+    return [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+
+
 def agent(app: Application, config: DeployConfig, a: Agent) -> list[Manifest]:
-    """Deployment + Service of one agent (its HTTP service on port 8080, probes on /status)."""
+    """Deployment + Service of one agent (its HTTP service on port 8080, probes on the open /healthz;
+    every other route needs the bearer token of the `scanflow-agent-token` Secret)."""
     name = dns_label(a.name)
     container: dict[str, Any] = {
         "name": "agent", "image": image_for(app, config, a.name),
@@ -309,9 +367,13 @@ def agent(app: Application, config: DeployConfig, a: Agent) -> list[Manifest]:
                     "--host", "0.0.0.0", "--port", str(AGENT_PORT), "--state-dir", f"{AGENT_HOME}/state"],
         "ports": [{"name": "http", "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": ENV_CONFIGMAP}}],
-        "env": [{"name": "SCANFLOW_AGENT", "value": a.name}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
-        "readinessProbe": _probe("/status", "http", 3, 10),
-        "livenessProbe": _probe("/status", "http", 30, 20),
+        "env": [{"name": "SCANFLOW_AGENT", "value": a.name}, {"name": "PYTHONUNBUFFERED", "value": "1"},
+                _home_env(),
+                {"name": "SCANFLOW_AGENT_TOKEN",
+                 "valueFrom": {"secretKeyRef": {"name": AGENT_TOKEN_SECRET, "key": AGENT_TOKEN_KEY}}},
+                {"name": "SCANFLOW_AGENT_ALLOWED_HOSTS", "value": ",".join(agent_hosts(app, config, a))}],
+        "readinessProbe": _probe("/healthz", "http", 3, 10, host="localhost"),
+        "livenessProbe": _probe("/healthz", "http", 30, 20, host="localhost"),
         "volumeMounts": [{"name": "spec", "mountPath": AGENT_SPEC_DIR, "readOnly": True},
                          {"name": "home", "mountPath": AGENT_HOME}],
         "securityContext": _container_security(),
@@ -319,7 +381,8 @@ def agent(app: Application, config: DeployConfig, a: Agent) -> list[Manifest]:
     resources = config.agent_resources.to_manifest()
     if resources:
         container["resources"] = resources
-    pod = {"serviceAccountName": SERVICE_ACCOUNT, "containers": [container],
+    pod = {"serviceAccountName": SERVICE_ACCOUNT, "securityContext": pod_security(volumes=True),
+           "containers": [container],
            "volumes": [{"name": "spec", "configMap": {"name": AGENTS_CONFIGMAP,
                                                       "items": [{"key": f"{name}.json", "path": "spec.json"}]}},
                        {"name": "home", "emptyDir": {}}]}
@@ -342,6 +405,7 @@ def online_service(app: Application, config: DeployConfig, s: Service) -> list[M
         "name": "service", "image": image_for(app, config, s.name), "command": command,
         "ports": [{"name": "http", "containerPort": SERVICE_PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": ENV_CONFIGMAP}}],
+        "env": [_home_env()],
         "readinessProbe": _probe(probe_path, "http", 5, 10),
         "livenessProbe": _probe(probe_path, "http", 30, 20),
         "securityContext": _container_security(),
@@ -350,7 +414,7 @@ def online_service(app: Application, config: DeployConfig, s: Service) -> list[M
     if resources:
         container["resources"] = resources
     pod = {"serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
-           "containers": [container]}
+           "securityContext": pod_security(), "containers": [container]}
     replicas = max(1, s.replicas)
     hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
            "metadata": _meta(app, config, name, "service"),
@@ -366,15 +430,22 @@ def online_service(app: Application, config: DeployConfig, s: Service) -> list[M
 def build_manifests(app: Application, config: DeployConfig) -> list[Manifest]:
     """Every object of the team environment, in the order they must be applied."""
     targets(app)  # refuse name clashes first
-    out = [namespace(app, config), *rbac(app, config), secret(app, config), env_configmap(app, config)]
+    out = [namespace(app, config), *rbac(app, config), network_policy(app, config), secret(app, config),
+           env_configmap(app, config)]
     if app.agents:
-        out.append(agents_configmap(app, config))
+        out += [agent_token_secret(app, config), agents_configmap(app, config)]
     out += tracker(app, config)
     for a in app.agents:
         out += agent(app, config, a)
     for s in app.services:
         out += online_service(app, config, s)
     return order(out)
+
+
+def generated_keys(m: Manifest) -> list[str]:
+    """The data keys `deploy` generates for manifest `m` (the agent token Secret), else []."""
+    text = ((m.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_GENERATED, "")
+    return [k for k in text.split(",") if k]
 
 
 def order(manifests: list[Manifest]) -> list[Manifest]:

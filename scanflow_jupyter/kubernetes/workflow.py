@@ -23,13 +23,18 @@ dependents of a failed task). Each task's pod:
   namespace without a deployed team environment still runs (steps then track nowhere);
 * carries `--cpu/--memory/--gpu` as resources, `--retries` as `retryStrategy.limit`,
   `--timeout` as `activeDeadlineSeconds` (per attempt, as locally);
-* is labelled `scanflow.io/app`, `scanflow.io/team`, `scanflow.io/run-id`, `scanflow.io/step`.
+* is labelled `scanflow.io/app`, `scanflow.io/team`, `scanflow.io/run-id`, `scanflow.io/step`;
+* passes Pod Security `restricted`: the Workflow's pod securityContext (non-root numeric user,
+  fsGroup for the store volume, RuntimeDefault seccomp), the step container's own context (no
+  privilege escalation, no capabilities) and a `podSpecPatch` giving Argo's executor containers
+  (`init`, `wait`) the same, whatever the workflow-controller's executor configuration says.
 
 hera is imported lazily: the in-pod entry point never needs it.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -38,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.kubernetes.manifests import POD_HOME, RUN_AS_USER
 from scanflow_jupyter.kubernetes.manifests import dns_label as env_label
 from scanflow_jupyter.model import Application, Pipeline
 
@@ -57,6 +63,17 @@ LABEL_TEAM = "scanflow.io/team"
 LABEL_RUN_ID = "scanflow.io/run-id"
 LABEL_STEP = "scanflow.io/step"
 ANNOTATION_STEP = "scanflow.io/step-name"
+EXECUTOR_CONTAINERS = {"initContainers": "init", "containers": "wait"}  # Argo's own, per pod spec list
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                      "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def executor_patch() -> str:
+    """Argo's `podSpecPatch` (YAML) giving its executor containers the restricted securityContext."""
+    from scanflow_jupyter.kubernetes.yaml_text import dump
+
+    return dump({key: [{"name": name, "securityContext": copy.deepcopy(CONTAINER_SECURITY)}]
+                 for key, name in EXECUTOR_CONTAINERS.items()})
 
 
 class WorkflowCompileError(ValueError):
@@ -201,6 +218,7 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
             m.EnvVar(name="MLFLOW_EXPERIMENT_NAME", value=app.name),
             m.EnvVar(name="PYTHONUNBUFFERED", value="1"),
             m.EnvVar(name="MPLBACKEND", value="Agg"),
+            m.EnvVar(name="HOME", value=POD_HOME),
         ]
         env += secret_env
         env += [m.EnvVar(name=f"{PARAM_ENV_PREFIX}{p}", value=f"{{{{workflow.parameters.{p}}}}}") for p in params]
@@ -218,6 +236,9 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
             env=env,
             env_from=env_from,
             volume_mounts=[mount],
+            security_context=m.SecurityContext(
+                allow_privilege_escalation=False, capabilities=m.Capabilities(drop=["ALL"]), run_as_non_root=True,
+                seccomp_profile=m.SeccompProfile(type="RuntimeDefault")),
             resources=_resources(ex),
             retry_strategy=retry,
             active_deadline_seconds=math.ceil(ex.timeout) if ex.timeout else None,
@@ -250,6 +271,10 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
         annotations={"scanflow.io/notebook": Path(app.notebook).name},
         entrypoint=ENTRYPOINT,
         service_account_name=options.service_account,
+        security_context=m.PodSecurityContext(
+            run_as_non_root=True, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, fs_group=RUN_AS_USER,
+            fs_group_change_policy="OnRootMismatch", seccomp_profile=m.SeccompProfile(type="RuntimeDefault")),
+        pod_spec_patch=executor_patch(),
         arguments=[m.Parameter(name=p, value=_param_literal(v)) for p, v in params.items()] or None,
         volumes=volumes,
         volume_claim_templates=claims,

@@ -116,6 +116,24 @@ def test_credentials_only_as_secret_references(monkeypatch: pytest.MonkeyPatch) 
     assert not any("SECRET" in n or "PASSWORD" in n or "KEY" in n for n in plain)
 
 
+def test_every_pod_container_is_pod_security_restricted() -> None:
+    # the API server's admission of these pods is tested in tests/integration/test_k8s_pod_security.py
+    app, _ = load_application(ROOT / "notebooks" / "diamond.ipynb")
+    spec = _compile(app)["spec"]
+    assert spec["securityContext"] == {"fsGroup": 1000, "fsGroupChangePolicy": "OnRootMismatch", "runAsGroup": 1000,
+                                       "runAsNonRoot": True, "runAsUser": 1000,
+                                       "seccompProfile": {"type": "RuntimeDefault"}}
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+    patch = yaml.safe_load(spec["podSpecPatch"])  # Argo's executor containers, whatever its controller config
+    assert patch == {"initContainers": [{"name": "init", "securityContext": restricted}],
+                     "containers": [{"name": "wait", "securityContext": restricted}]}
+    for name, template in _templates(_compile(app)).items():
+        if "container" in template:
+            assert template["container"]["securityContext"] == restricted, name
+            assert {"name": "HOME", "value": "/tmp"} in template["container"]["env"], name
+
+
 def test_parameters_are_workflow_arguments_read_back_as_literals() -> None:
     app, _ = load_application(ROOT / "notebooks" / "parameterised.ipynb")
     wf = _compile(app, params={"n_rows": 3, "label": "it's"})
