@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -17,8 +18,11 @@ _SECRET_QUERY_KEYS = frozenset({
     "password", "passwd", "pwd", "secret", "token", "access_token", "api_key", "apikey", "key",
     "sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "sslpassword",
 })
-# environment variables whose value is a secret as a whole
-_SECRET_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|CREDENTIAL|PRIVATE_KEY)", re.I)
+# environment variables whose value is a secret as a whole: the keyword ends the name or one of its
+# `_` parts (PGPASSWORD, AWS_SECRET_ACCESS_KEY, HF_TOKEN), so TOKENIZERS_PARALLELISM is not one
+_SECRET_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|CREDENTIALS?|PRIVATE_KEY)(_|$)", re.I)
+# values that are never secrets, however their variable is named (flags, placeholders)
+_NOT_SECRET = frozenset({"true", "false", "none", "null", "yes", "no", MASK})
 # user:password@ or token@ inside any scheme://... in free text
 _URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@'\"]+)@")
 
@@ -77,5 +81,67 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
             found.append(v)
         for m in _URI_USERINFO.finditer(v):
             userinfo = m["userinfo"]
-            found.append(userinfo.split(":", 1)[1] if ":" in userinfo else userinfo)
-    return [s for s in found if len(s) >= 4]
+            secret = userinfo.split(":", 1)[1] if ":" in userinfo else userinfo
+            found += [secret, unquote(secret)] if "%" in secret else [secret]
+    return [s for s in found if len(s) >= 4 and s.lower() not in _NOT_SECRET]
+
+
+def process_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """:func:`secret_values` of this process's environment (or of ``environ``)."""
+    import os
+
+    return secret_values(os.environ if environ is None else environ)
+
+
+def redact_json(obj: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of a JSON-like value (dicts, lists, strings) with :func:`redact_text` applied to every string."""
+    secrets = list(secrets)
+    if isinstance(obj, str):
+        return redact_text(obj, secrets)
+    if isinstance(obj, dict):
+        return {k: redact_json(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact_json(v, secrets) for v in obj]
+    return obj
+
+
+def redact_outputs(cell: Any, secrets: Iterable[str] = ()) -> None:
+    """Mask credentials in a notebook cell's outputs in place (stream text, errors, text/plain data)."""
+    secrets = list(secrets)
+    for out in cell.get("outputs") or []:
+        kind = out.get("output_type")
+        if kind == "stream" and isinstance(out.get("text"), str | list):
+            out["text"] = redact_json(out["text"], secrets)
+        elif kind == "error":
+            out["evalue"] = redact_text(str(out.get("evalue", "")), secrets)
+            out["traceback"] = redact_json(list(out.get("traceback") or []), secrets)
+        elif kind in ("execute_result", "display_data"):
+            data = out.get("data") or {}
+            for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
+                if mime in data:
+                    data[mime] = redact_json(data[mime], secrets)
+
+
+def tracking_environment(uri: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables that give ``uri`` to an MLflow client (a kernel, a container) at run time.
+
+    An ``http(s)://user:password@host`` URI is split: ``MLFLOW_TRACKING_URI`` without the
+    user-info, plus ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (unless ``environ``
+    sets them already), so MLflow's own messages ("View run at …", request errors) carry no
+    password. Any other URI is passed unchanged.
+    """
+    environ = environ or {}
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return {"MLFLOW_TRACKING_URI": uri}
+    if parts.scheme.lower() not in ("http", "https") or "@" not in parts.netloc:
+        return {"MLFLOW_TRACKING_URI": uri}
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    out = {"MLFLOW_TRACKING_URI": urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))}
+    if user and "MLFLOW_TRACKING_USERNAME" not in environ:
+        out["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+    if password and "MLFLOW_TRACKING_PASSWORD" not in environ:
+        out["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return out

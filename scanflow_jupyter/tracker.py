@@ -140,7 +140,9 @@ def up(home: Path | None = None, *, port: int | None = None, backend_store_uri: 
     home = Path(home) if home else scanflow_home()
     store = backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
     if not is_local_store(store):
-        raise TrackerError(f"the tracking URI {store} is already a server: there is nothing to serve. "
+        from scanflow_jupyter.redact import redact_uri
+
+        raise TrackerError(f"the tracking URI {redact_uri(store)} is already a server: there is nothing to serve. "
                            "Fix: use it directly, or unset MLFLOW_TRACKING_URI to serve the project's own store.")
     with _locked(home):
         running = status(home)

@@ -261,9 +261,12 @@ class Recorder:
                 " Check the URI (e.g. sqlite:////abs/path/mlflow.db or http://host:5000) and"
                 " that its folder is writable."
             )
-        return TrackingError(
-            f"MLflow {what} failed for tracking store {self.tracking_uri!r}: "
-            f"{type(exc).__name__}: {exc}.{hint}"
+        from scanflow_jupyter.redact import process_secrets, redact_text, redact_uri
+
+        return TrackingError(  # errors end up in run.json, --json and the live view: no credentials
+            f"MLflow {what} failed for tracking store {redact_uri(self.tracking_uri)!r}: "
+            + redact_text(f"{type(exc).__name__}: {exc}.", process_secrets())
+            + hint
         )
 
     @property

@@ -29,6 +29,7 @@ from scanflow_jupyter.data.serializers import (
 
 __all__ = ["StepContextError", "UnknownInputError", "bind", "context", "load", "save", "saved"]
 
+MASK = "***"  # = scanflow_jupyter.redact.MASK (not imported: this module must stay cheap)
 _MLFLOW_ENV = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
     "run_id": "MLFLOW_RUN_ID",
@@ -52,7 +53,9 @@ def bind(ctx: dict[str, Any] | None) -> None:
 
     ``ctx`` is ``{"run_id", "step", "inputs": {var: {"folder", "record"}}, "outputs_dir",
     "mlflow": {"tracking_uri", "run_id", "experiment_id"}}``; the non-None MLflow values are
-    exported as ``MLFLOW_TRACKING_URI`` / ``MLFLOW_RUN_ID`` / ``MLFLOW_EXPERIMENT_ID``.
+    exported as ``MLFLOW_TRACKING_URI`` / ``MLFLOW_RUN_ID`` / ``MLFLOW_EXPERIMENT_ID``. A tracking
+    URI with credentials appears here only redacted (``https://***@host/``): its real value
+    reaches the kernel as environment, which is then kept as it is.
     """
     global _ctx
     if ctx is None:
@@ -68,10 +71,38 @@ def bind(ctx: dict[str, Any] | None) -> None:
         raise StepContextError(f"__scanflow__ lacks {', '.join(missing)}")
     for key, env in _MLFLOW_ENV.items():
         value = (ctx.get("mlflow") or {}).get(key)
-        if value is not None:
-            os.environ[env] = str(value)
+        if value is None:
+            continue
+        if key == "tracking_uri" and MASK in str(value):
+            _check_tracking_env(str(value))  # the real URI is in the kernel's environment
+            continue
+        os.environ[env] = str(value)
     _ctx = ctx
     _saved.clear()
+
+
+def _check_tracking_env(redacted: str) -> None:
+    """Warn when the kernel lacks the tracking URI whose redacted form the context names."""
+    import sys
+
+    from scanflow_jupyter.redact import redact_uri
+
+    actual = os.environ.get("MLFLOW_TRACKING_URI")
+    if actual is None:
+        print(f"scanflow: this step should track into {redacted}, but MLFLOW_TRACKING_URI is not set in its "
+              "kernel's environment (credentials never travel in the step notebook), so MLflow calls go to "
+              "MLflow's default store. Fix: run the step through `scanflow run`, which sets it.", file=sys.stderr)
+        return
+    shown = redact_uri(actual)
+    if shown != redacted and redact_uri(_with_userinfo_mask(actual)) != redacted:
+        print(f"scanflow: the run context names tracking store {redacted} but the kernel's environment has "
+              f"{shown}; MLflow uses the environment's.", file=sys.stderr)
+
+
+def _with_userinfo_mask(uri: str) -> str:
+    """``http://host/x`` -> ``http://***@host/x`` (how a URI split by `tracking_environment` is shown)."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}{sep}{MASK}@{rest}" if sep and "@" not in rest.split("/", 1)[0] else uri
 
 
 def context() -> dict[str, Any]:

@@ -534,7 +534,10 @@ class RunStore:
         """Write ``run.json`` atomically (temp file + flush + fsync + os.replace)."""
         path = self.state_path(state.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(state.to_dict(), indent=1).encode()
+        from scanflow_jupyter.redact import process_secrets, redact_json
+
+        # errors may quote a tracking URI or a credential from the environment: never on disk
+        data = json.dumps(redact_json(state.to_dict(), process_secrets()), indent=1).encode()
         atomic_write_bytes(path, data, fsync=True)
 
     def read_state(self, run_id: str) -> RunState:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter.build.context import LABEL_APP, LABEL_RUN, LABEL_RUNNER, LABEL_STEP, runner_id
+from scanflow_jupyter.redact import redact_uri, tracking_environment
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
 from scanflow_jupyter.runtime.execute_step import EVENT_PREFIX
 
@@ -76,7 +77,8 @@ def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, st
 
 
 def with_tracking_uri(notebook: dict[str, Any], uri: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The step notebook with the injected context's MLflow URI replaced; also that context."""
+    """The step notebook with the injected context's MLflow URI replaced (by its redacted form:
+    the container gets the real one as environment); also that context."""
     nb = copy.deepcopy(notebook)
     for cell in nb.get("cells", []):
         if "injected-parameters" not in (cell.get("metadata") or {}).get("tags", []):
@@ -87,7 +89,7 @@ def with_tracking_uri(notebook: dict[str, Any], uri: str | None) -> tuple[dict[s
             if line.startswith("__scanflow__ = "):
                 ctx = ast.literal_eval(line[len("__scanflow__ = "):])
                 if uri is not None and isinstance(ctx, dict):
-                    ctx.setdefault("mlflow", {})["tracking_uri"] = uri
+                    ctx.setdefault("mlflow", {})["tracking_uri"] = redact_uri(uri)
                     lines[i] = f"__scanflow__ = {ctx!r}"
                     cell["source"] = "\n".join(lines)
                 return nb, ctx
@@ -228,7 +230,8 @@ class DockerBackend(Backend):
         if self._closing.is_set():
             return
         try:
-            self.container_tracking[uri] = ensure_tracker(uri)
+            # keyed by the redacted URI: that is what the step notebooks' context names
+            self.container_tracking[redact_uri(uri) or uri] = ensure_tracker(uri)
         except TrackerError as exc:
             errors.append(str(exc))
         except Exception as exc:  # noqa: BLE001
@@ -359,8 +362,8 @@ class DockerBackend(Backend):
             "HOME": "/tmp", "USER": _user_name(), "LOGNAME": _user_name(), "PYTHONUNBUFFERED": "1",
             "MPLBACKEND": "Agg", "SCANFLOW_STEP": "1", "SCANFLOW_RUN_ID": run_id, "SCANFLOW_STEP_NAME": job.step,
         })
-        if container_uri:
-            env["MLFLOW_TRACKING_URI"] = container_uri
+        if container_uri:  # credentials only as run-time environment (split out of the URI)
+            env.update(tracking_environment(container_uri, env))
         labels = {LABEL_APP: self.app.name, LABEL_STEP: job.step, LABEL_RUN: run_id,
                   LABEL_ATTEMPT: str(job.attempt), LABEL_RUNNER: runner_id()}
         kwargs: dict[str, Any] = {}

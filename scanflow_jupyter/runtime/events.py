@@ -79,13 +79,18 @@ class EventJournal:
     def __init__(self, run_dir: Any) -> None:
         from pathlib import Path
 
+        from scanflow_jupyter.redact import process_secrets
+
         self.path = Path(run_dir) / EVENTS_FILE
         self._file = self.path.open("a", encoding="utf-8")
+        self._secrets = process_secrets()
 
     def __call__(self, event: Event) -> None:
+        from scanflow_jupyter.redact import redact_json
+
         if event.type == "step_log" or self._file.closed:
             return
-        self._file.write(json.dumps(event.to_dict(), default=str) + "\n")
+        self._file.write(json.dumps(redact_json(event.to_dict(), self._secrets), default=str) + "\n")
         self._file.flush()
         if event.type == "run_finished":
             self._file.close()

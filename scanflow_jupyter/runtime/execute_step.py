@@ -98,7 +98,12 @@ async def execute(notebook: Path, output: Path, log_path: Path | None, cwd: str,
         log.write(f"--- attempt {attempt} ({time.strftime('%Y-%m-%d %H:%M:%S')}, container) ---\n")
         log.flush()
 
+    from scanflow_jupyter.redact import process_secrets, redact_json, redact_outputs
+
+    secrets = process_secrets()  # what the container got as environment never lands in a file
+
     def cell_done(cell: Any, cell_index: int, **_: Any) -> None:
+        redact_outputs(cell, secrets)
         text = _stream_text(cell.get("outputs", []))
         if text and log:
             log.write(text)
@@ -126,7 +131,7 @@ async def execute(notebook: Path, output: Path, log_path: Path | None, cwd: str,
             for index, cell in enumerate(nb.cells):
                 await client.async_execute_cell(cell, index)
         except CellExecutionError as exc:
-            return {"status": "failed", "error": failure(nb, output, exc)}
+            return {"status": "failed", "error": redact_json(failure(nb, output, exc), secrets)}
         except DeadKernelError:
             _write_atomic(output, nb)
             return {"status": "failed", "error": {
@@ -162,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - report the executor's own failure as an outcome
+        from scanflow_jupyter.redact import process_secrets, redact_text
+
+        evalue = redact_text(f"the step executor failed: {exc}", process_secrets())
         _event("outcome", status="failed", error={"cell": None, "ename": type(exc).__name__,
-                                                  "evalue": f"the step executor failed: {exc}", "traceback": []})
+                                                  "evalue": evalue, "traceback": []})
         return 2
     _event("outcome", **outcome)
     return 0 if outcome["status"] == "succeeded" else 1

@@ -285,6 +285,7 @@ def step_notebook(nb: dict[str, Any], *, run_id: str, step: str, store: Path, in
     import copy
 
     from scanflow_jupyter.data.serializers import read_record
+    from scanflow_jupyter.redact import redact_uri
 
     context_inputs = {}
     for var, producer in inputs.items():
@@ -292,7 +293,7 @@ def step_notebook(nb: dict[str, Any], *, run_id: str, step: str, store: Path, in
         context_inputs[var] = {"folder": str(folder), "record": read_record(folder, var).to_dict()}
     context = {"run_id": run_id, "step": step, "inputs": context_inputs,
                "outputs_dir": str(store / run_id / step / "outputs"),
-               "mlflow": {"tracking_uri": tracking_uri, "run_id": None, "experiment_id": None}}
+               "mlflow": {"tracking_uri": redact_uri(tracking_uri), "run_id": None, "experiment_id": None}}
     lines = ["# Parameters", *(f"{k} = {v!r}" for k, v in params.items()), f"__scanflow__ = {context!r}"]
     injected = {"cell_type": "code", "execution_count": None, "id": "injected-parameters",
                 "metadata": {"tags": ["injected-parameters"], "scanflow": {"role": "injected-parameters", "source_cell": None}},
@@ -321,6 +322,7 @@ def step_main(argv: list[str]) -> int:
     """`... kubernetes_backend step --step S --store DIR --run-id ID [--input VAR=PRODUCER ...]`."""
     import argparse
 
+    from scanflow_jupyter.redact import redact_uri, tracking_environment
     from scanflow_jupyter.runtime import execute_step
 
     parser = argparse.ArgumentParser(prog="python -m scanflow_jupyter.runtime.kubernetes_backend step")
@@ -335,8 +337,11 @@ def step_main(argv: list[str]) -> int:
     (step_dir / "outputs").mkdir(parents=True, exist_ok=True)
     nb = json.loads(Path(args.notebook).read_text(encoding="utf-8"))
     inputs = dict(item.split("=", 1) for item in args.input)
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:  # the kernel gets the URI (and any credentials) as environment; the notebook its redacted form
+        os.environ.update(tracking_environment(uri, os.environ))
     nb = step_notebook(nb, run_id=args.run_id, step=args.step, store=store, inputs=inputs,
-                       params=params_from_env(dict(os.environ)), tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+                       params=params_from_env(dict(os.environ)), tracking_uri=redact_uri(uri))
     input_path = step_dir / "input.ipynb"
     input_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return execute_step.main(["--notebook", str(input_path), "--output", str(step_dir / "output.ipynb"),

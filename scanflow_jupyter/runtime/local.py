@@ -7,11 +7,18 @@ failure, carry papermill's error banner pointing at the failing cell.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.redact import (
+    process_secrets,
+    redact_json,
+    redact_outputs,
+    tracking_environment,
+)
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
 from scanflow_jupyter.runtime.execute_step import _source_cell, _stream_text, failure
 from scanflow_jupyter.runtime.execute_step import _write_atomic as _write_json_atomic
@@ -27,6 +34,7 @@ class LocalBackend(Backend):
         super().__init__(app, options)
         self.pool: KernelPool | None = None
         self._running: dict[str, Kernel] = {}
+        self.secrets: list[str] = []
 
     async def prepare(self, steps_to_run: int) -> None:
         from scanflow_jupyter.runtime.fork_provisioner import Zygote
@@ -36,6 +44,10 @@ class LocalBackend(Backend):
         env = dict(os.environ)
         env.setdefault("MPLBACKEND", "Agg")
         env["SCANFLOW_STEP"] = "1"
+        uri = self.options.get("tracking_uri") or env.get("MLFLOW_TRACKING_URI")
+        if uri:  # credentials reach the kernel only as environment, never in the step notebook
+            env.update(tracking_environment(uri, env))
+        self.secrets = process_secrets(env)
         cwd = str(Path(self.app.notebook).parent)
         warm = int(self.options.get("max_parallel") or 1) + 1
         preamble = []
@@ -43,7 +55,8 @@ class LocalBackend(Backend):
             from scanflow_jupyter.notebook.compile import compile_step
 
             step_nb = compile_step(self.app, self.app.executors[0])
-            preamble = [c for c in step_nb["cells"] if c["metadata"]["scanflow"]["role"] == "setup"]
+            # only the setup cells above the parameters cell: those below it read the run's parameters
+            preamble = list(itertools.takewhile(lambda c: c["metadata"]["scanflow"]["role"] == "setup", step_nb["cells"]))
         self.pool = KernelPool(self.app.kernel_name or "python3", cwd, env, warm=warm, preamble=preamble)
         self.pool.expect(steps_to_run)
 
@@ -90,6 +103,7 @@ class LocalBackend(Backend):
         log.write(f"--- attempt {job.attempt} ({time.strftime('%Y-%m-%d %H:%M:%S')}) ---\n")
 
         def cell_done(cell: Any, cell_index: int, **_: Any) -> None:
+            redact_outputs(cell, self.secrets)
             text = _stream_text(cell.get("outputs", []))
             if text:
                 log.write(text)
@@ -145,7 +159,7 @@ class LocalBackend(Backend):
 
     def _failure(self, nb: Any, output_path: Path, exc: Exception) -> StepOutcome:
         """Map the failing cell back to the user's notebook; keep papermill's error banner."""
-        return StepOutcome("failed", failure(nb, output_path, exc))
+        return StepOutcome("failed", redact_json(failure(nb, output_path, exc), self.secrets))
 
     async def cancel_step(self, step: str) -> None:
         kernel = self._running.get(step)

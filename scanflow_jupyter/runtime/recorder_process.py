@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.redact import redact_uri
 from scanflow_jupyter.tracking import TrackingError, mlflow_status
 
 __all__ = ["RecorderProcess"]
@@ -271,7 +272,7 @@ class RecorderProcess:
                 self._pending.pop(rid, None)
             raise TrackingError(
                 f"MLflow recorder did not answer {method} within {self.call_timeout} s"
-                f" (store {self.tracking_uri!r}); log: {self.log_path}"
+                f" (store {redact_uri(self.tracking_uri)!r}); log: {self.log_path}"
             )
         reply = pending.reply or {}
         if reply.get("ok"):
@@ -340,7 +341,7 @@ class RecorderProcess:
                 expected = self._closed and self._proc.returncode == 0
                 self._dead = (
                     f"the MLflow recorder process {how}"
-                    + ("" if expected else f" (store {self.tracking_uri!r}; log: {self.log_path})")
+                    + ("" if expected else f" (store {redact_uri(self.tracking_uri)!r}; log: {self.log_path})")
                     + ("" if expected else _tail_block(self.log_path))
                 )
             reason = self._dead
@@ -369,7 +370,9 @@ def _tail_block(path: Path) -> str:
     text = text.strip()
     if not text:
         return ""
-    tail = text[-_STDERR_TAIL_CHARS:]
+    from scanflow_jupyter.redact import process_secrets, redact_text
+
+    tail = redact_text(text[-_STDERR_TAIL_CHARS:], process_secrets())
     return "\n--- recorder log (tail) ---\n" + tail
 
 

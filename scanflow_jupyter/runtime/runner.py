@@ -266,7 +266,7 @@ class PipelineRun:
         self._save()
         self._start_tracking()
         backend_cls = load_backend(self.backend_name)
-        self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel})
+        self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel, "tracking_uri": self.tracking_uri})
         self.bus.emit("run_started", app=self.app.name, notebook=self.app.notebook, backend=self.backend_name,
                       steps=list(steps), params=self.params, run_dir=str(self.store.run_dir(run_id)))
         settled: dict[str, str] = {}
@@ -487,6 +487,7 @@ class PipelineRun:
 
     def _step_notebook(self, name: str, upstream_outputs: dict[str, dict[str, Any]], mlflow_id: str | None) -> dict[str, Any]:
         from scanflow_jupyter.notebook.compile import compile_step
+        from scanflow_jupyter.redact import redact_uri
 
         ex = self.pipeline.steps[name].executor
         nb = compile_step(self.app, ex)
@@ -500,7 +501,8 @@ class PipelineRun:
             "step": name,
             "inputs": inputs,
             "outputs_dir": str(self.store.outputs_dir(self.state.run_id, name)),
-            "mlflow": {"tracking_uri": self.tracking_uri, "run_id": mlflow_id, "experiment_id": None},
+            # redacted: credentials reach the kernel only as environment (see LocalBackend.prepare)
+            "mlflow": {"tracking_uri": redact_uri(self.tracking_uri), "run_id": mlflow_id, "experiment_id": None},
         }
         lines = ["# Parameters"]
         lines += [f"{k} = {v!r}" for k, v in self.params.items() if v != self.app.parameters.get(k)]

@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from scanflow_jupyter import __version__
 from scanflow_jupyter.data.store import RunNotFoundError, StoreError
+from scanflow_jupyter.redact import process_secrets, redact_text, redact_uri, secret_values
 from scanflow_jupyter.server import agents_api, backends
 from scanflow_jupyter.server.app_view import app_view
 from scanflow_jupyter.server.events import follow, read_events
@@ -55,13 +56,31 @@ class ScanflowHandler(APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"reason": self._reason, **exc.payload}))
+            self.finish(self.redacted(json.dumps({"reason": self._reason, **exc.payload})))
             return
         super().write_error(status_code, **kwargs)
 
     def reply(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(doc, default=str))
+        self.finish(self.redacted(json.dumps(doc, default=str)))
+
+    def redacted(self, text: str) -> str:
+        """`text` without credentials: URI user-info, and the secret values the server knows of
+        (its environment, the tracking_uri trait, the request's own settings)."""
+        known = {"trait": self.ext.config.tracking_uri or ""}
+        secrets = process_secrets() + secret_values(known) + self._request_secrets()
+        return redact_text(text, secrets)
+
+    def _request_secrets(self) -> list[str]:
+        values = {name: self.get_query_argument(name, "") or "" for name in SETTING_NAMES}
+        try:
+            body = json.loads(self.request.body or b"{}")
+            settings = body.get("settings") if isinstance(body, dict) else None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            settings = None
+        if isinstance(settings, dict):
+            values.update({f"body_{k}": v for k, v in settings.items() if isinstance(v, str)})
+        return secret_values(values)
 
     def json_body(self) -> dict[str, Any]:
         try:
@@ -136,7 +155,7 @@ class ConfigHandler(ScanflowHandler):
     async def get(self) -> None:
         values = self.query_settings()
         doc = {**self.ext.config.to_dict(), **{name: values.get(name) for name in SETTING_NAMES},
-               "tracking_uri": self.ext.tracking_uri(values.get("tracking_uri", "")),
+               "tracking_uri": redact_uri(self.ext.tracking_uri(values.get("tracking_uri", ""))),
                "backends": await backends.backends(values.get("kube_context", "")), "version": __version__}
         self.reply(doc)
 
@@ -259,7 +278,7 @@ class EventsHandler(ScanflowHandler):
                 if event is None:
                     self.write(": keep-alive\n\n")
                 else:
-                    self.write(f"id: {event['seq']}\ndata: {json.dumps(event, default=str)}\n\n")
+                    self.write(f"id: {event['seq']}\ndata: {self.redacted(json.dumps(event, default=str))}\n\n")
                 await self.flush()
         except StreamClosedError:
             return

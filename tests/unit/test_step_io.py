@@ -70,6 +70,24 @@ def test_bind_leaves_unset_mlflow_values_alone(tmp_path, monkeypatch):
     assert "MLFLOW_EXPERIMENT_ID" not in os.environ
 
 
+def test_a_redacted_tracking_uri_keeps_the_environments_real_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")  # split: the password is in its own variable
+    step_io.bind(make_ctx(tmp_path, tracking_uri="http://***@tracker:5000", run_id="r2"))
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracker:5000"
+    assert os.environ["MLFLOW_RUN_ID"] == "r2"
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://u:pw@tracker:5000")
+    step_io.bind(make_ctx(tmp_path, tracking_uri="http://***@tracker:5000"))
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://u:pw@tracker:5000" and capsys.readouterr().err == ""
+
+
+def test_a_redacted_tracking_uri_without_environment_is_reported(tmp_path, capsys):
+    step_io.bind(make_ctx(tmp_path, tracking_uri="https://***@tracker.example/"))
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # never the masked URI
+    err = capsys.readouterr().err
+    assert "https://***@tracker.example/" in err and "not set" in err and "scanflow run" in err
+
+
 def test_save_then_load_in_a_downstream_step(tmp_path):
     step_io.bind(make_ctx(tmp_path, step="prep"))
     arr = np.arange(6).reshape(2, 3)
