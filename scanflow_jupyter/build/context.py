@@ -9,7 +9,8 @@ Layers, from least to most often changed (so an edited step rebuilds only its la
 3. the `%%setup` requirements — identical for every step of a notebook;
 4. the step's own requirements (its imports and ``--requirements``);
 5. the Scanflow runtime wheel packed from the working copy (``--no-deps``);
-6. the compiled step notebook, labels and the command.
+6. the compiled step notebook (its folder writable by any uid, HOME=/tmp: the image runs as a
+   non-root user on Kubernetes), labels and the command.
 
 The tag is the first 12 hex digits of a sha256 over the base image id and every file of the
 context, Dockerfile included: an unchanged step has the same tag (never rebuilt), a changed one
@@ -34,6 +35,7 @@ from scanflow_jupyter.build.requirements import StepRequirements
 
 VENV = "/opt/venv"
 WORKDIR = "/opt/scanflow"
+HOME = "/tmp"  # writable for whichever uid runs the image
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 LABEL_APP = "scanflow.io/app"
 LABEL_STEP = "scanflow.io/step"
@@ -192,7 +194,9 @@ def make_context(
     for file_name, data in sorted(payload.items()):
         files[f"payload/{file_name}"] = data
     lines.append(f"COPY payload/ {WORKDIR}/")
-    lines.append(f"WORKDIR {WORKDIR}")
+    # any uid may run the image (Kubernetes runs it as a non-root uid, Pod Security `restricted`):
+    # the working folder and HOME are writable for it; root-owned files stay read-only
+    lines += [f"RUN chmod 1777 {WORKDIR}", f"ENV HOME={HOME}", f"WORKDIR {WORKDIR}"]
     if command:
         lines.append("CMD " + json.dumps(command))
     labels = {LABEL_APP: app, LABEL_STEP: name, LABEL_KIND: kind}

@@ -51,9 +51,11 @@ NETWORK_POLICY = "scanflow-team-only"
 ANNOTATION_GENERATED = "scanflow.io/generated-keys"
 # Pod Security `restricted` (https://kubernetes.io/docs/concepts/security/pod-security-standards/):
 # every pod runs as this numeric non-root user (images may declare a named or no user) with HOME
-# in /tmp; the team namespace enforces the profile.
+# in /tmp and a user name in the environment (the uid has no passwd entry: getpass.getuser(),
+# which MLflow calls, would fail); the team namespace enforces the profile.
 RUN_AS_USER = 1000
 POD_HOME = "/tmp"
+POD_USER_ENV = {"HOME": POD_HOME, "USER": "scanflow", "LOGNAME": "scanflow"}
 POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}{suffix}": value
                        for mode in ("enforce", "warn", "audit")
                        for suffix, value in (("", "restricted"), ("-version", "latest"))}
@@ -180,8 +182,8 @@ def pod_security(volumes: bool = False) -> dict[str, Any]:
     return out
 
 
-def _home_env() -> dict[str, str]:
-    return {"name": "HOME", "value": POD_HOME}
+def _user_env() -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in POD_USER_ENV.items()]
 
 
 def _probe(path: str, port: str, initial: int, period: int, host: str | None = None) -> dict[str, Any]:
@@ -308,7 +310,7 @@ def tracker(app: Application, config: DeployConfig) -> list[Manifest]:
         {"name": "BACKEND_STORE_URI",
          "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "backend-store-uri"}}},
         {"name": "ARTIFACTS_DESTINATION", "value": artifacts},
-        _home_env(),
+        *_user_env(),
     ]
     if "aws-access-key-id" in config.secret_data():
         env += [{"name": "AWS_ACCESS_KEY_ID",
@@ -368,7 +370,7 @@ def agent(app: Application, config: DeployConfig, a: Agent) -> list[Manifest]:
         "ports": [{"name": "http", "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": ENV_CONFIGMAP}}],
         "env": [{"name": "SCANFLOW_AGENT", "value": a.name}, {"name": "PYTHONUNBUFFERED", "value": "1"},
-                _home_env(),
+                *_user_env(),
                 {"name": "SCANFLOW_AGENT_TOKEN",
                  "valueFrom": {"secretKeyRef": {"name": AGENT_TOKEN_SECRET, "key": AGENT_TOKEN_KEY}}},
                 {"name": "SCANFLOW_AGENT_ALLOWED_HOSTS", "value": ",".join(agent_hosts(app, config, a))}],
@@ -405,7 +407,7 @@ def online_service(app: Application, config: DeployConfig, s: Service) -> list[M
         "name": "service", "image": image_for(app, config, s.name), "command": command,
         "ports": [{"name": "http", "containerPort": SERVICE_PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": ENV_CONFIGMAP}}],
-        "env": [_home_env()],
+        "env": _user_env(),
         "readinessProbe": _probe(probe_path, "http", 5, 10),
         "livenessProbe": _probe(probe_path, "http", 30, 20),
         "securityContext": _container_security(),

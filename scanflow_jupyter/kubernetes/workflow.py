@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter.kubernetes.manifests import POD_HOME, RUN_AS_USER
+from scanflow_jupyter.kubernetes.manifests import POD_USER_ENV, RUN_AS_USER
 from scanflow_jupyter.kubernetes.manifests import dns_label as env_label
 from scanflow_jupyter.model import Application, Pipeline
 
@@ -218,7 +218,7 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
             m.EnvVar(name="MLFLOW_EXPERIMENT_NAME", value=app.name),
             m.EnvVar(name="PYTHONUNBUFFERED", value="1"),
             m.EnvVar(name="MPLBACKEND", value="Agg"),
-            m.EnvVar(name="HOME", value=POD_HOME),
+            *(m.EnvVar(name=k, value=v) for k, v in POD_USER_ENV.items()),
         ]
         env += secret_env
         env += [m.EnvVar(name=f"{PARAM_ENV_PREFIX}{p}", value=f"{{{{workflow.parameters.{p}}}}}") for p in params]

@@ -131,7 +131,8 @@ def test_every_pod_container_is_pod_security_restricted() -> None:
     for name, template in _templates(_compile(app)).items():
         if "container" in template:
             assert template["container"]["securityContext"] == restricted, name
-            assert {"name": "HOME", "value": "/tmp"} in template["container"]["env"], name
+            for var, value in (("HOME", "/tmp"), ("USER", "scanflow"), ("LOGNAME", "scanflow")):
+                assert {"name": var, "value": value} in template["container"]["env"], (name, var)
 
 
 def test_parameters_are_workflow_arguments_read_back_as_literals() -> None:

@@ -40,6 +40,8 @@ def test_layers_go_from_least_to_most_often_changed() -> None:
     positions = [text.index(marker) for marker in order]
     assert positions == sorted(positions), text
     assert 'SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' in text
+    # runnable by a non-root uid (Kubernetes, Pod Security `restricted`): writable working folder and HOME
+    assert "RUN chmod 1777 /opt/scanflow\nENV HOME=/tmp\nWORKDIR /opt/scanflow\n" in text
 
 
 def test_the_tag_is_a_content_hash_of_everything_that_went_in() -> None:
