@@ -277,16 +277,22 @@ class Recorder:
                 try:
                     from mlflow.tracking import MlflowClient
 
-                    # An explicit registry URI keeps the error about the tracking store.
-                    self._client = MlflowClient(
-                        tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-                    )
+                    from scanflow_jupyter.tracking_store import with_busy_timeout
+
+                    # An explicit registry URI keeps the error about the tracking store; a
+                    # sqlite store waits for other writers instead of failing (busy timeout).
+                    uri = with_busy_timeout(self.tracking_uri)
+                    self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 except Exception as exc:  # noqa: BLE001 - any store failure is a TrackingError
                     raise self._fail("store opening", exc) from exc
             return self._client
 
     def warm_up(self) -> None:
-        """Import mlflow and open the store now (a fresh sqlite store gets its schema)."""
+        """Import mlflow and open the store now (a sqlite store is created/upgraded once, under
+        its file lock: `tracking_store.ensure_sqlite_store`)."""
+        from scanflow_jupyter.tracking_store import ensure_sqlite_store
+
+        ensure_sqlite_store(self.tracking_uri)
         client = self.client
         try:
             client.search_experiments(max_results=1)
