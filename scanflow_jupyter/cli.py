@@ -71,7 +71,8 @@ def inspect(notebook: str, as_json: bool) -> None:
             "app": app.name, "team": app.team, "notebook": app.notebook, "valid": valid,
             "parameters": app.parameters, "order": order,
             "executors": [{"name": e.name, "cell": e.cell, "depends_on": app.dependencies(e), "inputs": e.inputs,
-                           "outputs": e.outputs, "retries": e.retries, "timeout": e.timeout, "cache": e.cache,
+                           "outputs": e.outputs, "retries": e.retries, "timeout": e.timeout,
+                           "cache": _key_ingredients(app, e), "deps": e.deps,
                            "image": e.image, "requirements": e.requirements, "resources": vars(e.resources)}
                           for e in app.executors],
             "services": [{"name": s.name, "cell": s.cell, "model": s.model, "replicas": s.replicas} for s in app.services],
@@ -106,6 +107,16 @@ def inspect(notebook: str, as_json: bool) -> None:
     sys.exit(0 if valid else 2)
 
 
+def _key_ingredients(app: Any, ex: Any) -> dict[str, Any]:
+    """`cache`: on/off and what the step's key is made of (code digest, parameters read, files, packages, ...)."""
+    from scanflow_jupyter.runtime.cache import inspect_ingredients
+
+    try:
+        return inspect_ingredients(app, ex)
+    except Exception:  # noqa: BLE001 - an invalid notebook: validation messages say why
+        return {"enabled": ex.cache}
+
+
 def _step_requirements(app: Any) -> dict[str, Any]:
     """Pinned requirements of each executor's image (what `scanflow build` installs)."""
     from scanflow_jupyter.build.requirements import resolve_application
@@ -119,16 +130,18 @@ def _step_requirements(app: Any) -> dict[str, Any]:
 @main.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--backend", default="local", show_default=True, help="Where steps run (a registered backend).")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a pipeline parameter.")
-@click.option("--params-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="A JSON object {name: value} of parameter overrides (-p wins); how the server passes them.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a pipeline parameter; VALUE is YAML (0.1, [1,2], {a: 1}, true, null).")
+@click.option("-f", "--params-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="A YAML (or JSON) mapping {name: value} of parameter overrides (-p wins); the server passes them so.")
 @click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable); upstream outputs come from the cache or the store.")
 @click.option("--resume", metavar="RUN_ID", help="Re-run only the steps of RUN_ID that did not succeed.")
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Steps running at once (default: CPU count).")
 @click.option("--no-cache", is_flag=True, help="Ignore cached step outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the live view.")
+@click.option("--explain", is_flag=True, help="Say why each step ran or was cached (--json: key `explain` per step).")
 def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str | None, only: tuple[str, ...],
-        resume: str | None, max_parallel: int | None, no_cache: bool, as_json: bool) -> None:
+        resume: str | None, max_parallel: int | None, no_cache: bool, as_json: bool, explain: bool) -> None:
     """Run NOTEBOOK as a pipeline of isolated, cached, parallel steps."""
     from scanflow_jupyter.cli_view import load_params_file, print_unreadable_run
     from scanflow_jupyter.data.store import RunUnreadableError
@@ -161,9 +174,16 @@ def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str |
         if view:
             view.stop()
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        doc = result.to_dict()
+        if explain:
+            for name, step in doc.get("steps", {}).items():
+                step["explain"] = result.explain.get(name)
+        click.echo(json.dumps(doc, indent=2))
     else:
         _print_summary(result)
+        if explain:
+            for name, why in result.explain.items():
+                _console().print(f"  [bold]{name}[/bold] {result.steps[name].status}: {why}")
     sys.exit(result.exit_code)
 
 

@@ -142,24 +142,12 @@ def print_unreadable_run(exc: Any, as_json: bool) -> None:
 
 
 def load_params_file(path: str) -> dict[str, Any]:
-    """`--params-file FILE`: a JSON object {parameter name: value}; click.BadParameter (exit 2) if not."""
-    import json
-    from pathlib import Path
-
+    """`-f/--params-file FILE`: a YAML (or JSON) mapping {parameter: value}; click.BadParameter (exit 2) if not."""
     import click
 
-    hint = "--params-file"
+    from scanflow_jupyter.params import load_params_file as load
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
-                                 param_hint=hint) from None
-    try:
-        doc = json.loads(text)
+        return load(path)
     except (ValueError, RecursionError) as exc:
-        raise click.BadParameter(f"{path} is not JSON ({str(exc)[:200]}); write an object such as "
-                                 '{"lr": 0.1, "name": "x"}', param_hint=hint) from None
-    if not isinstance(doc, dict) or not all(isinstance(k, str) and k.isidentifier() for k in doc):
-        raise click.BadParameter(f"{path} must hold a JSON object whose keys are parameter names, "
-                                 'e.g. {"lr": 0.1, "name": "x"}', param_hint=hint)
-    return doc
+        raise click.BadParameter(str(exc)[:500], param_hint="-f/--params-file") from None

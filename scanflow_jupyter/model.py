@@ -61,6 +61,7 @@ class Executor:
     timeout: float | None = None
     resources: Resources = field(default_factory=Resources)
     cache: bool = True
+    deps: list[str] = field(default_factory=list)  # --deps: files, folders, globs in the cache key
 
 
 @dataclass

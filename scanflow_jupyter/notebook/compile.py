@@ -1,7 +1,7 @@
 """Slice an application into step notebooks (DESIGN §3), as nbformat-4 JSON dicts.
 
-A step notebook = setup cells + `parameters` cell + generated input cell + the executor's
-body + generated output cell. Generated cells carry the tag `scanflow-generated`; every
+A step notebook = setup cells above the parameters cell + `parameters` cell + setup cells
+below it + generated input cell + the executor's body + generated output cell. Generated cells carry the tag `scanflow-generated`; every
 cell records the source notebook cell it came from in `metadata.scanflow.source_cell`, so
 a failure can be shown on the cell the user wrote.
 """
@@ -65,13 +65,22 @@ def _cell(cell_id: str, source: str, source_cell: int | None, tags: list[str], r
     }
 
 
+def _below_parameters(app: Application, cell: int) -> bool:
+    return app.parameters_cell is not None and cell > app.parameters_cell
+
+
 def compile_step(app: Application, ex: Executor) -> dict[str, Any]:
     """The step notebook of executor `ex` (a JSON-serialisable nbformat-4 dict)."""
-    cells = [
+    setup = [
         _cell(f"setup-{i}", step_source(block.source), block.cell, ["scanflow-setup"], "setup")
         for i, block in enumerate(app.setup)
     ]
+    # Notebook order, as in a top-to-bottom run: a %%setup cell below the parameters cell sees
+    # the parameters (the runner injects the run's values right after the parameters cell).
+    below = [c for c, block in zip(setup, app.setup, strict=True) if _below_parameters(app, block.cell)]
+    cells = [c for c in setup if c not in below]
     cells.append(_cell("parameters", parameters_source(app.parameters), app.parameters_cell, ["parameters"], "parameters"))
+    cells += below
     cells.append(_cell("inputs", input_source(ex), None, [GENERATED_TAG], "inputs"))
     cells.append(_cell("body", step_source(ex.source), ex.cell, ["scanflow-body"], "body"))
     cells.append(_cell("outputs", output_source(ex), None, [GENERATED_TAG], "outputs"))

@@ -220,6 +220,7 @@ def _add_cell(app: Application, index: int, magic: str, args: Any, body: str) ->
             inputs=list(args.inputs), outputs=list(args.outputs), image=args.image,
             requirements=list(args.requirements), retries=args.retries, timeout=args.timeout,
             resources=Resources(cpu=args.cpu, memory=args.memory, gpu=args.gpu), cache=not args.no_cache,
+            deps=list(args.deps),
         ))
     elif magic == "service":
         app.services.append(Service(args.name, index, body, model=args.model, replicas=args.replicas))
@@ -263,7 +264,7 @@ def _parse_parameters(app: Application, index: int, source: str, line_offset: in
             targets, value = [node.target], node.value
         else:
             app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno + line_offset} of the parameters cell is not an assignment.",
-                                        "keep only `name = value` lines with literal values (numbers, strings, booleans, None, lists, dicts); move other code to %%setup.", index))
+                                        "keep only `name = value` lines with literal values (numbers, strings, booleans, None, lists, dicts); move other code to a %%setup cell placed below the parameters cell (it sees the parameters, interactively and in every step).", index))
             continue
         if len(targets) != 1 or not isinstance(targets[0], ast.Name):
             app.messages.append(Message("error", "non-literal-parameter", f"line {node.lineno + line_offset} of the parameters cell assigns to something other than one name.",
@@ -274,4 +275,4 @@ def _parse_parameters(app: Application, index: int, source: str, line_offset: in
             app.parameters[name] = ast.literal_eval(value)
         except (ValueError, TypeError, SyntaxError, RecursionError):
             app.messages.append(Message("error", "non-literal-parameter", f"parameter '{name}' (line {node.lineno + line_offset}) is not a literal: {ast.unparse(value)}.",
-                                        "give it a literal value (number, string, boolean, None, list, dict) and compute derived values inside a step or %%setup.", index))
+                                        f"give it a literal value (number, string, boolean, None, list, dict) and compute derived values such as `{name} = {ast.unparse(value)}` in a %%setup cell placed below the parameters cell: it sees the parameters, interactively and in every step.", index))

@@ -159,8 +159,23 @@ def _check_executor(app: Application, ex: Executor) -> list[Message]:
         msgs.append(Message("error", "bad-image", f"executor '{ex.name}': --image '{ex.image}' is not a valid image reference.",
                             "use REGISTRY/NAME:TAG, e.g. --image python:3.11-slim.", ex.cell))
     msgs += _check_requirements(ex)
+    msgs += _check_deps(app, ex)
     msgs += _check_undefined(app, ex)
     return msgs
+
+
+def _check_deps(app: Application, ex: Executor) -> list[Message]:
+    """Every `--deps` entry must name an existing file or folder, or a glob that matches files."""
+    if not ex.deps:
+        return []
+    from scanflow_jupyter.runtime.cache import project_root, resolve_deps
+
+    root = project_root(app)
+    return [
+        Message("error", "missing-deps", f"executor '{ex.name}': --deps {pattern} matches no file in the notebook's folder.",
+                f"create it, fix the path (relative to {root}), or remove it from --deps on %%executor {ex.name}.", ex.cell)
+        for pattern in ex.deps if not resolve_deps(root, pattern)
+    ]
 
 
 def _check_resources(ex: Executor) -> list[Message]:

@@ -53,6 +53,7 @@ class RunResult:
     steps: dict[str, StepSummary]
     run_dir: str
     messages: list[Message] = field(default_factory=list)
+    explain: dict[str, str] = field(default_factory=dict)  # step -> why it ran or was cached
 
     @property
     def exit_code(self) -> int:
@@ -167,6 +168,9 @@ class PipelineRun:
         self._parent_future: Future[str] | None = None
         self._tracking_futures: list[Future[Any]] = []
         self._tracking_problems: list[str] = []
+        self.keys: Any = None  # runtime.cache.StepKeys, set by plan()
+        self.explain: dict[str, str] = {}  # step -> why it ran or was cached (--explain)
+        self._ingredients: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ planning
     def plan(self) -> None:
@@ -188,6 +192,10 @@ class PipelineRun:
                                       f"use one of: {known}.", self.app.parameters_cell))
             else:
                 base[name] = value
+        from scanflow_jupyter.params import check_param_types
+
+        for name, text, fix in check_param_types(self.app.parameters, self.cli_params):
+            errors.append(Message("error", "bad-parameter-type", f"-p {name}: {text}", fix, self.app.parameters_cell))
         self.params = base
         for name in self.only:
             if name not in self.pipeline.steps:
@@ -195,6 +203,9 @@ class PipelineRun:
                                       f"use one of: {', '.join(self.pipeline.steps)}."))
         if errors:
             raise InvalidApplication(errors, self.app)
+        from scanflow_jupyter.runtime.cache import StepKeys
+
+        self.keys = StepKeys(self.app, self.params, self.store.root)
         if self.only:
             needed = self.pipeline.upstream(self.only)
             self.selected = [s for s in self.pipeline.steps if s in self.only]
@@ -218,9 +229,7 @@ class PipelineRun:
         ex = self.pipeline.steps[name].executor
         upstream = self._upstream_digests(name, {n: r["outputs"] for n, r in self.reuse.items() if r})
         if upstream is not None:
-            from scanflow_jupyter.runtime.cache import step_cache_key
-
-            key = step_cache_key(self.app, ex, self.params, upstream)
+            key = self.keys.key(ex, upstream)
             entry = self.store.cache_lookup(key)
             if entry is not None:
                 return {"outputs": entry.outputs, "cached_from": entry.run_id, "cache_key": key}
@@ -331,9 +340,12 @@ class PipelineRun:
         self.bus.emit("run_finished", status=status, mlflow_run_id=self.state.mlflow_run_id,
                       duration_s=self.state.finished_at - (self.state.started_at or now))
         journal.close()
-        return RunResult(run_id, status, self.state.mlflow_run_id,
-                         {n: StepSummary(s.status, s.attempts, s.duration_s) for n, s in self.state.steps.items()},
-                         str(self.store.run_dir(run_id)), self.messages)
+        self.keys.save()
+        result = RunResult(run_id, status, self.state.mlflow_run_id,
+                           {n: StepSummary(s.status, s.attempts, s.duration_s) for n, s in self.state.steps.items()},
+                           str(self.store.run_dir(run_id)), self.messages)
+        result.explain = {n: self.explain.get(n) or _status_reason(s.status) for n, s in self.state.steps.items()}
+        return result
 
     def _save(self) -> None:
         self.store.write_state(self.state)
@@ -355,6 +367,8 @@ class PipelineRun:
         step.status, step.cached_from, step.cache_key = "cached", reuse["cached_from"], reuse.get("cache_key")
         step.duration_s = 0.0
         self._save()
+        self.explain.setdefault(name, f"reused the outputs of run {reuse['cached_from']} ("
+                                + ("--resume)" if self.resume else "upstream of --only)"))
         self.bus.emit("step_cached", name, cached_from=reuse["cached_from"])
         self._track_step(name, None)
         return "cached"
@@ -362,17 +376,24 @@ class PipelineRun:
     async def _run_step(self, name: str) -> str:
         from scanflow_jupyter.data.store import StepError
         from scanflow_jupyter.runtime.backends import StepJob
-        from scanflow_jupyter.runtime.cache import step_cache_key
+        from scanflow_jupyter.runtime.cache import key_of
 
         ex = self.pipeline.steps[name].executor
         step = self.state.steps[name]
         outputs_by_step = {n: s.outputs for n, s in self.state.steps.items()}
         upstream = self._upstream_digests(name, outputs_by_step) or {}
-        step.cache_key = step_cache_key(self.app, ex, self.params, upstream)
+        # computed now, after upstream steps ran: files they wrote take part in the key
+        ingredients = self._ingredients[name] = await asyncio.to_thread(self.keys.ingredients, ex, upstream)
+        step.cache_key = key_of(ingredients)
         if ex.cache and not self.no_cache and name not in self.only:  # --only STEP re-executes STEP
             entry = self.store.cache_lookup(step.cache_key)
             if entry is not None:
+                self.explain[name] = f"cached: nothing it depends on changed since run {entry.run_id}"
                 return self._settle_reused(name, {"outputs": entry.outputs, "cached_from": entry.run_id, "cache_key": step.cache_key})
+            self.explain[name] = self.keys.why_not_cached(name, ingredients)
+        else:
+            self.explain[name] = ("--no-cache" if self.no_cache else "--no-cache on its %%executor line" if not ex.cache
+                                  else "--only re-executes the steps it names")
         step_dir = self.store.step_dir(self.state.run_id, name)
         outputs_dir = self.store.outputs_dir(self.state.run_id, name)
         outputs_dir.mkdir(parents=True, exist_ok=True)
@@ -444,8 +465,6 @@ class PipelineRun:
         A step is predicted cached when its key, computed from cached or reused upstream
         outputs, has a cache entry; a step below one that executes is predicted to execute.
         """
-        from scanflow_jupyter.runtime.cache import step_cache_key
-
         outputs = {n: s.outputs for n, s in self.state.steps.items() if n in settled}
         will_run: set[str] = set()
         for name in self.selected:
@@ -458,7 +477,7 @@ class PipelineRun:
                 upstream = self._upstream_digests(name, outputs)
             entry = None
             if upstream is not None:
-                entry = self.store.cache_lookup(step_cache_key(self.app, ex, self.params, upstream))
+                entry = self.store.cache_lookup(self.keys.key(ex, upstream))
             if entry is None:
                 will_run.add(name)
             else:
@@ -484,6 +503,8 @@ class PipelineRun:
         step = self.state.steps[name]
         self.store.cache_record(step.cache_key, CacheEntry(key=step.cache_key, run_id=self.state.run_id, step=name,
                                                            outputs=step.outputs, created_at=time.time()))
+        if name in self._ingredients:
+            self.keys.remember(name, step.cache_key, self._ingredients[name], self.state.run_id)
 
     def _step_notebook(self, name: str, upstream_outputs: dict[str, dict[str, Any]], mlflow_id: str | None) -> dict[str, Any]:
         from scanflow_jupyter.notebook.compile import compile_step
@@ -580,6 +601,11 @@ class PipelineRun:
         if problems:
             self.messages.append(Message("warning", "tracking-failed", "MLflow tracking reported errors: " + "; ".join(dict.fromkeys(problems)),
                                          "check MLFLOW_TRACKING_URI and the tracking server; the run store keeps every result."))
+
+
+def _status_reason(status: str) -> str:
+    """Why a step that never reached its cache check has its status."""
+    return {"skipped": "skipped: an upstream step did not succeed", "killed": "the run was stopped"}.get(status, status)
 
 
 def _digest(record: dict[str, Any]) -> str:

@@ -93,7 +93,10 @@ def param_arg(name: str, value: Any) -> str:
     if isinstance(value, bool) or value is None or isinstance(value, int | float):
         text = repr(value)
     elif isinstance(value, str):
-        text = value
+        from scanflow_jupyter.params import parse_param_value
+
+        # -p values parse as YAML: quote a string that would read back as something else ("1", "true")
+        text = value if parse_param_value(value) == value else json.dumps(value)
     else:
         raise RunRequestError(f"parameter {name}: {type(value).__name__} values cannot be passed",
                               fix="give a number, a string, true/false or null")
@@ -127,6 +130,11 @@ class RunManager:
                 known = ", ".join(app.parameters) or "none (the notebook has no parameters cell)"
                 problems.append({"severity": "error", "code": "unknown-parameter", "cell": app.parameters_cell,
                                  "text": f"the notebook has no parameter '{name}'.", "fix": f"use one of: {known}."})
+        from scanflow_jupyter.params import check_param_types
+
+        for _name, text, fix in check_param_types(app.parameters, params):
+            problems.append({"severity": "error", "code": "bad-parameter-type", "cell": app.parameters_cell,
+                             "text": text, "fix": fix})
         names = [e.name for e in app.executors]
         for name in only:
             if name not in names:

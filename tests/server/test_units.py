@@ -66,3 +66,12 @@ def test_param_arg() -> None:
         param_arg("xs", [1, 2])
     with pytest.raises(RunRequestError, match="identifier"):
         param_arg("not-a-name", 1)
+
+
+def test_param_arg_strings_read_back_as_the_same_string() -> None:
+    """`-p` values parse as YAML: a string that looks like a number or boolean is quoted."""
+    from scanflow_jupyter.params import parse_params
+
+    for value in ("1", "true", "null", "[1, 2]", "abc", "a b=c", "0.5", ""):
+        assert parse_params([param_arg("s", value)]) == {"s": value}, value
+    assert parse_params([param_arg("n", 5), param_arg("x", None), param_arg("f", False)]) == {"n": 5, "x": None, "f": False}

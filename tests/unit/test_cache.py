@@ -16,12 +16,20 @@ def test_comments_blank_lines_and_spacing_do_not_change_the_key():
     assert _key("y = x+1") == _key("# add one\n\ny = x + 1  # done\n")
 
 
-def test_code_params_inputs_and_setup_change_the_key():
-    base = _key("y = x + 1")
+def test_code_params_read_inputs_and_setup_change_the_key():
+    base = _key("y = x + n")
     assert _key("y = x + 2") != base
-    assert _key("y = x + 1", params={"n": 2}) != base
-    assert _key("y = x + 1", upstream={"x": "def"}) != base
-    assert _key("y = x + 1", setup="import os") != base
+    assert _key("y = x + n", params={"n": 2}) != base
+    assert _key("y = x + n", upstream={"x": "def"}) != base
+    assert _key("y = x + n", setup="import os") != base
+
+
+def test_only_the_parameters_a_step_reads_are_in_its_key():
+    assert _key("y = x + 1", params={"n": 1}) == _key("y = x + 1", params={"n": 2})
+    assert _key("y = x + 1", params={"n": 1}, setup="m = n * 2") != _key("y = x + 1", params={"n": 2}, setup="m = n * 2")
+    # names in magic lines count, and dynamic reads depend on every parameter
+    assert _key("!echo {n}\ny = 1", params={"n": 1}) != _key("!echo {n}\ny = 1", params={"n": 2})
+    assert _key("y = globals()['n']", params={"n": 1}) != _key("y = globals()['n']", params={"n": 2})
 
 
 def test_magic_lines_take_part_in_the_key():

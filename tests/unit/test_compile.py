@@ -237,3 +237,23 @@ def test_repeated_options_and_params_magic_reach_the_step_notebook():
     params = _by_role(nb, "parameters")
     assert params["metadata"]["scanflow"]["source_cell"] == 0
     assert "n = 2" in params["source"] and "%%params" not in params["source"]
+
+
+def test_setup_below_the_parameters_cell_comes_after_the_parameters():
+    """A %%setup cell below the parameters cell sees them, as in a top-to-bottom run."""
+    app = parse_notebook_dict(
+        {
+            "cells": [
+                {"cell_type": "code", "source": "%%setup\nimport math", "metadata": {}},
+                {"cell_type": "code", "source": "lr = 0.1", "metadata": {"tags": ["parameters"]}},
+                {"cell_type": "code", "source": "%%setup\nscaled = lr * 10", "metadata": {}},
+                {"cell_type": "code", "source": "%%executor a\nx = math.pi * scaled", "metadata": {}},
+            ],
+            "metadata": {"kernelspec": {"name": "python3"}},
+        },
+        "/somewhere/nb.ipynb",
+    )
+    nb = compile_step(app, app.executor("a"))
+    assert [c["id"] for c in nb["cells"]] == ["setup-0", "parameters", "setup-1", "inputs", "body", "outputs"]
+    assert _by_role(nb, "parameters")["metadata"]["scanflow"]["source_cell"] == 1
+    assert nb["cells"][2]["metadata"]["scanflow"]["source_cell"] == 2

@@ -375,7 +375,7 @@ def test_format_duration():
         ("True", True),
         ("False", False),
         ("None", None),
-        ("true", "true"),
+        ("true", True),  # YAML (see tests/unit/test_params.py)
         ("adam", "adam"),
         ("", ""),
         ("1.2.3", "1.2.3"),

@@ -263,7 +263,7 @@ def test_parse_magic_line_directly():
     [
         ("executor", "", "%%executor NAME [--requires STEP ...] [--inputs VAR ...] [--outputs VAR ...] "
                          "[--image REF] [--requirements PKG ...] [--retries N] [--timeout SECONDS] [--cpu CPU] "
-                         "[--memory MEMORY] [--gpu GPU] [--no-cache]"),
+                         "[--memory MEMORY] [--gpu GPU] [--no-cache] [--deps PATH ...]"),
         ("service", "", "%%service NAME [--model URI] [--replicas N]"),
         ("agent", "", "%%agent NAME [--template TEMPLATE]"),
         ("scanflow_app", "", "%scanflow_app NAME [--team TEAM]"),
