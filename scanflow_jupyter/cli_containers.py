@@ -1,4 +1,4 @@
-"""`scanflow build`, `scanflow build-base` and `scanflow tracker up|down|status`.
+"""`scanflow build`, `scanflow build-base` and `scanflow tracker up|down|status|ls`.
 
 Exit codes: 0 success; 1 a build, push or pre-flight import check failed (each problem printed
 with its fix) or the engine/tracker is unavailable; 2 the notebook is invalid or a name is unknown.
@@ -131,13 +131,15 @@ def tracker() -> None:
 
 @tracker.command("up")
 @click.option("--port", type=int, help="Port on 127.0.0.1 (default: $SCANFLOW_TRACKER_PORT or 5050, else a free one).")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+              help="Stop after this many seconds without requests (0: run until `down` or the folder is removed).")
 @click.option("--json", "as_json", is_flag=True)
-def tracker_up(port: int | None, as_json: bool) -> None:
+def tracker_up(port: int | None, idle_timeout: float, as_json: bool) -> None:
     """Start the tracking server (no-op if it runs already)."""
     from scanflow_jupyter import tracker as tracker_mod
 
     try:
-        info = tracker_mod.up(port=port)
+        info = tracker_mod.up(port=port, idle_timeout=idle_timeout)
     except tracker_mod.TrackerError as exc:
         _fail(as_json, 1, str(exc))
     if as_json:
@@ -148,11 +150,25 @@ def tracker_up(port: int | None, as_json: bool) -> None:
 
 
 @tracker.command("down")
+@click.option("--all", "everything", is_flag=True, help="Stop every tracker of this user, in every folder.")
 @click.option("--json", "as_json", is_flag=True)
-def tracker_down(as_json: bool) -> None:
-    """Stop the tracking server of this project."""
+def tracker_down(everything: bool, as_json: bool) -> None:
+    """Stop the tracking server of this project (or, with --all, every one of yours)."""
     from scanflow_jupyter import tracker as tracker_mod
 
+    if everything:
+        try:
+            stopped = tracker_mod.down_all()
+        except tracker_mod.TrackerError as exc:
+            _fail(as_json, 1, str(exc))
+        if as_json:
+            click.echo(json.dumps({"stopped": [e.to_dict() for e in stopped]}, indent=2))
+        else:
+            for e in stopped:
+                click.echo(f"stopped the tracker at {e.url} (pid {e.pid}) of {e.folder}")
+            if not stopped:
+                click.echo("no tracker was running")
+        return
     try:
         info = tracker_mod.down()
     except tracker_mod.TrackerError as exc:
@@ -171,7 +187,7 @@ def tracker_status(as_json: bool) -> None:
     from scanflow_jupyter.tracking import scanflow_home
 
     info = tracker_mod.status()
-    answering = bool(info and tracker_mod.healthy(info.url))
+    answering = bool(info and tracker_mod.healthy(info.url, probe=True))
     if as_json:
         click.echo(json.dumps({"running": info is not None, "healthy": answering,
                                **(info.to_dict() if info else {"home": str(scanflow_home())})}, indent=2))
@@ -181,3 +197,25 @@ def tracker_status(as_json: bool) -> None:
     else:
         click.echo(f"no tracker runs for {Path(scanflow_home())}")
     sys.exit(0 if info else 1)
+
+
+@tracker.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+def tracker_ls(as_json: bool) -> None:
+    """List every tracker of this user, in every folder (stale entries are pruned)."""
+    from scanflow_jupyter import tracker as tracker_mod
+    from scanflow_jupyter.tracker_registry import registry_dir
+
+    found = tracker_mod.list_all()
+    if as_json:
+        click.echo(json.dumps({"registry": str(registry_dir()), "trackers": [e.to_dict() for e in found]}, indent=2))
+        return
+    if not found:
+        click.echo("no tracker runs")
+        return
+    click.echo(f"{'PID':>7}  {'URL':<24} {'STARTED':<19} {'IDLE':>8} {'STOPS WHEN IDLE':>15}  FOLDER")
+    for e in found:
+        doc = e.to_dict()
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started_at))
+        limit = f"{e.idle_timeout:g}s" if e.idle_timeout else "never"
+        click.echo(f"{e.pid:>7}  {e.url:<24} {started:<19} {doc['idle_seconds']:>7.0f}s {limit:>15}  {e.folder}")

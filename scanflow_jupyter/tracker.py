@@ -1,12 +1,15 @@
 """A local MLflow tracking server for the project's store (`scanflow tracker up|down|status`).
 
 Containers and agents cannot open the project's sqlite store, so `up` serves that same store
-over HTTP on 127.0.0.1 (reachable from step containers started with the host's network):
-``mlflow server --backend-store-uri <the store> --artifacts-destination <home>/mlartifacts``, so
-artifacts sent through the server land on the host. The server runs detached, in its own
-session (a Ctrl-C of a pipeline run does not stop it), and is recorded in
-``<home>/tracker.json``; `down` stops exactly that process. The docker backend calls
-`ensure_tracker` when the run's tracking URI is a local store.
+over HTTP on 127.0.0.1 (reachable from step containers started with the host's network): MLflow's
+tracking app with ``--artifacts-destination <home>/mlartifacts``, so artifacts sent through the
+server land on the host. It runs as one lean process (`tracker_server`: no job runner, no huey
+consumers), detached in its own session (a Ctrl-C of a pipeline run does not stop it), recorded
+in ``<home>/tracker.json`` and in the per-user registry (`tracker_registry`); `down` stops exactly
+that process, `down_all` every one of the user's. It stops by itself when its project folder
+disappears, and, when started with an idle timeout (trackers that runs start:
+``$SCANFLOW_TRACKER_IDLE_TIMEOUT``, default 600 s), after that long without requests while no run
+holds a lease. The docker backend calls `ensure_tracker` when the run's tracking URI is a local store.
 """
 
 from __future__ import annotations
@@ -27,11 +30,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter import tracker_registry as registry
 from scanflow_jupyter.tracking import default_artifact_root, default_tracking_uri, scanflow_home
 
 DEFAULT_PORT = 5050
 HOST = "127.0.0.1"
 START_TIMEOUT = 120.0
+DEFAULT_IDLE_TIMEOUT = 600.0
+PROBE = {"X-Scanflow-Probe": "1"}  # health checks that do not keep a tracker from idling out
+
+
+def auto_idle_timeout() -> float:
+    """Idle timeout (seconds) of trackers that runs start: $SCANFLOW_TRACKER_IDLE_TIMEOUT or 600."""
+    raw = os.environ.get("SCANFLOW_TRACKER_IDLE_TIMEOUT", "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_IDLE_TIMEOUT
+    except ValueError as exc:
+        raise TrackerError(f"SCANFLOW_TRACKER_IDLE_TIMEOUT={raw!r} is not a number of seconds. "
+                           "Fix: set it to e.g. 600, or 0 to never stop an idle tracker.") from exc
 
 
 class TrackerError(RuntimeError):
@@ -49,6 +65,7 @@ class TrackerInfo:
     artifacts_destination: str
     log: str
     started_at: float
+    idle_timeout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,18 +89,19 @@ def _read(home: Path) -> TrackerInfo | None:
 
 
 def _process_is_server(info: TrackerInfo) -> bool:
-    """Is `info.pid` still the mlflow server we started (and not a recycled pid)?"""
-    try:
-        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    args = [a.decode(errors="replace") for a in cmdline]
+    """Is `info.pid` still the tracker we started (and not a recycled pid)?"""
+    args = registry.cmdline(info.pid)
+    if registry.SERVER_MODULE in args:
+        return str(info.port) in args and registry.is_tracker_process(info.pid)
+    # a tracker started by an older Scanflow (`mlflow server`): still recognised, so `down` stops it
     return "server" in args and any("mlflow" in a for a in args) and str(info.port) in args
 
 
-def healthy(url: str, timeout: float = 2.0) -> bool:
+def healthy(url: str, timeout: float = 2.0, probe: bool = False) -> bool:
+    """Does the tracker at `url` answer /health? A `probe` does not count as activity."""
+    request = urllib.request.Request(f"{url}/health", headers=PROBE if probe else {})
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:  # noqa: S310 - local URL
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - local URL
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -129,14 +147,15 @@ def _locked(home: Path) -> Any:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _mlflow_command() -> list[str]:
-    script = Path(sys.executable).parent / "mlflow"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
-
-
 def up(home: Path | None = None, *, port: int | None = None, backend_store_uri: str | None = None,
-       workers: int = 1, timeout: float = START_TIMEOUT) -> TrackerInfo:
-    """Serve the project's store (idempotent: a running tracker of the same store is returned)."""
+       timeout: float = START_TIMEOUT, idle_timeout: float = 0.0) -> TrackerInfo:
+    """Serve the project's store (idempotent: a running tracker of the same store is returned).
+
+    `idle_timeout` (seconds, 0 = never) applies to a tracker this call starts. A caller that needs
+    the tracker for longer than that without sending requests takes a lease first
+    (`tracker_registry.take_lease`): a tracker that is stopping withdraws `<home>/tracker.json`
+    under the same lock this function holds, so it is never handed out.
+    """
     home = Path(home) if home else scanflow_home()
     store = backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)
     if not is_local_store(store):
@@ -164,7 +183,7 @@ def up(home: Path | None = None, *, port: int | None = None, backend_store_uri: 
         log_path = home / "tracker.log"
         last_error = ""
         for _attempt in range(2):  # a fresh store may be migrated by a client at the same moment
-            info = _start(store, artifacts, wanted, workers, log_path)
+            info = _start(home, store, artifacts, wanted, idle_timeout, log_path)
             _state_path(home).write_text(json.dumps(info.to_dict(), indent=1) + "\n", encoding="utf-8")
             if _wait_healthy(info, timeout):
                 return info
@@ -172,14 +191,14 @@ def up(home: Path | None = None, *, port: int | None = None, backend_store_uri: 
             _stop(info)
             with contextlib.suppress(OSError):
                 _state_path(home).unlink()
-        raise TrackerError(f"mlflow server did not answer on {HOST}:{wanted} within {timeout:.0f}s. Last log lines "
+        raise TrackerError(f"the tracker (MLflow's server) did not answer on {HOST}:{wanted} within {timeout:.0f}s. Last log lines "
                            f"({log_path}):\n{last_error}\nFix: check that the full `mlflow` package is installed "
                            "(mlflow-skinny cannot serve) and that the store is readable.")
 
 
-def _start(store: str, artifacts: str, port: int, workers: int, log_path: Path) -> TrackerInfo:
-    cmd = [*_mlflow_command(), "server", "--backend-store-uri", store, "--artifacts-destination", artifacts,
-           "--host", HOST, "--port", str(port), "--workers", str(workers)]
+def _start(home: Path, store: str, artifacts: str, port: int, idle_timeout: float, log_path: Path) -> TrackerInfo:
+    cmd = [sys.executable, "-m", registry.SERVER_MODULE, "--home", str(home.absolute()), "--store", store,
+           "--artifacts", artifacts, "--host", HOST, "--port", str(port), "--idle-timeout", f"{idle_timeout:g}"]
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
     with log_path.open("ab") as log:
@@ -188,13 +207,14 @@ def _start(store: str, artifacts: str, port: int, workers: int, log_path: Path) 
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env, cwd=str(log_path.parent))
     return TrackerInfo(pid=proc.pid, port=port, url=f"http://{HOST}:{port}", backend_store_uri=store,
-                       artifacts_destination=artifacts, log=str(log_path), started_at=time.time())
+                       artifacts_destination=artifacts, log=str(log_path), started_at=time.time(),
+                       idle_timeout=idle_timeout)
 
 
 def _wait_healthy(info: TrackerInfo, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if healthy(info.url):
+        if healthy(info.url):  # not a probe: whoever waits for the tracker is about to use it
             return True
         if not _process_is_server(info) and not _alive(info.pid):
             return False
@@ -247,6 +267,7 @@ def down(home: Path | None = None) -> TrackerInfo | None:
         if info is None:
             return None
         _stop(info)
+        registry.remove(info.pid)
         with contextlib.suppress(OSError):
             _state_path(home).unlink()
         return info
@@ -280,7 +301,41 @@ def wait_for_experiment(tracking_uri: str, experiment: str, timeout: float = 60.
 
 
 def ensure_tracker(tracking_uri: str, home: Path | None = None) -> str:
-    """The URI containers should use: the server itself, or a tracker serving the local store."""
+    """The URI containers should use: the server itself, or a tracker serving the local store.
+
+    A tracker started here stops after `auto_idle_timeout()` seconds without requests (and no lease).
+    """
     if not is_local_store(tracking_uri):
         return tracking_uri
-    return up(home, backend_store_uri=tracking_uri).url
+    return up(home, backend_store_uri=tracking_uri, idle_timeout=auto_idle_timeout()).url
+
+
+def list_all() -> list[registry.Entry]:
+    """Every tracker of this user (all folders); trackers whose folder is gone are stopped."""
+    found = []
+    for entry in registry.entries():
+        if not Path(entry.home).is_dir():
+            _stop_entry(entry)
+            continue
+        found.append(entry)
+    return found
+
+
+def _stop_entry(entry: registry.Entry) -> None:
+    _stop(TrackerInfo(pid=entry.pid, port=entry.port, url=entry.url, backend_store_uri=entry.backend_store_uri,
+                      artifacts_destination="", log=entry.log, started_at=entry.started_at))
+    registry.remove(entry.pid)
+
+
+def down_all() -> list[registry.Entry]:
+    """Stop every tracker of this user; return what was stopped."""
+    stopped = []
+    for entry in registry.entries():
+        home = Path(entry.home)
+        if home.is_dir():
+            down(home)  # under the project's lock; also clears <home>/tracker.json
+        if registry.is_tracker_process(entry.pid, entry.home):  # not the one tracker.json names
+            _stop_entry(entry)
+        registry.remove(entry.pid)
+        stopped.append(entry)
+    return stopped

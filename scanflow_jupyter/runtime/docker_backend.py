@@ -174,6 +174,7 @@ class DockerBackend(Backend):
         self.build_report: Any = None
         self._preparation: asyncio.Future[None] | None = None
         self._closing = threading.Event()
+        self._tracker_lease: Path | None = None  # this run's lease on the project's tracker
 
     # ------------------------------------------------------------------ preparation
     async def prepare(self, steps_to_run: int) -> None:
@@ -219,9 +220,11 @@ class DockerBackend(Backend):
         from scanflow_jupyter.tracker import (
             TrackerError,
             ensure_tracker,
+            is_local_store,
             status,
             wait_for_experiment,
         )
+        from scanflow_jupyter.tracker_registry import take_lease
         from scanflow_jupyter.tracking import resolve_tracking_uri, scanflow_home
 
         uri = resolve_tracking_uri(scanflow_home())
@@ -230,6 +233,8 @@ class DockerBackend(Backend):
         if self._closing.is_set():
             return
         try:
+            if is_local_store(uri):  # the tracker does not idle out while this run lives (see close())
+                self._tracker_lease = take_lease(scanflow_home())
             # keyed by the redacted URI: that is what the step notebooks' context names
             self.container_tracking[redact_uri(uri) or uri] = ensure_tracker(uri)
         except TrackerError as exc:
@@ -492,6 +497,10 @@ class DockerBackend(Backend):
 
     async def close(self) -> None:
         self._closing.set()  # an image build still running in `prepare` stops at its next log line
+        if self._tracker_lease is not None:
+            from scanflow_jupyter.tracker_registry import release_lease
+
+            release_lease(self._tracker_lease)  # the tracker may now stop when idle
         with self._lock:
             keys = list(self._containers)
         await asyncio.gather(*(in_thread(self._discard, k) for k in keys), return_exceptions=True)
