@@ -42,12 +42,14 @@ class JournalTail:
             self.seq += 1
             try:
                 event = json.loads(line)
-            except json.JSONDecodeError:
-                event = {"type": "unreadable", "data": {"line": line.decode(errors="replace")}}
+            except (ValueError, RecursionError):  # garbage, invalid UTF-8, absurd nesting
+                event = None
+            if not isinstance(event, dict):  # a corrupt line is passed on, never fatal
+                event = {"type": "unreadable", "data": {"line": line[:2000].decode(errors="replace")}}
             if event.get("type") == "run_finished":
                 self.finished = True
             if self.seq > self.after:
-                events.append({"seq": self.seq, **event})
+                events.append({**event, "seq": self.seq})
         self.offset += end + 1
         return events
 

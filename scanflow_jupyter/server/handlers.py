@@ -5,9 +5,11 @@ need XSRF (APIHandler checks it for cookie-authenticated requests)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -15,14 +17,21 @@ from jupyter_server.utils import url_path_join
 from tornado.iostream import StreamClosedError
 
 from scanflow_jupyter import __version__
-from scanflow_jupyter.data.store import RunNotFoundError, StoreError
+from scanflow_jupyter.data.store import RunNotFoundError, RunUnreadableError, StoreError
 from scanflow_jupyter.redact import process_secrets, redact_text, redact_uri, secret_values
 from scanflow_jupyter.server import agents_api, backends
 from scanflow_jupyter.server.app_view import app_view
 from scanflow_jupyter.server.events import follow, read_events
 from scanflow_jupyter.server.jobs import cli_command
 from scanflow_jupyter.server.mlflow_api import MAX_RESULTS_LIMIT, MlflowRequestError
-from scanflow_jupyter.server.paths import PathMissing, PathRefused, inside_root, resolve_in_root
+from scanflow_jupyter.server.paths import (
+    PathInvalid,
+    PathMissing,
+    PathRefused,
+    check_length,
+    inside_root,
+    resolve_in_root,
+)
 from scanflow_jupyter.server.run_manager import RunConflict, RunRequestError, RunStartError
 from scanflow_jupyter.server.settings import NAMES as SETTING_NAMES
 from scanflow_jupyter.server.settings import (
@@ -35,6 +44,8 @@ from scanflow_jupyter.server.settings import (
 
 RUN_ID = r"(?P<run_id>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
 JOB_ID = r"(?P<job_id>[0-9a-f]{12})"
+MAX_BODY = 1 << 20  # bytes of a request body (a parameter value can be nearly that long)
+MAX_DEPTH = 64  # nesting levels of a JSON body
 
 
 class ApiError(tornado.web.HTTPError):
@@ -45,6 +56,42 @@ class ApiError(tornado.web.HTTPError):
         self.payload = {"message": message, **({"fix": fix} if fix else {}), **extra}
 
 
+def api_error(exc: BaseException | None, unreadable_status: int = 409) -> ApiError | None:
+    """The one mapping of domain errors to JSON answers (None: a real 500). Handlers may let
+    these propagate; `write_error` answers them."""
+    if isinstance(exc, ApiError) or exc is None:
+        return exc
+    if isinstance(exc, RunUnreadableError):
+        return ApiError(unreadable_status, str(exc), exc.fix, run_id=exc.run_id)
+    if isinstance(exc, RunNotFoundError):
+        return ApiError(404, str(exc), "list the runs with GET runs")
+    if isinstance(exc, StoreError):  # an impossible run id or step name, e.g. the reserved `cache`
+        return ApiError(404, str(exc), "list the runs with GET runs")
+    if isinstance(exc, PathInvalid):
+        return ApiError(400, str(exc), "give a shorter notebook path, relative to the server root")
+    if isinstance(exc, PathRefused):
+        return ApiError(403, str(exc), "give a path inside the server root")
+    if isinstance(exc, PathMissing):
+        return ApiError(404, str(exc), "check the path (relative to the server root)")
+    if isinstance(exc, RecursionError):
+        return ApiError(400, "the request is nested too deeply", f"nest JSON at most {MAX_DEPTH} levels")
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return ApiError(400, f"a name in the request is too long: {exc.strerror}", "use shorter names")
+    return None
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, `{}` is 1), without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in children)
+    return depth
+
+
 class ScanflowHandler(APIHandler):
     """Shared helpers: the extension state, JSON bodies, notebook paths, JSON errors."""
 
@@ -52,8 +99,33 @@ class ScanflowHandler(APIHandler):
     def ext(self) -> Any:
         return self.settings["scanflow"]
 
+    async def prepare(self) -> None:
+        """Request limits (after authentication, so strangers learn nothing): body size (413),
+        URL path length (400)."""
+        await super().prepare()
+        if self.current_user is None:
+            return  # @authenticated answers 403
+        size = len(self.request.body or b"")
+        if size > MAX_BODY:
+            raise ApiError(413, f"the request body is {size} bytes (limit {MAX_BODY})",
+                           "send a smaller body; pass large data as a file in the server root")
+        try:
+            check_length(unquote(self.request.path), "the URL path")
+        except PathInvalid as exc:
+            raise ApiError(400, str(exc), "use the routes of docs/rest-api.md") from None
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if api_error(value) is not None and not isinstance(value, tornado.web.HTTPError):
+            self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        mapped = api_error(exc)
+        if mapped is not None and mapped is not exc:
+            self.set_status(mapped.status_code)
+            exc = mapped
         if isinstance(exc, ApiError):
             self.set_header("Content-Type", "application/json")
             self.finish(self.redacted(json.dumps({"reason": self._reason, **exc.payload})))
@@ -74,7 +146,7 @@ class ScanflowHandler(APIHandler):
     def _request_secrets(self) -> list[str]:
         values = {name: self.get_query_argument(name, "") or "" for name in SETTING_NAMES}
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(self.request.body or b"{}") if len(self.request.body or b"") <= MAX_BODY else None
             settings = body.get("settings") if isinstance(body, dict) else None
         except (ValueError, UnicodeDecodeError, RecursionError):
             settings = None
@@ -83,10 +155,16 @@ class ScanflowHandler(APIHandler):
         return secret_values(values)
 
     def json_body(self) -> dict[str, Any]:
+        too_deep = False
         try:
             body = json.loads(self.request.body or b"{}")
+        except RecursionError:  # far deeper than the limit
+            body, too_deep = None, True
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the request body is not JSON: {exc}", "send a JSON object") from None
+        if too_deep or json_depth(body) > MAX_DEPTH:
+            raise ApiError(400, f"the request body is nested more than {MAX_DEPTH} levels deep",
+                           f"nest JSON at most {MAX_DEPTH} levels")
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object", 'e.g. {"path": "nb.ipynb"}')
         return body
@@ -97,10 +175,8 @@ class ScanflowHandler(APIHandler):
                            "e.g. path=notebooks/diamond.ipynb")
         try:
             return resolve_in_root(self.ext.root, path, must_exist=must_exist)
-        except PathRefused as exc:
-            raise ApiError(403, str(exc), "give a path inside the server root") from None
-        except PathMissing as exc:
-            raise ApiError(404, str(exc), "check the path (relative to the server root)") from None
+        except (PathRefused, PathMissing, PathInvalid) as exc:
+            raise api_error(exc) from None
 
     def body_settings(self, body: dict[str, Any]) -> dict[str, str]:
         """The effective settings of a write: the body's `settings` over the server traitlets."""
@@ -137,17 +213,16 @@ class ScanflowHandler(APIHandler):
             raise ApiError(400, f"{name}={value} is out of range", f"use {low}..{high}")
         return value
 
-    def run_state(self, run_id: str) -> Any:
+    def run_state(self, run_id: str, unreadable_status: int = 409) -> Any:
+        """The run's state; 404 for an unknown run, 409 (or `unreadable_status`) for a broken run.json."""
         try:
             self.ext.runs.store.state_path(run_id)
         except StoreError as exc:  # not a possible run id (e.g. the reserved `cache`)
             raise ApiError(404, f"no run '{run_id}': {exc}", "list the runs with GET runs") from None
         try:
             return self.ext.runs.read(run_id)
-        except RunNotFoundError as exc:
-            raise ApiError(404, str(exc), "list the runs with GET runs") from None
-        except StoreError as exc:  # run.json exists but cannot be read
-            raise ApiError(500, str(exc)) from None
+        except StoreError as exc:
+            raise api_error(exc, unreadable_status) from None
 
 
 class ConfigHandler(ScanflowHandler):
@@ -185,7 +260,7 @@ class RunsHandler(ScanflowHandler):
         if resume is not None and not isinstance(resume, str):
             raise ApiError(400, "`resume` must be a run id (string)")
         if body.get("path") is None and resume:
-            previous = self.run_state(resume)
+            previous = self.run_state(resume, 422)
             if not inside_root(self.ext.root, previous.notebook):
                 raise ApiError(403, f"run {resume} belongs to a notebook outside the server root")
             nb = self.notebook(str(Path(previous.notebook).resolve().relative_to(Path(self.ext.root).resolve())))
@@ -205,6 +280,8 @@ class RunsHandler(ScanflowHandler):
                                                 env=environment(values))
         except RunRequestError as exc:
             raise ApiError(400, exc.message, exc.fix, messages=exc.messages) from None
+        except RunUnreadableError as exc:  # `resume` names a run whose run.json is broken
+            raise api_error(exc, 422) from None
         except RunStartError as exc:
             raise ApiError(500, str(exc)) from None
         self.reply(summary, 202)
@@ -267,7 +344,10 @@ class EventsHandler(ScanflowHandler):
         self.set_header("X-Accel-Buffering", "no")
 
         def running() -> bool:
-            return self.ext.runs.process_alive(self.ext.runs.read(state.run_id))
+            try:
+                return self.ext.runs.process_alive(self.ext.runs.read(state.run_id))
+            except StoreError:  # run.json broke while we followed it: nothing more will come
+                return False
 
         try:
             self.write("retry: 1000\n\n")
@@ -457,6 +537,17 @@ class DeploymentJobHandler(ScanflowHandler):
         self.reply(job.to_dict())
 
 
+class NotFoundHandler(ScanflowHandler):
+    """Any other path under scanflow/api/: a JSON 404 (not Jupyter's HTML page)."""
+
+    @tornado.web.authenticated
+    def get(self, path: str) -> None:
+        raise ApiError(404, f"no Scanflow API route {self.request.method} /scanflow/api/{path[:200]}",
+                       "see the routes in docs/rest-api.md")
+
+    post = put = patch = delete = get
+
+
 def routes(base_url: str) -> list[tuple[str, type]]:
     def url(path: str) -> str:
         return url_path_join(base_url, "scanflow", "api", path)
@@ -476,4 +567,5 @@ def routes(base_url: str) -> list[tuple[str, type]]:
         (url(f"builds/{JOB_ID}"), BuildHandler),
         (url("deployments"), DeploymentsHandler),
         (url(f"deployments/{JOB_ID}"), DeploymentJobHandler),
+        (url("(?P<path>.*)"), NotFoundHandler),  # last: JSON 404 for everything else
     ]

@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,11 @@ from scanflow_jupyter.data.store import (
     RunNotFoundError,
     RunState,
     RunStore,
+    RunUnreadableError,
     StoreError,
+    UnreadableRun,
     pid_running,
+    shown_status,
 )
 from scanflow_jupyter.server.paths import relative_to_root
 
@@ -103,6 +109,37 @@ def param_arg(name: str, value: Any) -> str:
     return f"{name}={text}"
 
 
+def check_param(name: Any, value: Any) -> None:
+    """RunRequestError unless `name` is an identifier and `value` a number, string, bool or null."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise RunRequestError(f"parameter name {name!r} is not a Python identifier",
+                              fix="use the names of the notebook's parameters cell")
+    if not (value is None or isinstance(value, bool | int | float | str)):
+        raise RunRequestError(f"parameter {name}: {type(value).__name__} values cannot be passed",
+                              fix="give a number, a string, true/false or null")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RunRequestError(f"parameter {name}: {value} is not a finite number", fix="give a finite number")
+
+
+# characters JSON leaves raw that a YAML reader refuses or reads as line breaks: escaped as \uXXXX
+# (the same text in both), so the file reads back identically as JSON and as YAML
+_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+
+
+def write_params_file(params: dict[str, Any]) -> str | None:
+    """The parameters as a 0600 JSON file for `scanflow run --params-file` (None if there are none):
+    values of any size stay out of the subprocess argv (whose strings are limited to 128 KiB)."""
+    for name, value in params.items():
+        check_param(name, value)
+    if not params:
+        return None
+    text = _RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(params, ensure_ascii=False))
+    fd, path = tempfile.mkstemp(prefix="scanflow-params-", suffix=".json")  # mode 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
 class RunManager:
     """Start, list, follow and cancel the pipeline runs of one server root."""
 
@@ -143,6 +180,8 @@ class RunManager:
         if resume:
             try:
                 self.store.read_state(resume)
+            except RunUnreadableError:
+                raise  # not a bad request: the run's state on disk is broken (→ 422)
             except StoreError as exc:
                 problems.append({"severity": "error", "code": "unknown-run", "cell": None, "text": str(exc),
                                  "fix": "resume a run listed by GET runs."})
@@ -154,20 +193,32 @@ class RunManager:
                     resume: str | None, env: dict[str, str] | None = None) -> dict[str, Any]:
         """Validate (in a thread), start the runner subprocess, wait for its run.json; a summary.
         `env` is added to the child's environment (over the server's and the manager's)."""
-        args = [p for name, value in params.items() for p in ("-p", param_arg(name, value))]
+        for name, value in params.items():
+            check_param(name, value)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.validate, notebook, params, only, resume)
-        cmd = [sys.executable, "-m", "scanflow_jupyter.cli", "run", str(notebook), "--json", "--backend", backend,
-               *args, *[a for name in only for a in ("--only", name)], *(["--resume", resume] if resume else [])]
-        child_env = {**os.environ, **self.extra_env, **(env or {})}
-        child_env["SCANFLOW_HOME"] = str(self.home)
-        child_env["PYTHONUNBUFFERED"] = "1"
-        started = time.time()
-        proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(self.root), env=child_env, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        managed = ManagedRun(proc, started)
-        managed.waiter = asyncio.ensure_future(self._collect(managed))
-        state = await self._find_state(managed)
+        params_file = write_params_file(params)
+        try:
+            cmd = [sys.executable, "-m", "scanflow_jupyter.cli", "run", str(notebook), "--json", "--backend", backend,
+                   *(["--params-file", params_file] if params_file else []),
+                   *[a for name in only for a in ("--only", name)], *(["--resume", resume] if resume else [])]
+            child_env = {**os.environ, **self.extra_env, **(env or {})}
+            child_env["SCANFLOW_HOME"] = str(self.home)
+            child_env["PYTHONUNBUFFERED"] = "1"
+            started = time.time()
+            try:
+                proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(self.root), env=child_env,
+                                                            stdin=asyncio.subprocess.DEVNULL,
+                                                            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            except OSError as exc:
+                raise RunStartError(f"cannot start the runner ({cmd[0]}): {exc}") from None
+            managed = ManagedRun(proc, started)
+            managed.waiter = asyncio.ensure_future(self._collect(managed))
+            state = await self._find_state(managed)  # the runner has read the file once run.json exists
+        finally:
+            if params_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(params_file)
         managed.run_id = state.run_id
         self.managed[state.run_id] = managed
         log.info("scanflow run %s started (pid %s) for %s", state.run_id, proc.pid, notebook)
@@ -235,10 +286,8 @@ class RunManager:
         return managed.alive if managed is not None else pid_running(state.pid)
 
     def shown_status(self, state: RunState) -> str:
-        """`interrupted` for a run left `running` by a process that is gone."""
-        if state.status != "running":
-            return state.status
-        return "running" if self.process_alive(state) else "interrupted"
+        """`interrupted` for a run left `running` by a process that is gone (data.store.shown_status)."""
+        return shown_status(state, self.process_alive(state) if state.status == "running" else None)
 
     def read(self, run_id: str) -> RunState:
         return self.store.read_state(run_id)
@@ -247,13 +296,14 @@ class RunManager:
         return self.summary(self.read(run_id))
 
     def list(self, notebook: Path | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Newest first; with `notebook`, only its runs."""
+        """Newest first; with `notebook`, only its runs. Without, runs whose run.json is broken are
+        listed too, with status `unreadable` and the `message` and `fix` of RunUnreadableError."""
         if notebook is None:
-            states = self.store.list_runs(limit=limit)
+            entries = self.store.list_entries(limit=limit)
         else:
             wanted = str(notebook)
-            states = [s for s in self.store.list_runs() if _same_path(s.notebook, wanted)][:limit]
-        return [self.summary(s) for s in states]
+            entries = [s for s in self.store.list_runs() if _same_path(s.notebook, wanted)][:limit]
+        return [unreadable_summary(e) if isinstance(e, UnreadableRun) else self.summary(e) for e in entries]
 
     def summary(self, state: RunState) -> dict[str, Any]:
         """The RunSummary of REST_API.md."""
@@ -338,6 +388,14 @@ class RunManager:
         except (RunNotFoundError, StoreError):
             return False
         return True
+
+
+def unreadable_summary(entry: UnreadableRun) -> dict[str, Any]:
+    """A RunSummary-shaped entry for a run whose run.json cannot be read."""
+    return {"run_id": entry.run_id, "app": None, "notebook": None, "backend": None, "status": "unreadable",
+            "created_at": entry.created_at, "started_at": None, "finished_at": None, "duration_s": None,
+            "params": {}, "mlflow_run_id": None, "resumed_from": None, "steps": {}, "managed": False,
+            "message": entry.message, "reason": entry.reason, "fix": entry.fix}
 
 
 def _same_path(a: str, b: str) -> bool:
