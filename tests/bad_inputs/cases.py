@@ -277,6 +277,11 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
      "%%executor: unknown option --foo."),
     ("empty-notebook", [], "no-executors", None,
      "the notebook declares no %%executor cell, so there is nothing to run."),
+    # --- --deps (cache key ingredients that must exist) ------------------------------------
+    ("deps-missing-file", ["%%executor a --deps data/absent.csv\nx = 1"], "missing-deps", 0,
+     "executor 'a': --deps data/absent.csv matches no file in the notebook's folder."),
+    ("deps-glob-matches-nothing", [OK, "%%executor a --deps 'data/*.parquet'\nx = 1"], "missing-deps", 1,
+     "executor 'a': --deps data/*.parquet matches no file in the notebook's folder."),
 ]
 
 BAD_CASES: list[tuple[str, Source, str, int | None]] = [c[:4] for c in _CASES]
