@@ -74,12 +74,22 @@ def agents() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def up(notebook: str, timeout: float, as_json: bool) -> None:
     """Start (or restart) the agents of NOTEBOOK; bad agents are refused, the others start."""
+    from scanflow_jupyter.agents.auth import AgentTokenError
     from scanflow_jupyter.agents.supervisor import NoAgents
     from scanflow_jupyter.agents.supervisor import up as agents_up
     from scanflow_jupyter.notebook.parser import NotebookReadError
 
     try:
         result = agents_up(notebook, timeout=timeout)
+    except AgentTokenError as exc:
+        if as_json:
+            click.echo(json.dumps({"status": "invalid", "messages": [{"code": "agent-token", "text": str(exc)}]},
+                                  indent=2))
+        else:
+            from rich.markup import escape
+
+            _console(stderr=True).print(f"[red]error[/red]: {escape(str(exc))}")
+        sys.exit(2)
     except NotebookReadError as exc:
         m = exc.message
         if as_json:
@@ -132,6 +142,22 @@ def down(notebook: str | None, all_: bool, as_json: bool) -> None:
         return
     _console().print(f"stopped {len(result.agents)} agent(s): {', '.join(result.agents) or '-'}"
                      + (f" (killed pids {', '.join(map(str, result.killed))})" if result.killed else ""))
+
+
+@agents.command()
+def token() -> None:
+    """Print this project's agent token (for `curl -H "Authorization: Bearer $(scanflow agents token)"`).
+
+    It is $SCANFLOW_AGENT_TOKEN if set, else .scanflow/agent-token (created with mode 0600 if
+    missing). Anyone who has it can call this project's agents: do not share or record it.
+    """
+    from scanflow_jupyter.agents.auth import AgentTokenError, agent_token
+
+    try:
+        click.echo(agent_token())
+    except AgentTokenError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @agents.command("ls")

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.redact import redact_text, redact_uri, secret_values
+
 __all__ = ["AGENTS_EXPERIMENT_SUFFIX", "CallJournal", "CallRecord", "experiment_name", "open_client"]
 
 AGENTS_EXPERIMENT_SUFFIX = "-agents"
@@ -82,13 +84,13 @@ def open_client(tracking_uri: str, lock_path: Path | None = None) -> Any:
         try:
             client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - unavailable now; calls report it later
-            _log.warning("MLflow store %s not reachable at start: %s", tracking_uri, _one_line(exc))
+            _log.warning("MLflow store %s not reachable at start: %s", redact_uri(tracking_uri), _one_line(exc))
     return client
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+    return redact_text(f"{type(exc).__name__}: {text[0] if text else ''}", secret_values(os.environ))[:500]
 
 
 @dataclass

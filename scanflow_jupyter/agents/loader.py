@@ -52,6 +52,8 @@ TEMPLATES = tuple(BUILTIN_ACTUATORS)
 _AGENT_LINE_RE = re.compile(r"^\s*%%agent\b(.*)$")
 # Validation findings about a whole notebook that do not stop its agents from starting.
 _NOT_ABOUT_AGENTS = {"no-executors"}
+#: the agent-cell variable listing notebooks outside the project that `run_pipeline` may run
+ALLOW_NOTEBOOKS = "allow_notebooks"
 
 
 @dataclass
@@ -210,6 +212,14 @@ def check_agent(agent: Agent, app: Application | None = None) -> list[Message]:
         error("syntax-error", f"syntax error on line {(exc.lineno or 0) + 1} of the cell: {exc.msg}.",
               "fix the Python syntax of that line.")
         return msgs
+    allow = _allow_assignment(tree)
+    if allow is not None:
+        ok, value = _literal(allow.value) if allow.value is not None else (False, None)
+        if not (ok and isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value)):
+            error("bad-allow-notebooks", f"{ALLOW_NOTEBOOKS} (line {allow.lineno + 1}) must be a literal list of "
+                  "notebook paths or folders.",
+                  f'write it as {ALLOW_NOTEBOOKS} = ["../shared/train.ipynb", "/data/pipelines/"] (relative paths '
+                  "start at this notebook's folder).")
     sensors: dict[str, int] = {}
     actuators: dict[str, int] = {}
     rules_after: list[tuple[str, str, int]] = []
@@ -274,6 +284,17 @@ def check_agent(agent: Agent, app: Application | None = None) -> list[Message]:
     return msgs
 
 
+def _allow_assignment(tree: ast.Module) -> ast.Assign | ast.AnnAssign | None:
+    """The cell's top-level `allow_notebooks = [...]` statement (the last one), if any."""
+    found = None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == ALLOW_NOTEBOOKS for t in targets):
+            found = node
+    return found
+
+
 def _check_sensor_keywords(keywords: dict[str, ast.expr], name: str, line: int, error: Any) -> None:
     unknown = sorted(set(keywords) - {*TRIGGER_NAMES, "name"})
     if unknown:
@@ -318,6 +339,7 @@ class AgentProgram:
     actuators: dict[str, ActuatorSpec] = field(default_factory=dict)
     rules: dict[str, RuleSpec] = field(default_factory=dict)
     namespace: dict[str, Any] = field(default_factory=dict, repr=False)
+    allow_notebooks: list[str] = field(default_factory=list)  # run_pipeline beyond the project root
 
 
 def agent_spec(agent: Agent, app: Application) -> dict[str, Any]:
@@ -382,6 +404,14 @@ def load_agent(spec: dict[str, Any]) -> AgentProgram:
             raise
         raise AgentLoadError(_load_message(spec, exc)) from exc
     program.namespace = namespace
+    if _declares_allow(code_text):
+        value = namespace.get(ALLOW_NOTEBOOKS)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, Path)) for v in value):
+            raise AgentLoadError(Message("error", "bad-allow-notebooks",
+                                         f"agent '{name}': {ALLOW_NOTEBOOKS} must be a list of notebook paths, "
+                                         f"not {type(value).__name__}.",
+                                         f'write it as {ALLOW_NOTEBOOKS} = ["../shared/train.ipynb"].', program.cell))
+        program.allow_notebooks = [str(v) for v in value]
     for name_, (fn, doc) in builtin_actuators(template).items():
         program.actuators[name_] = ActuatorSpec(name_, fn, doc, builtin=True)
     problems: list[Message] = []
@@ -408,6 +438,14 @@ def load_agent(spec: dict[str, Any]) -> AgentProgram:
     if problems:
         raise AgentLoadError(problems[0])
     return program
+
+
+def _declares_allow(code_text: str) -> bool:
+    """True if the cell itself assigns `allow_notebooks` (a notebook parameter of that name does not count)."""
+    try:
+        return _allow_assignment(ast.parse(code_text)) is not None
+    except (SyntaxError, ValueError, RecursionError):
+        return False
 
 
 _ARGS = {"sensor-on": ("ctx", "events"), "sensor": ("ctx",), "actuator": ("ctx", "payload"),

@@ -12,7 +12,8 @@ Layout (version 1)::
                                 "message": null}}}}}
 
 Writers take an exclusive `flock` on `agents.json.lock`, read, change and replace the file
-atomically; readers just read (they always see a whole file).
+atomically; readers just read (they always see a whole file). The file is private to its owner
+(mode 0600) and holds no credentials: `tracking_uri` is recorded redacted.
 """
 
 from __future__ import annotations
@@ -84,12 +85,12 @@ class Registry:
     def edit(self) -> Iterator[dict[str, Any]]:
         """Lock, read, let the caller change the dict, write it back atomically."""
         self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as lock:
+        with os.fdopen(os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 data = self.read()
                 yield data
-                atomic_write_json(self.path, data)
+                atomic_write_json(self.path, data, private=True)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import json
 import logging
@@ -29,6 +30,7 @@ from scanflow_jupyter.agents.events import initial_watermark, poll
 from scanflow_jupyter.agents.journal import CallJournal, CallRecord, import_mlflow, open_client
 from scanflow_jupyter.agents.loader import AgentProgram, call_arity
 from scanflow_jupyter.agents.state import AgentState, jsonable
+from scanflow_jupyter.redact import redact_text, redact_uri, secret_values
 
 __all__ = ["AgentContext", "AgentRuntime", "PeerCallError"]
 
@@ -42,9 +44,23 @@ class PeerCallError(RuntimeError):
     """`ctx.call(...)` failed: the peer is unknown/unreachable or its actuator raised."""
 
 
+@functools.lru_cache(maxsize=1)
+def _env_secrets() -> tuple[str, ...]:
+    return tuple(secret_values(os.environ))
+
+
+def redacted(text: str) -> str:
+    """`text` fit to record: URI credentials and the environment's secret values masked."""
+    return redact_text(text, _env_secrets())
+
+
 def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:1000]
+    return redacted(f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": "))[:1000]
+
+
+def _traceback() -> str:
+    return redacted(traceback.format_exc(limit=20))
 
 
 def _invoke(fn: Any, args: list[Any]) -> Any:
@@ -110,10 +126,22 @@ class AgentContext:
     def run_pipeline(self, notebook: str | Path | None = None, *, params: dict[str, Any] | None = None,
                      only: list[str] | None = None, no_cache: bool = False) -> dict[str, Any]:
         """Run a notebook's pipeline (this agent's notebook by default); return the run result."""
-        from scanflow_jupyter.agents.templates import run_pipeline
+        from scanflow_jupyter.agents.templates import check_notebook_allowed, run_pipeline
 
-        return run_pipeline(notebook or self.notebook, params=params, only=only, no_cache=no_cache,
-                            base_dir=self.notebook.parent)
+        program = self._runtime.program
+        path = check_notebook_allowed(notebook or self.notebook, base_dir=self.notebook.parent,
+                                      root=self.project_root, allow=program.allow_notebooks)
+        return run_pipeline(path, params=params, only=only, no_cache=no_cache)
+
+    @property
+    def project_root(self) -> Path:
+        """The folder holding the project's `.scanflow` home (if the agent's notebook is inside
+        it), else the agent notebook's folder: `run_pipeline` runs notebooks under it only."""
+        nb_dir = self.notebook.resolve().parent
+        home = Path(self.home).resolve()
+        if home.name == ".scanflow" and nb_dir.is_relative_to(home.parent):
+            return home.parent
+        return nb_dir
 
     def promote_if_better(self, model: str, metric: str, **options: Any) -> dict[str, Any]:
         """Move the model alias (default `champion`) to the candidate version if its metric is better."""
@@ -139,8 +167,9 @@ class AgentRuntime:
 
     def __init__(self, program: AgentProgram, *, home: Path, tracking_uri: str, state_dir: Path,
                  artifact_root: str | None = None, journal: CallJournal | None = None,
-                 peer_urls: dict[str, str] | None = None) -> None:
+                 peer_urls: dict[str, str] | None = None, token: str | None = None) -> None:
         self.program = program
+        self.token = token  # the project's agent token (agents.auth); None: read it when needed
         self.home = Path(home)
         self.tracking_uri = tracking_uri
         self.started_at = time.time()
@@ -203,13 +232,18 @@ class AgentRuntime:
 
         if self._http is None:
             self._http = httpx.Client(timeout=httpx.Timeout(timeout or DEFAULT_CALL_TIMEOUT, connect=5.0))
+        from scanflow_jupyter.agents.auth import agent_token, auth_headers
+
         url = f"{self._peer_url(agent)}/actuators/{actuator}"
         body = json.dumps(jsonable(payload, limit=10_000_000))
+        if self.token is None:
+            self.token = agent_token(self.home)
+        headers = {"content-type": "application/json", "x-scanflow-caller": caller, **auth_headers(self.token)}
         deadline = time.monotonic() + CONNECT_RETRY_S
         while True:
             try:
                 response = self._http.post(url, content=body, timeout=timeout or DEFAULT_CALL_TIMEOUT,
-                                           headers={"content-type": "application/json", "x-scanflow-caller": caller})
+                                           headers=headers)
                 break
             except httpx.ConnectError as exc:  # the peer may be restarting: its port is kept
                 if time.monotonic() > deadline:
@@ -225,6 +259,9 @@ class AgentRuntime:
             doc = {"error": response.text[:500]}
         if response.status_code >= 400 or not doc.get("ok", False):
             detail = doc.get("error") or doc.get("detail") or response.text[:500]
+            if response.status_code == 401:
+                detail = (f"it refused this agent's token ({detail}). Both agents must belong to the same project "
+                          "(one .scanflow home, or the same $SCANFLOW_AGENT_TOKEN)")
             raise PeerCallError(f"agent '{agent}' actuator '{actuator}' failed (HTTP {response.status_code}): {detail}")
         return doc.get("result")
 
@@ -277,7 +314,7 @@ class AgentRuntime:
         try:
             value = _invoke(spec.fn, args)
         except Exception as exc:  # noqa: BLE001 - user code
-            error, tb = _one_line(exc), traceback.format_exc(limit=20)
+            error, tb = _one_line(exc), _traceback()
         duration = time.time() - started
         shown = jsonable(value)
         fields = {"runs": int(entry.get("runs", 0)) + 1, "last_run": started, "last_duration_s": duration,
@@ -327,7 +364,7 @@ class AgentRuntime:
                 self.messages.add("rule", rule.name, ok=True, value=jsonable(result))
             except Exception as exc:  # noqa: BLE001 - user code
                 self.messages.add("rule", rule.name, ok=False, error=_one_line(exc))
-                _log.warning("rule %s failed: %s", rule.name, traceback.format_exc(limit=20))
+                _log.warning("rule %s failed: %s", rule.name, _traceback())
 
     def _actuator_call(self, name: str, payload: Any, caller: str | None, trigger: str) -> dict[str, Any]:
         import_mlflow()
@@ -335,11 +372,11 @@ class AgentRuntime:
         entry = self.state.actuator(name)
         ctx = self.context.for_call("actuator", name, trigger, caller)
         started = time.time()
-        value, error, tb = None, None, None
+        value, error, tb, forbidden = None, None, None, False
         try:
             value = _invoke(spec.fn, [ctx, payload])
         except Exception as exc:  # noqa: BLE001 - user code
-            error, tb = _one_line(exc), traceback.format_exc(limit=20)
+            error, tb, forbidden = _one_line(exc), _traceback(), isinstance(exc, PermissionError)
         duration = time.time() - started
         shown = jsonable(value, limit=1_000_000)
         fields: dict[str, Any] = {"runs": int(entry.get("runs", 0)) + 1, "last_run": started,
@@ -357,7 +394,8 @@ class AgentRuntime:
                           duration_s=round(duration, 6))
         if error is not None:
             _log.warning("actuator %s failed: %s\n%s", name, error, tb)
-            return {"ok": False, "error": error, "traceback": tb, "duration_s": duration}
+            return {"ok": False, "error": error, "traceback": tb, "duration_s": duration,
+                    **({"forbidden": True} if forbidden else {})}
         return {"ok": True, "result": shown, "duration_s": duration}
 
     # -- scheduling --------------------------------------------------------------------------
@@ -461,7 +499,7 @@ class AgentRuntime:
             "template": self.program.template, "notebook": self.program.notebook, "cell": self.program.cell,
             "pid": os.getpid(), "started_at": self.started_at, "uptime_s": now - self.started_at,
             "first_started": snap.get("first_started"), "starts": snap.get("starts"),
-            "tracking_uri": self.tracking_uri, "sensors": sensors, "actuators": actuators,
+            "tracking_uri": redact_uri(self.tracking_uri), "sensors": sensors, "actuators": actuators,
             "rules": [{"name": r.name, "after": r.after, "doc": r.doc} for r in self.program.rules.values()],
             "tracking": self.journal.status(), "messages": len(self.messages),
         }

@@ -8,7 +8,12 @@ Routes (DESIGN.md §3):
 * `POST /sensors/{name}` — run a sensor now; answers its outcome.
 * `POST /actuators/{name}` — body = the JSON payload (may be empty); answers
   `{"ok": true, "result": ...}`, or HTTP 500 `{"ok": false, "error": ...}` if it raised.
-* `GET /health` — liveness.
+* `GET /health` — liveness with the agent's name and pid.
+* `GET /healthz` — `{"ok": true}` and nothing else: the only route open without the token
+  (Kubernetes probes).
+
+Every other route needs `Authorization: Bearer <the project's agent token>`, an allowed `Host`
+and no cross-site `Origin`; POST bodies must be JSON (`agents.auth`).
 
 `python -m scanflow_jupyter.agents.service --spec SPEC.json (--fd N | --port P)` runs one
 agent; the supervisor passes a listening socket it keeps across restarts (`--fd`), so the port
@@ -27,13 +32,14 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from scanflow_jupyter.agents import auth
 from scanflow_jupyter.agents.runtime import AgentRuntime
 
 __all__ = ["EXIT_REFUSED", "create_app", "main"]
@@ -42,9 +48,35 @@ EXIT_REFUSED = 3
 _log = logging.getLogger("scanflow.agents")
 
 
-def create_app(runtime: AgentRuntime, *, on_ready: Callable[[], None] | None = None,
+class _Guard:
+    """ASGI middleware: refuse what `auth.refusal` refuses, before any route runs."""
+
+    def __init__(self, app: Any, token: str, hosts: frozenset[str]) -> None:
+        self.app, self.token, self.hosts = app, token, hosts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+            refused = auth.refusal(scope["method"], scope["path"], headers, token=self.token, hosts=self.hosts)
+            if refused is not None:
+                status, message = refused
+                extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                await JSONResponse({"ok": False, "error": message}, status_code=status, headers=extra)(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(runtime: AgentRuntime, *, token: str | None = None, hosts: Iterable[str] | None = None,
+               on_ready: Callable[[], None] | None = None,
                on_started: Callable[[FastAPI], Any] | None = None) -> FastAPI:
-    """The FastAPI app of `runtime`; its lifespan starts and stops the sensors' schedules."""
+    """The FastAPI app of `runtime`; its lifespan starts and stops the sensors' schedules.
+
+    Requests need `token` (default: the project's agent token, `auth.agent_token`) and one of
+    `hosts` (default: `auth.allowed_hosts()`).
+    """
+    secret = token or runtime.token or auth.agent_token(runtime.home)
+    names = frozenset(hosts) if hosts is not None else auth.allowed_hosts()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +95,12 @@ def create_app(runtime: AgentRuntime, *, on_ready: Callable[[], None] | None = N
     app = FastAPI(title=f"scanflow agent {program.name}", version="1",
                   description=f"Agent '{program.name}' of application '{program.app}'"
                   + (f" (template {program.template})" if program.template else ""),
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(_Guard, token=secret, hosts=names)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -96,7 +133,8 @@ def create_app(runtime: AgentRuntime, *, on_ready: Callable[[], None] | None = N
         caller = request.headers.get("x-scanflow-caller")
         outcome = await runtime.run_actuator(name, payload, caller=caller,
                                              trigger="peer" if caller else "http")
-        return JSONResponse(outcome, status_code=200 if outcome.get("ok") else 500)
+        code = 200 if outcome.get("ok") else 403 if outcome.get("forbidden") else 500
+        return JSONResponse(outcome, status_code=code)
 
     return app
 
@@ -107,6 +145,22 @@ def _unknown(kind: str, name: str, known: list[str]) -> JSONResponse:
 
 
 # -- the agent process --------------------------------------------------------------------
+
+
+class _Redacting(logging.Filter):
+    """Mask credentials (URI user-info, the environment's secret values) in every log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from scanflow_jupyter.agents.runtime import redacted
+
+        message = record.getMessage()
+        clean = redacted(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info:
+            record.exc_text = redacted(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
 
 
 def _write_boot(path: Path | None, **fields: Any) -> None:
@@ -151,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Redacting())
     from scanflow_jupyter.agents.loader import AgentLoadError, load_agent
     from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri, scanflow_home
 
@@ -166,10 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         _write_boot(boot, state="refused", message=vars(exc.message))
         print(f"agent '{spec.get('name')}' refused: {exc.message}", file=sys.stderr, flush=True)
         return EXIT_REFUSED
+    try:
+        token = auth.agent_token(home)
+    except auth.AgentTokenError as exc:
+        _write_boot(boot, state="refused", message={"severity": "error", "code": "agent-token", "text": str(exc),
+                                                    "fix": str(exc).split("Fix: ", 1)[-1], "cell": spec.get("cell")})
+        print(f"agent '{spec.get('name')}' refused: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REFUSED
     peer_urls = json.loads(os.environ.get("SCANFLOW_AGENT_URLS") or "{}")
     runtime = AgentRuntime(program, home=home, tracking_uri=tracking_uri,
                            state_dir=Path(args.state_dir) if args.state_dir else spec_path.parent,
-                           artifact_root=default_artifact_root(home), peer_urls=peer_urls)
+                           artifact_root=default_artifact_root(home), peer_urls=peer_urls, token=token)
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
     else:

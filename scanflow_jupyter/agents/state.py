@@ -24,16 +24,31 @@ MESSAGES_KEPT = 500
 MESSAGES_FILE_MAX_BYTES = 2_000_000
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
+def atomic_write_json(path: Path, data: Any, *, private: bool = False) -> None:
     """Write JSON to a temporary file next to `path`, then rename it over `path`.
 
     A killed process leaves the old or the new file, never a mix (no fsync: power loss is not
     what this guards against, and a sensor saving twice a second should not wait for the disk).
+    `private`: the file is created with mode 0600 (never readable by other users, even briefly).
     """
     from scanflow_jupyter.data.serializers import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(data, indent=1, default=str).encode("utf-8"))
+    raw = json.dumps(data, indent=1, default=str).encode("utf-8")
+    if not private:
+        atomic_write_bytes(path, raw)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def jsonable(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:

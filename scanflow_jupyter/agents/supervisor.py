@@ -9,8 +9,9 @@ Because the socket outlives the agent, its port never changes and a request sent
 restart waits in the socket's backlog instead of failing. Agents persist their schedules and
 watermarks (`agents.state`), so a restarted agent continues where it stopped.
 
-Files under the Scanflow home: `agents.json` (the registry, `agents.registry`), and per app
-`agents/<app>/supervisor.log`, `agents/<app>/<agent>.log` (one log per agent, appended across
+Files under the Scanflow home: `agent-token` (`agents.auth`, mode 0600), `agents.json` (the
+registry, `agents.registry`, mode 0600), and in the owner-only folder `agents/` (mode 0700) per
+app `agents/<app>/supervisor.log`, `agents/<app>/<agent>.log` (one log per agent, appended across
 restarts), `agents/<app>/<agent>/{spec.json,state.json,messages.jsonl,boot.json}`.
 
 `down(notebook)` stops the supervisor (SIGTERM), which stops its agents (SIGTERM, then SIGKILL
@@ -36,10 +37,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.agents import auth
 from scanflow_jupyter.agents.registry import Registry, pid_alive
 from scanflow_jupyter.agents.state import atomic_write_json
+from scanflow_jupyter.redact import redact_uri
 
-__all__ = ["AgentRow", "DownResult", "UpResult", "agents_folder", "down", "fetch_status", "ls", "up"]
+__all__ = ["AgentRow", "DownResult", "UpResult", "agents_folder", "down", "fetch_status", "ls", "probe_status", "project_token", "up"]
 
 SUPERVISOR_MODULE = "scanflow_jupyter.agents.supervisor"
 SERVICE_MODULE = "scanflow_jupyter.agents.service"
@@ -52,6 +55,13 @@ SETTLED = ("running", "refused", "failed")
 
 def agents_folder(home: Path, app: str) -> Path:
     return Path(home) / "agents" / app
+
+
+def _private_folder(folder: Path) -> None:
+    """Create `folder` readable by its owner only (agent code, state, messages and logs live there)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(folder, 0o700)
 
 
 # -- results -------------------------------------------------------------------------------
@@ -141,7 +151,8 @@ def _home(home: Path | str | None) -> Path:
 def up(notebook: str | Path, *, home: Path | str | None = None, timeout: float = 60.0,
        env: dict[str, str] | None = None) -> UpResult:
     """Start the agents of `notebook` (restarting them if already up) and wait until each runs,
-    is refused, or failed to start. Raises NotebookReadError / NoAgents for a bad notebook."""
+    is refused, or failed to start. Raises NotebookReadError / NoAgents for a bad notebook,
+    auth.AgentTokenError for an unsafe token file."""
     from scanflow_jupyter.agents.loader import agent_spec, plan_agents
     from scanflow_jupyter.tracking import resolve_tracking_uri
 
@@ -150,18 +161,21 @@ def up(notebook: str | Path, *, home: Path | str | None = None, timeout: float =
     plan = plan_agents(nb)
     if not plan.agents and not plan.refused:
         raise NoAgents(f"{nb.name} declares no %%agent cell, so there is no agent to start.")
+    child_env = dict(os.environ if env is None else env)
+    auth.agent_token(home_dir, env=child_env)  # create it now, before any agent or client needs it
     registry = Registry(home_dir)
     down(nb, home=home_dir)
     app = plan.app
+    _private_folder(home_dir / "agents")
     folder = agents_folder(home_dir, app.name)
     for agent in plan.agents:
         agent_dir = folder / agent.name
         atomic_write_json(agent_dir / "spec.json", agent_spec(agent, app))
         with contextlib.suppress(FileNotFoundError):
             (agent_dir / "boot.json").unlink()
-    child_env = dict(os.environ if env is None else env)
     child_env["SCANFLOW_HOME"] = str(home_dir)
-    child_env["MLFLOW_TRACKING_URI"] = resolve_tracking_uri(home_dir)
+    # the caller's environment decides (the server passes the sidebar's tracking URI in `env`)
+    child_env["MLFLOW_TRACKING_URI"] = child_env.get("MLFLOW_TRACKING_URI") or resolve_tracking_uri(home_dir)
     child_env["PYTHONUNBUFFERED"] = "1"
     if plan.agents:
         _create_sqlite_store(child_env["MLFLOW_TRACKING_URI"], child_env)
@@ -174,7 +188,7 @@ def up(notebook: str | Path, *, home: Path | str | None = None, timeout: float =
         agents[refusal.agent] = {"cell": refusal.cell, "state": "refused", "message": refusal.to_dict()}
     with registry.edit() as data:
         data["notebooks"][str(nb)] = {"app": app.name, "team": app.team, "supervisor_pid": None,
-                                      "started_at": now, "tracking_uri": child_env["MLFLOW_TRACKING_URI"],
+                                      "started_at": now, "tracking_uri": redact_uri(child_env["MLFLOW_TRACKING_URI"]),
                                       "log": str(folder / "supervisor.log"), "agents": agents}
     pid = None
     if plan.agents:
@@ -303,12 +317,35 @@ def down(notebook: str | Path | None = None, *, home: Path | str | None = None,
     return result
 
 
-def fetch_status(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
-    """GET `url`/status (None if the agent does not answer)."""
+NO_ANSWER = "does not answer /status"
+
+
+def probe_status(url: str, timeout: float = 1.0, *, token: str | None = None) -> tuple[dict[str, Any] | None, str]:
+    """GET `url`/status with the project's agent token: `(status, "")`, or `(None, why not)`."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/status", headers=auth.auth_headers(token))
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout) as resp:  # noqa: S310 - our agent
-            return json.loads(resp.read().decode("utf-8"))
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - our agent
+            return json.loads(resp.read().decode("utf-8")), ""
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return None, (f"refused this project's agent token (HTTP {exc.code}): it was started with another "
+                          "token; restart it with `scanflow agents up NOTEBOOK`")
+        return None, f"{NO_ANSWER} (HTTP {exc.code})"
     except (urllib.error.URLError, OSError, ValueError):
+        return None, NO_ANSWER
+
+
+def fetch_status(url: str, timeout: float = 1.0, *, token: str | None = None) -> dict[str, Any] | None:
+    """GET `url`/status with the project's agent token (None if the agent does not answer or
+    refuses the token)."""
+    return probe_status(url, timeout, token=token)[0]
+
+
+def project_token(home: Path) -> str | None:
+    """The agent token clients of `home` send (None if there is none yet or it is unsafe)."""
+    try:
+        return auth.agent_token(home, create=False)
+    except auth.AgentTokenError:
         return None
 
 
@@ -359,10 +396,12 @@ def ls(*, home: Path | str | None = None, notebook: str | None = None, fetch: bo
                                  and state == "running" else None))
     live = [r for r in rows if r.state == "running" and r.url] if fetch else []
     if live:
+        token = project_token(registry.home)
         with ThreadPoolExecutor(max_workers=min(8, len(live))) as pool:
-            for row, status in zip(live, pool.map(lambda r: fetch_status(r.url, timeout), live), strict=True):
+            for row, (status, why) in zip(live, pool.map(lambda r: probe_status(r.url, timeout, token=token), live),
+                                          strict=True):
                 if status is None:
-                    row.last_error = row.last_error or "does not answer /status"
+                    row.last_error = row.last_error or why
                 else:
                     _summarise(row, status)
     return rows

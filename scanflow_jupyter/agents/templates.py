@@ -25,6 +25,8 @@ __all__ = [
     "BUILTIN_ACTUATORS",
     "DEFAULT_ALIAS",
     "ActionError",
+    "NotebookNotAllowed",
+    "check_notebook_allowed",
     "builtin_actuators",
     "drift_test",
     "metric_summary",
@@ -48,6 +50,38 @@ class ActionError(RuntimeError):
 
 
 # -- planner: run a pipeline ----------------------------------------------------------------
+
+
+class NotebookNotAllowed(ActionError, PermissionError):
+    """`run_pipeline` was asked for a notebook outside the project root and the agent's allow list."""
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def check_notebook_allowed(notebook: str | Path, *, base_dir: str | Path, root: str | Path,
+                           allow: Sequence[str | Path] = ()) -> Path:
+    """The resolved path of `notebook` (relative to `base_dir`) if it lies inside `root` or
+    matches `allow` (files, or folders whose notebooks are all allowed; relative to
+    `base_dir`); NotebookNotAllowed otherwise. Symlinks are followed and `..` resolved first,
+    so neither leads out of the project."""
+    path = Path(notebook).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    resolved = path.resolve()
+    root_dir = Path(root).resolve()
+    if _under(resolved, root_dir):
+        return resolved
+    for entry in allow:
+        allowed = Path(entry).expanduser()
+        allowed = (allowed if allowed.is_absolute() else Path(base_dir) / allowed).resolve()
+        if resolved == allowed or (allowed.is_dir() and _under(resolved, allowed)):
+            return resolved
+    raise NotebookNotAllowed(
+        f"run_pipeline refuses notebook {str(notebook)!r}: it resolves to {resolved}, outside the project root "
+        f"{root_dir} and not in this agent's allow_notebooks. Fix: keep the notebook inside the project, or "
+        f"declare it in the %%agent cell: allow_notebooks = [{str(resolved)!r}].")
 
 
 def run_pipeline(notebook: str | Path, *, params: Mapping[str, Any] | None = None,

@@ -49,17 +49,19 @@ def list_agents(home: Path, notebook: Path | None) -> list[dict[str, Any]]:
     """Every agent of `notebook` (all of the home if None), with its live `/status`."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from scanflow_jupyter.agents.supervisor import _summarise, fetch_status, ls
+    from scanflow_jupyter.agents.supervisor import _summarise, ls, probe_status, project_token
 
     rows = ls(home=home, notebook=str(notebook) if notebook else None, fetch=False)
     live = [r for r in rows if r.state == "running" and r.url]
     statuses: dict[int, dict[str, Any] | None] = {}
     if live:
+        token = project_token(home)  # the agents' token: this server runs as the user who started them
         with ThreadPoolExecutor(max_workers=min(8, len(live))) as pool:
-            for row, status in zip(live, pool.map(lambda r: fetch_status(r.url), live), strict=True):
+            for row, (status, why) in zip(live, pool.map(lambda r: probe_status(r.url, token=token), live),
+                                          strict=True):
                 statuses[id(row)] = status
                 if status is None:
-                    row.last_error = row.last_error or "does not answer /status"
+                    row.last_error = row.last_error or why
                 else:
                     _summarise(row, status)
     return [agent_dict(r, home, statuses.get(id(r))) for r in rows]

@@ -54,10 +54,17 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
     pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
 
 
+def token_headers() -> dict[str, str]:
+    """The Authorization header of this test's project (SCANFLOW_HOME is set by `project`)."""
+    from scanflow_jupyter.agents.auth import agent_token, auth_headers
+
+    return auth_headers(agent_token(create=False))
+
+
 def get(port: int, path: str = "/status", timeout: float = 5.0) -> dict[str, Any]:
     import httpx
 
-    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout)
+    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout, headers=token_headers())
     response.raise_for_status()
     return response.json()
 
@@ -374,7 +381,8 @@ def test_bad_agent_code_is_refused_with_cell_and_fix_and_the_others_start(agents
     assert wait_for(lambda: sensor(get(port), "tick")["last_value"] == 3, 15, "the good agent to run")
     import httpx
 
-    assert httpx.post(f"http://127.0.0.1:{port}/actuators/double", json=21, timeout=10).json()["result"] == 42
+    assert httpx.post(f"http://127.0.0.1:{port}/actuators/double", json=21, timeout=10,
+                      headers=token_headers()).json()["result"] == 42
 
     # The same refusals, as a person reads them (and `up` again restarts cleanly).
     again = project.cli("agents", "up", "mixed.ipynb", timeout=120)

@@ -19,6 +19,7 @@ from tests.agents_support import fresh_store
 pytestmark = pytest.mark.integration
 
 IMPORTS = "from scanflow_jupyter.agents import sensor, rule, actuator, new_run\n"
+TOKEN = "test-agent-token-0123456789"
 
 SOURCE = """
 import time
@@ -74,14 +75,20 @@ def make_runtime(tmp_path: Path, tracking_uri: str, source: str = SOURCE, templa
                         state_dir=tmp_path / "home" / "agents" / "svc" / "watcher")
 
 
-@pytest.fixture
-def served(tmp_path, tracking_uri):
+def client_for(runtime):
+    """A TestClient that calls the agent as the CLI does: 127.0.0.1, with the project's token."""
     from fastapi.testclient import TestClient
 
     from scanflow_jupyter.agents.service import create_app
 
+    return TestClient(create_app(runtime, token=TOKEN), base_url="http://127.0.0.1",
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+@pytest.fixture
+def served(tmp_path, tracking_uri):
     runtime = make_runtime(tmp_path, tracking_uri)
-    with TestClient(create_app(runtime)) as client:
+    with client_for(runtime) as client:
         yield runtime, client
 
 
@@ -139,7 +146,8 @@ def test_actuators(served):
     bad = client.post("/actuators/explode", json=[1])
     assert bad.status_code == 500 and bad.json()["error"] == "ValueError: bad payload: [1]"
     assert "Traceback" in bad.json()["traceback"]
-    assert client.post("/actuators/echo", content=b"{not json").status_code == 400
+    assert client.post("/actuators/echo", content=b"{not json",
+                       headers={"content-type": "application/json"}).status_code == 400
     missing = client.post("/actuators/nope")
     assert missing.status_code == 404 and "actuators: drift_test, echo, explode" in missing.json()["error"]
     drift = client.post("/actuators/drift_test", json={"reference": {"x": [1, 2, 3, 4] * 10},
@@ -190,12 +198,8 @@ def test_every_call_is_an_mlflow_run(served, tracking_uri):
 
 
 def test_state_survives_a_restart_and_a_changed_trigger_resets(tmp_path, tracking_uri):
-    from fastapi.testclient import TestClient
-
-    from scanflow_jupyter.agents.service import create_app
-
     first = make_runtime(tmp_path, tracking_uri)
-    with TestClient(create_app(first)) as client:
+    with client_for(first) as client:
         client.post("/sensors/manual")
         before = {s["name"]: s for s in client.get("/status").json()["sensors"]}
     second = make_runtime(tmp_path, tracking_uri)
