@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.conftest import scanflow_command
 
 pytestmark = pytest.mark.timeout(600)
