@@ -229,5 +229,9 @@ from scanflow_jupyter.cli_kubernetes import register as register_kubernetes  # n
 
 register_kubernetes(main)
 
+from scanflow_jupyter.cli_tracking import attach as attach_runs_sync  # noqa: E402
+
+attach_runs_sync(main)  # `scanflow runs sync [RUN_ID]`; `scanflow runs` ends dead runners' MLflow runs
+
 if __name__ == "__main__":
     main()

@@ -224,16 +224,15 @@ def up(notebook: str | Path, *, home: Path | str | None = None, timeout: float =
 
 
 def _create_sqlite_store(tracking_uri: str, env: dict[str, str]) -> None:
-    """Create a new sqlite tracking store before the agents start, in a child process (MLflow
-    needs seconds to create its tables; agents started together must not race to do it, and
-    an agent stopped right away must not leave a half-created store)."""
-    if not tracking_uri.startswith("sqlite:///"):
+    """Create/upgrade a sqlite tracking store before the agents start (`tracking_store.
+    ensure_sqlite_store`: once, under its file lock), in a child process so this one does not
+    import mlflow; a store that is already current costs a stdlib check only."""
+    from scanflow_jupyter.tracking_store import sqlite_path, store_ready
+
+    if sqlite_path(tracking_uri) is None or store_ready(tracking_uri):
         return
-    path = Path(tracking_uri[len("sqlite:///"):])
-    if path.exists() or not path.parent.is_dir():
-        return
-    code = ("import sys; from scanflow_jupyter.tracking import Recorder; "
-            "Recorder(sys.argv[1]).warm_up()")
+    code = ("import sys; from scanflow_jupyter.tracking_store import ensure_sqlite_store; "
+            "ensure_sqlite_store(sys.argv[1])")
     proc = subprocess.run([sys.executable, "-c", code, tracking_uri], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     if proc.returncode != 0:  # the agents report the store's problem in their /status

@@ -202,6 +202,8 @@ class RunState:
     pid: int | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
     resumed_from: str | None = None
+    tracking: str | None = None  # recording | synced | pending | failed (scanflow_jupyter.tracking_sync)
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # {"code", "message", "fix"}
 
     def __post_init__(self) -> None:
         _check_status(self.status, RUN_STATUSES, "run")
@@ -222,6 +224,8 @@ class RunState:
             "pid": self.pid,
             "steps": {name: step.to_dict() for name, step in self.steps.items()},
             "resumed_from": self.resumed_from,
+            "tracking": self.tracking,
+            "warnings": [dict(w) for w in self.warnings],
         }
 
     @classmethod
@@ -243,6 +247,8 @@ class RunState:
                 name: StepState.from_dict(step) for name, step in (data.get("steps") or {}).items()
             },
             resumed_from=data.get("resumed_from"),
+            tracking=data.get("tracking"),
+            warnings=[dict(w) for w in data.get("warnings") or [] if isinstance(w, dict)],
         )
 
 
@@ -293,6 +299,8 @@ _RUN_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {  # key -> (JSON types,
     "pid": ((int,), False),
     "steps": ((dict,), False),
     "resumed_from": ((str,), False),
+    "tracking": ((str,), False),
+    "warnings": ((list,), False),
 }
 _STEP_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "name": ((str,), True),

@@ -23,6 +23,7 @@ EVENT_TYPES = (
     "step_skipped",
     "step_retrying",
     "step_killed",
+    "run_warning",
     "run_finished",
 )
 

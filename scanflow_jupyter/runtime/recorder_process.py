@@ -30,12 +30,13 @@ from scanflow_jupyter.tracking import TrackingError, mlflow_status
 __all__ = ["RecorderProcess"]
 
 _CONFIG_ENV = "_SCANFLOW_RECORDER_CONFIG"
-_METHODS = frozenset({"start_pipeline", "start_step", "finish_step", "finish_pipeline"})
-# Fail fast when a tracking server is unreachable (MLflow's own default retries for ~4 min);
-# only applied when the user has not set these.
+_METHODS = frozenset({"start_pipeline", "start_step", "finish_step", "finish_pipeline", "forward"})
+# Fail fast when a tracking server is unreachable or hangs (MLflow's own defaults: 7 retries
+# over ~4 min, 120 s per request); only applied when the user has not set these.
 _CHILD_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
 _STDERR_TAIL_CHARS = 3000
 _CLOSE = object()
@@ -65,7 +66,10 @@ class RecorderProcess:
         artifact_root: str | None = None,
         *,
         call_timeout: float | None = None,
+        buffer_for: Mapping[str, str] | None = None,
     ) -> None:
+        """`buffer_for` (`{"run_dir", "home"}`): `tracking_uri` is that run's tracking buffer,
+        which the child creates first if needed (`tracking_sync.create_buffer`)."""
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.call_timeout = call_timeout
@@ -94,6 +98,7 @@ class RecorderProcess:
                 "artifact_root": artifact_root,
                 "log_path": str(self.log_path),
                 "parent_pid": os.getpid(),
+                "buffer_for": dict(buffer_for) if buffer_for else None,
             }
         )
         # Make the package importable in the child when it runs from a source checkout.
@@ -216,6 +221,11 @@ class RecorderProcess:
             },
             f"finish_pipeline({mlflow_id}, {status})",
         )
+
+    def forward(self, target_uri: str, artifact_root: str | None = None) -> dict[str, Any]:
+        """Deliver the buffer (`buffer_for`) to `target_uri` (blocks; `tracking_sync.forward`'s
+        report). The URI travels on the child's stdin, never in its argv."""
+        return self._call("forward", {"target_uri": target_uri, "artifact_root": artifact_root})
 
     def close(self, timeout: float | None = 60.0) -> None:
         """Flush queued calls, wait for the child to exit; raise `TrackingError` if any failed."""
@@ -398,11 +408,16 @@ def _child_main() -> int:
     from scanflow_jupyter.tracking import Recorder
 
     recorder = Recorder(config.get("tracking_uri", ""), config.get("artifact_root"))
+    buffer_for = config.get("buffer_for")
     warm_error = None
     try:
+        if buffer_for:
+            from scanflow_jupyter.tracking_sync import create_buffer
+
+            create_buffer(buffer_for["run_dir"], buffer_for["home"])
         recorder.warm_up()  # import mlflow + open/create the store, before any request
-    except TrackingError as exc:
-        warm_error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as the ready error
+        warm_error = str(exc) if isinstance(exc, TrackingError) else f"tracking buffer: {type(exc).__name__}: {exc}"
         print(f"scanflow recorder: {warm_error}", file=sys.stderr, flush=True)
     send({"event": "ready", "seconds": time.monotonic() - started, "error": warm_error})
 
@@ -418,7 +433,12 @@ def _child_main() -> int:
             method = req.get("method")
             if method not in _METHODS:
                 raise ValueError(f"unknown recorder method {method!r}")
-            result = getattr(recorder, method)(**req.get("args", {}))
+            if method == "forward":
+                from scanflow_jupyter.tracking_sync import forward
+
+                result = forward(buffer_for["run_dir"], **req.get("args", {}))
+            else:
+                result = getattr(recorder, method)(**req.get("args", {}))
             send({"id": rid, "ok": True, "result": result})
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent
             traceback.print_exc(file=sys.stderr)

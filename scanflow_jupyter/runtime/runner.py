@@ -54,6 +54,12 @@ class RunResult:
     run_dir: str
     messages: list[Message] = field(default_factory=list)
     explain: dict[str, str] = field(default_factory=dict)  # step -> why it ran or was cached
+    tracking: str | None = None  # synced | pending | failed (scanflow_jupyter.tracking_sync)
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        """Every warning of the run (validation, tracking) as {"code", "message", "fix"}."""
+        return [{"code": m.code, "message": m.text, "fix": m.fix} for m in self.messages if m.severity == "warning"]
 
     @property
     def exit_code(self) -> int:
@@ -64,6 +70,8 @@ class RunResult:
             "run_id": self.run_id,
             "status": self.status,
             "mlflow_run_id": self.mlflow_run_id,
+            "tracking": self.tracking,
+            "warnings": self.warnings,
             "run_dir": self.run_dir,
             "steps": {name: s.to_dict() for name, s in self.steps.items()},
         }
@@ -168,6 +176,10 @@ class PipelineRun:
         self._parent_future: Future[str] | None = None
         self._tracking_futures: list[Future[Any]] = []
         self._tracking_problems: list[str] = []
+        self._buffered = False  # steps log into the run's local buffer (remote tracker)
+        self._buffer_steps: dict[str, str] = {}  # step -> its run id in the buffer
+        self._store_wait: Any = None  # asyncio task: the tracking store is being created
+        self._store_pending = False
         self.keys: Any = None  # runtime.cache.StepKeys, set by plan()
         self.explain: dict[str, str] = {}  # step -> why it ran or was cached (--explain)
         self._ingredients: dict[str, dict[str, Any]] = {}
@@ -268,12 +280,15 @@ class PipelineRun:
         now = time.time()
         self.state = RunState(run_id=run_id, app=self.app.name, notebook=self.app.notebook, backend=self.backend_name,
                               status="running", created_at=now, started_at=now, finished_at=None, params=self.params,
-                              mlflow_run_id=None, pid=os.getpid(), steps=steps, resumed_from=self.resume)
+                              mlflow_run_id=None, pid=os.getpid(), steps=steps, resumed_from=self.resume,
+                              tracking="recording")
         self.store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         journal = EventJournal(self.store.run_dir(run_id))
         self.bus.subscribe(journal)
         self._save()
         self._start_tracking()
+        if self._store_pending:
+            self._store_wait = asyncio.ensure_future(asyncio.to_thread(self._wait_store))
         backend_cls = load_backend(self.backend_name)
         self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel, "tracking_uri": self.tracking_uri})
         self.bus.emit("run_started", app=self.app.name, notebook=self.app.notebook, backend=self.backend_name,
@@ -332,7 +347,8 @@ class PipelineRun:
         self.state.status = status
         self.state.finished_at = time.time()
         fut = self._parent_future
-        if fut is not None and fut.done() and fut.exception() is None and self.state.mlflow_run_id is None:
+        if (fut is not None and fut.done() and fut.exception() is None and self.state.mlflow_run_id is None
+                and not self._buffered):
             self.state.mlflow_run_id = fut.result()  # readers of the first final save see the MLflow run too
         self._save()  # final status on disk before tracking finishes (a crash there loses nothing)
         self._finish_tracking(status)
@@ -343,7 +359,7 @@ class PipelineRun:
         self.keys.save()
         result = RunResult(run_id, status, self.state.mlflow_run_id,
                            {n: StepSummary(s.status, s.attempts, s.duration_s) for n, s in self.state.steps.items()},
-                           str(self.store.run_dir(run_id)), self.messages)
+                           str(self.store.run_dir(run_id)), self.messages, tracking=self.state.tracking)
         result.explain = {n: self.explain.get(n) or _status_reason(s.status) for n, s in self.state.steps.items()}
         return result
 
@@ -398,12 +414,18 @@ class PipelineRun:
         outputs_dir = self.store.outputs_dir(self.state.run_id, name)
         outputs_dir.mkdir(parents=True, exist_ok=True)
         mlflow_id = None
+        if self._store_wait is not None:  # a fresh store gets its schema before any step starts
+            await asyncio.shield(self._store_wait)
         if _uses_mlflow(self.app, ex):
             try:
                 mlflow_id = await asyncio.to_thread(self._start_step_run, name)
             except Exception as exc:  # noqa: BLE001 - tracking trouble must not stop the pipeline
                 self._tracking_problem(f"step {name}: {exc}")
-            step.mlflow_run_id = mlflow_id
+            if self._buffered:
+                if mlflow_id:
+                    self._buffer_steps[name] = mlflow_id
+            else:
+                step.mlflow_run_id = mlflow_id
         started = time.time()
         step.started_at = started
         step.status = "running"
@@ -538,22 +560,45 @@ class PipelineRun:
 
     # ------------------------------------------------------------------ tracking
     def _start_tracking(self) -> None:
+        """Start the recorder: into the configured store, or (remote tracker, local backend) into
+        the run's local buffer that `tracking_sync.forward` delivers after the run."""
         from concurrent.futures import ThreadPoolExecutor
 
+        from scanflow_jupyter import tracking_sync
         from scanflow_jupyter.runtime.recorder_process import RecorderProcess
         from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri
+        from scanflow_jupyter.tracking_store import store_ready, with_busy_timeout
 
-        self.tracking_uri = resolve_tracking_uri(self.home)
-        self.recorder = RecorderProcess(self.tracking_uri, default_artifact_root(self.home))
+        self.target_uri = resolve_tracking_uri(self.home)
+        run_dir = self.store.run_dir(self.state.run_id)
+        self._buffered = tracking_sync.uses_buffer(self.target_uri, self.backend_name)
+        if self._buffered:
+            ready = tracking_sync.create_buffer(run_dir, self.home, allow_slow=False)
+            self.tracking_uri = tracking_sync.buffer_uri(run_dir)
+            self.recorder = RecorderProcess(self.tracking_uri, tracking_sync.buffer_artifacts(run_dir),
+                                            buffer_for={"run_dir": str(run_dir), "home": str(self.home)})
+        else:
+            ready = store_ready(self.target_uri)
+            # kernels of this machine wait for other writers of a sqlite store (busy timeout)
+            self.tracking_uri = with_busy_timeout(self.target_uri) if self.backend_name == "local" else self.target_uri
+            self.recorder = RecorderProcess(self.target_uri, default_artifact_root(self.home))
+        self._store_pending = not ready
         self._tracking_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanflow-tracking")
         self._parent_future = self._tracking_pool.submit(
             self.recorder.start_pipeline, self.app.name, self.state.run_id, self.backend_name, self.app.notebook, self.params,
             self.state.started_at)
 
+    def _wait_store(self) -> None:
+        """Block until the recorder created (or failed to create) the tracking store."""
+        try:
+            self.recorder.wait_ready()
+        except Exception as exc:  # noqa: BLE001 - reported at the end; steps run anyway
+            self._tracking_problem(str(exc))
+
     def _parent_id(self) -> str:
         assert self._parent_future is not None
         parent = self._parent_future.result()
-        if self.state.mlflow_run_id is None:
+        if self.state.mlflow_run_id is None and not self._buffered:
             self.state.mlflow_run_id = parent
         return parent
 
@@ -571,8 +616,10 @@ class PipelineRun:
             except Exception as exc:  # noqa: BLE001 - reported once at the end of the run
                 self._tracking_problem(f"step {name}: {exc}")
                 return
-            step_state = self.state.steps[name]
-            step_state.mlflow_run_id = run_id
+            if self._buffered:
+                self._buffer_steps[name] = run_id
+            else:
+                self.state.steps[name].mlflow_run_id = run_id
             artifacts = [str(p) for p in (step_dir / "output.ipynb", step_dir / "log.txt") if p.exists()]
             error = step.error.to_dict() if step.error else None
             self.recorder.finish_step(run_id, step.status, step.attempts, step.status == "cached", step.duration_s,
@@ -585,11 +632,18 @@ class PipelineRun:
             self._tracking_problems.append(text)
 
     def _finish_tracking(self, status: str) -> None:
+        """Finish the MLflow records; deliver a buffer; set `tracking` and its warnings."""
+        from scanflow_jupyter.redact import redact_uri
+        from scanflow_jupyter.tracking import default_artifact_root
+
         problems = self._tracking_problems
+        report: dict[str, Any] | None = None
         try:
             for fut in self._tracking_futures:
                 fut.result()
             self.recorder.finish_pipeline(self._parent_id(), status, (self.state.finished_at or 0) - (self.state.started_at or 0))
+            if self._buffered:
+                report = self.recorder.forward(self.target_uri, default_artifact_root(self.home))
         except Exception as exc:  # noqa: BLE001 - the run store keeps every result
             problems.append(str(exc))
         finally:
@@ -598,9 +652,53 @@ class PipelineRun:
             except Exception as exc:  # noqa: BLE001
                 problems.append(str(exc))
             self._tracking_pool.shutdown(wait=True)
-        if problems:
-            self.messages.append(Message("warning", "tracking-failed", "MLflow tracking reported errors: " + "; ".join(dict.fromkeys(problems)),
-                                         "check MLFLOW_TRACKING_URI and the tracking server; the run store keeps every result."))
+        shown = redact_uri(self.target_uri)
+        warnings: list[Message] = []
+        if self._buffered:
+            from scanflow_jupyter import tracking_sync
+
+            run_dir = self.store.run_dir(self.state.run_id)
+            if report is not None:
+                tracking_sync.apply_ids(self.state, report["ids"], tracking_sync.buffer_ids(run_dir))
+            if report is not None and report["complete"] and not report["error"] and not problems:
+                self.state.tracking = "synced"
+            else:
+                self.state.tracking = "pending"
+                why = (report or {}).get("error") or "; ".join(dict.fromkeys(problems)) or "delivery did not finish"
+                warnings.append(Message(
+                    "warning", "tracking-pending",
+                    f"MLflow records of this run were not delivered to {shown} ({why}); they are kept in "
+                    f"{tracking_sync.buffer_dir(run_dir)}.",
+                    f"start or fix the tracking server, then run `scanflow runs sync {self.state.run_id}`."))
+        else:
+            self.state.tracking = "failed" if problems or not self.state.mlflow_run_id else "synced"
+            if problems:
+                warnings.append(Message("warning", "tracking-failed", "MLflow tracking reported errors: " + "; ".join(dict.fromkeys(problems)),
+                                        "check MLFLOW_TRACKING_URI and the tracking server; the run store keeps every result."))
+            self._check_recorded(shown, warnings)
+        self.messages.extend(warnings)
+        self.state.warnings = [{"code": m.code, "message": m.text, "fix": m.fix} for m in warnings]
+        for m in warnings:
+            self.bus.emit("run_warning", code=m.code, message=m.text, fix=m.fix)
+
+    def _check_recorded(self, shown: str, warnings: list[Message]) -> None:
+        """A sqlite store deleted or replaced mid-run took the run's MLflow records with it: no
+        phantom run id."""
+        from scanflow_jupyter.tracking_store import run_exists
+
+        parent = self.state.mlflow_run_id
+        if not parent or run_exists(self.target_uri, parent) is not False:
+            return
+        self.state.mlflow_run_id = None
+        for step in self.state.steps.values():
+            step.mlflow_run_id = None
+        self.state.tracking = "failed"
+        warnings.append(Message(
+            "warning", "tracking-store-missing",
+            f"the MLflow store {shown} disappeared or was replaced during the run: MLflow run {parent} is not in it, "
+            "so this run has no MLflow record.",
+            "do not delete the store while runs are in progress; the run store (scanflow runs) keeps every result, "
+            "and a new run records into a new store."))
 
 
 def _status_reason(status: str) -> str:
