@@ -51,8 +51,8 @@ NETWORK_POLICY = "scanflow-team-only"
 ANNOTATION_GENERATED = "scanflow.io/generated-keys"
 # Pod Security `restricted` (https://kubernetes.io/docs/concepts/security/pod-security-standards/):
 # every pod runs as this numeric non-root user (images may declare a named or no user) with HOME
-# in /tmp and a user name in the environment (the uid has no passwd entry: getpass.getuser(),
-# which MLflow calls, would fail); the team namespace enforces the profile.
+# in /tmp and a user name in the environment (the uid has no passwd entry: getpass.getuser()
+# fails, and MLflow would record runs without `mlflow.user`); the namespace enforces the profile.
 RUN_AS_USER = 1000
 POD_HOME = "/tmp"
 POD_USER_ENV = {"HOME": POD_HOME, "USER": "scanflow", "LOGNAME": "scanflow"}

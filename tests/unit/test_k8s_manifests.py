@@ -128,7 +128,7 @@ def test_every_pod_is_pod_security_restricted():
                 csc = c["securityContext"]
                 assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"] == {"drop": ["ALL"]}, where
                 assert not csc.get("privileged") and "add" not in csc["capabilities"], where
-                # a uid without a passwd entry: a writable HOME and a user name (MLflow calls getpass.getuser())
+                # a uid without a passwd entry: a writable HOME and a user name (getpass.getuser() fails)
                 for var in ("HOME", "USER", "LOGNAME"):
                     assert {"name": var, "value": mf.POD_USER_ENV[var]} in c["env"], (where, var)
             if any("persistentVolumeClaim" in v for v in pod.get("volumes", [])):
