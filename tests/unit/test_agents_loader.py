@@ -227,3 +227,21 @@ def test_call_arity():
     def two(ctx, x=None): ...
     def star(*args): ...
     assert [call_arity(f, 2) for f in (none, one, two, star)] == [0, 1, 2, 2]
+
+
+def test_allow_notebooks_is_a_literal_list_declared_by_the_cell(tmp_path):
+    good = 'allow_notebooks = ["../shared/train.ipynb", "/data/pipelines/"]\n@actuator\ndef go(ctx, payload): ...\n'
+    assert codes(good) == []
+    assert load_agent(_spec(tmp_path, good)).allow_notebooks == ["../shared/train.ipynb", "/data/pipelines/"]
+    for bad in ('allow_notebooks = "x.ipynb"\n', "allow_notebooks = [path]\n", 'allow_notebooks = [""]\n',
+                "allow_notebooks: list = [1]\n"):
+        msgs = [m for m in findings(bad + "@actuator\ndef go(ctx, payload): ...\n") if m.severity == "error"]
+        assert [m.code for m in msgs] == ["bad-allow-notebooks"], bad
+        assert "allow_notebooks = [" in msgs[0].fix and "(line 3)" in msgs[0].text  # the %%agent line is line 1
+    # a notebook parameter of that name allows nothing: only the cell's own declaration counts
+    program = load_agent(_spec(tmp_path, "@actuator\ndef go(ctx, payload): ...\n",
+                               params={"allow_notebooks": ["/"]}))
+    assert program.allow_notebooks == []
+    with pytest.raises(AgentLoadError) as err:  # computed at load time: still checked
+        load_agent(_spec(tmp_path, "allow_notebooks = 3\n"))
+    assert err.value.message.code == "bad-allow-notebooks"

@@ -51,3 +51,32 @@ def test_drift_inputs_dataframe_records_and_arrays():
 def test_drift_errors(kwargs, match):
     with pytest.raises(ActionError, match=match):
         drift_test(**kwargs)
+
+
+def test_run_pipeline_notebooks_stay_in_the_project_or_the_allow_list(tmp_path):
+    from scanflow_jupyter.agents.templates import NotebookNotAllowed, check_notebook_allowed
+
+    root = tmp_path / "project"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    (outside / "shared").mkdir(parents=True)
+    (root / "link.ipynb").symlink_to(outside / "evil.ipynb")
+    (root / "linked-dir").symlink_to(outside)
+
+    def check(notebook, allow=()):
+        return check_notebook_allowed(notebook, base_dir=root / "sub", root=root, allow=allow)
+
+    assert check("train.ipynb") == root / "sub" / "train.ipynb"
+    assert check("../train.ipynb") == root / "train.ipynb"
+    assert check(root / "x.ipynb") == root / "x.ipynb"
+    for attack in ("/tmp/evil.ipynb", str(outside / "evil.ipynb"), "../../outside/evil.ipynb", "../link.ipynb",
+                   "../linked-dir/evil.ipynb", str(root) + "/../outside/evil.ipynb", "~/evil.ipynb"):
+        with pytest.raises(NotebookNotAllowed, match="outside the project root") as err:
+            check(attack)
+        assert isinstance(err.value, PermissionError) and "allow_notebooks = [" in str(err.value)
+    assert check("../../outside/evil.ipynb", allow=["../../outside/evil.ipynb"]) == outside / "evil.ipynb"
+    assert check(str(outside / "shared" / "a.ipynb"), allow=[str(outside / "shared")]) == outside / "shared" / "a.ipynb"
+    with pytest.raises(NotebookNotAllowed):  # a file entry allows that file only
+        check(str(outside / "other.ipynb"), allow=[str(outside / "evil.ipynb")])
+    with pytest.raises(NotebookNotAllowed):  # a folder that is not there allows nothing under it
+        check(str(outside / "gone" / "a.ipynb"), allow=[str(outside / "gone")])
