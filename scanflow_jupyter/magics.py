@@ -494,6 +494,8 @@ class ScanflowMagics(Magics):
             raise UsageError(f"%scanflow agents up: {exc.message.text} Fix: {exc.message.fix}") from None
         except supervisor.NoAgents as exc:
             raise UsageError(f"%scanflow agents up: {exc} Fix: add a cell starting with %%agent NAME.") from None
+        except supervisor.auth.AgentTokenError as exc:
+            raise UsageError(f"%scanflow agents up: {exc}") from None
 
         def reload() -> list[Any]:
             return supervisor.ls(notebook=result.notebook)

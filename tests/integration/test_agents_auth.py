@@ -245,3 +245,21 @@ def test_agents_record_and_answer_no_credentials(agents, monkeypatch):
     leaks = [name for name, text in answers.items() if any(s in text for s in secrets)]
     leaks += [str(p) for p in files if any(s.encode() in p.read_bytes() for s in secrets)]
     assert not leaks, f"the password of MLFLOW_TRACKING_URI was recorded or answered in: {leaks}"
+
+
+def test_cli_prints_the_token_for_its_owner_and_refuses_an_unsafe_token_file(project):
+    nb = _guarded_notebook(project)
+    printed = project.cli("agents", "token")
+    assert printed.returncode == 0, printed.stderr
+    token_file = project.home / "agent-token"
+    assert printed.stdout.strip() == token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    os.chmod(token_file, 0o644)  # e.g. copied with a careless umask: others may have read it
+    for argv in (("agents", "token"), ("agents", "up", str(nb))):
+        refused = project.cli(*argv)
+        assert refused.returncode == 2, (argv, refused.stdout, refused.stderr)
+        assert "readable by other users (mode 0644)" in refused.stderr and "Fix:" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    code, doc = project.cli_json("agents", "up", str(nb), "--json")
+    assert code == 2 and doc["messages"][0]["code"] == "agent-token"
+    assert not (project.home / "agents.json").exists()  # nothing was started
