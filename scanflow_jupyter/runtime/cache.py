@@ -217,9 +217,8 @@ class _CodeFacts:
                 if match and not is_module:
                     self.runs.append(match.group(1))
         self.magic_text = "\n".join(magic_lines)
-        try:
-            tree = ast.parse(strip_magic_lines(source))
-        except (SyntaxError, ValueError, RecursionError):
+        tree = _parse(strip_magic_lines(source)) or _parse(_ipython_transformed(source))
+        if tree is None:
             self.dynamic = True  # cannot tell what it reads: depend on everything
             return
         for node in ast.walk(tree):
@@ -235,6 +234,25 @@ class _CodeFacts:
                 text = node.value
                 if 0 < len(text) < 1024 and "\n" not in text and "\0" not in text:
                     self.literals.add(text)
+
+
+def _parse(source: str | None) -> ast.Module | None:
+    if source is None:
+        return None
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+
+
+def _ipython_transformed(source: str) -> str | None:
+    """IPython's own translation (`x = !ls` -> `x = get_ipython().getoutput('ls')`), if it parses."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001 - IPython missing or the code is not IPython either
+        return None
 
 
 def _notebook_code(path: Path) -> str:
@@ -405,10 +423,12 @@ def distribution_versions(modules: list[str]) -> dict[str, str]:
 class StepKeys:
     """The cache keys of one run's steps, their ingredients and why each ran or was cached."""
 
-    def __init__(self, app: Application, params: dict[str, Any], store_root: Path | None = None) -> None:
+    def __init__(self, app: Application, params: dict[str, Any], store_root: Path | None = None,
+                 fresh_environment: bool = True) -> None:
         from scanflow_jupyter.build.requirements import clear_caches
 
-        clear_caches()  # packages may have been installed since the last run in this process
+        if fresh_environment:
+            clear_caches()  # packages may have been installed since the last run in this process
         self.app = app
         self.params = params
         self.root = project_root(app)
@@ -550,7 +570,7 @@ def explain_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def inspect_ingredients(app: Application, ex: Executor) -> dict[str, Any]:
     """The key ingredients of `ex` as `scanflow inspect --json` shows them (no run store)."""
-    keys = StepKeys(app, app.parameters)
+    keys = StepKeys(app, app.parameters, fresh_environment=False)
     ing = keys.ingredients(ex)
     env = ing["environment"]
     return {

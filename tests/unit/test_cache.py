@@ -185,3 +185,13 @@ def test_why_not_cached_compares_with_the_latest_entry(tmp_path):
     assert changed.why_not_cached("s", changed.ingredients(ex, {})) == "parameter lr changed"
     unread = StepKeys(app, {"lr": 0.1, "n": 5}, tmp_path / "store")
     assert unread.key(ex, {}) == keys.key(ex, {})  # a parameter the step does not read
+
+
+def test_code_with_ipython_syntax_inside_statements_is_still_followed(tmp_path):
+    """`files = !ls` is not Python: IPython's own transform lets imports and literals be found."""
+    _write(tmp_path, "helpers.py", "")
+    _write(tmp_path, "data.csv", "x")
+    app, ex = _project(tmp_path, "files = !ls\nimport helpers\nd = open('data.csv').read()")
+    ing = inspect_ingredients(app, ex)
+    assert list(ing["local_modules"]) == ["helpers.py"] and list(ing["data_files"]) == ["data.csv"]
+    assert ing["params_read"] == ["lr", "n"]  # get_ipython() can read anything: every parameter counts
