@@ -125,3 +125,16 @@ def test_type_problems_name_parameter_type_and_value():
     assert "'lr'" in text and "number" in text and "'abc'" in text and "string" in text
     assert "'label'" in text2 and "string" in text2 and "7" in text2
     assert "None" in fix and "quote" in fix2
+
+
+def test_non_literal_parameter_fix_names_setup_below_the_parameters_cell():
+    from scanflow_jupyter.notebook.parser import parse_notebook_dict
+
+    app = parse_notebook_dict({"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]},
+                                          "source": "n = 4\nhalf = n / 2\nprint(n)"}],
+                               "metadata": {"kernelspec": {"name": "python3"}}}, "/x/nb.ipynb")
+    fixes = {m.text: m.fix for m in app.messages if m.code == "non-literal-parameter"}
+    assert len(fixes) == 2, fixes
+    for fix in fixes.values():
+        assert "%%setup cell placed below the parameters cell" in fix, fix
+    assert "`half = n / 2`" in fixes["parameter 'half' (line 2) is not a literal: n / 2."]
