@@ -23,8 +23,9 @@ _SECRET_QUERY_KEYS = frozenset({
 _SECRET_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|CREDENTIALS?|PRIVATE_KEY)(_|$)", re.I)
 # values that are never secrets, however their variable is named (flags, placeholders)
 _NOT_SECRET = frozenset({"true", "false", "none", "null", "yes", "no", MASK})
-# user:password@ or token@ inside any scheme://... in free text
-_URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@'\"]+)@")
+# user:password@ or token@ inside any scheme://... in free text; the scheme's length is bounded so
+# that a long run of letters (a 300 KiB parameter value) costs linear time, not quadratic
+_URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]{0,31}://)(?P<userinfo>[^/\s@'\"]+)@")
 
 
 def redact_uri(uri: str | None) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from scanflow_jupyter.redact import (
     MASK,
     is_secret_env,
@@ -83,3 +85,9 @@ def test_tracking_environment_splits_http_credentials_out_of_the_uri() -> None:
     assert kept == {"MLFLOW_TRACKING_URI": "http://h/", "MLFLOW_TRACKING_USERNAME": "u"}
     for uri in ("sqlite:////p/mlflow.db", "http://127.0.0.1:5050", "postgresql://u:p@db/x"):
         assert tracking_environment(uri) == {"MLFLOW_TRACKING_URI": uri}
+
+
+@pytest.mark.timeout(60)  # the unbounded scheme pattern took hours (quadratic) on this input
+def test_redacting_a_long_run_of_letters_is_linear() -> None:
+    text = "x" * 1_000_000 + " git+ssh://u:pw99@h/ " + "y" * 1_000_000
+    assert redact_text(text) == "x" * 1_000_000 + " git+ssh://***@h/ " + "y" * 1_000_000
