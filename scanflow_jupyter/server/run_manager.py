@@ -91,24 +91,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def param_arg(name: str, value: Any) -> str:
-    """`-p` argument for one parameter; typed back by the CLI exactly as papermill does."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise RunRequestError(f"parameter name {name!r} is not a Python identifier",
-                              fix="use the names of the notebook's parameters cell")
-    if isinstance(value, bool) or value is None or isinstance(value, int | float):
-        text = repr(value)
-    elif isinstance(value, str):
-        from scanflow_jupyter.params import parse_param_value
-
-        # -p values parse as YAML: quote a string that would read back as something else ("1", "true")
-        text = value if parse_param_value(value) == value else json.dumps(value)
-    else:
-        raise RunRequestError(f"parameter {name}: {type(value).__name__} values cannot be passed",
-                              fix="give a number, a string, true/false or null")
-    return f"{name}={text}"
-
-
 def check_param(name: Any, value: Any) -> None:
     """RunRequestError unless `name` is an identifier and `value` a number, string, bool or null."""
     if not isinstance(name, str) or not name.isidentifier():

@@ -1,4 +1,4 @@
-"""Small pure parts of the server extension: path resolution, journal tailing, -p arguments."""
+"""Small pure parts of the server extension: path resolution, journal tailing, the params file."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pytest
 
 from scanflow_jupyter.server.events import JournalTail, read_events
 from scanflow_jupyter.server.paths import (
+    PathInvalid,
     PathMissing,
     PathRefused,
     relative_to_root,
     resolve_in_root,
 )
-from scanflow_jupyter.server.run_manager import RunRequestError, param_arg
+from scanflow_jupyter.server.run_manager import RunRequestError, write_params_file
 
 
 def test_resolve_in_root(tmp_path: Path) -> None:
@@ -37,6 +38,16 @@ def test_resolve_in_root(tmp_path: Path) -> None:
     assert relative_to_root(root, tmp_path / "secret.ipynb") is None
 
 
+def test_over_long_and_looping_paths_are_invalid_not_os_errors(tmp_path: Path) -> None:
+    (tmp_path / "loop.ipynb").symlink_to(tmp_path / "loop2.ipynb")
+    (tmp_path / "loop2.ipynb").symlink_to(tmp_path / "loop.ipynb")
+    for bad, match in [("a" * 256, "component of 256"), ("d/" * 2049, "limit 4096"), ("loop.ipynb", "cannot be resolved")]:
+        for must_exist in (True, False):
+            with pytest.raises(PathInvalid, match=match):
+                resolve_in_root(tmp_path, bad, must_exist=must_exist)
+    assert resolve_in_root(tmp_path, "a" * 255, must_exist=False) == (tmp_path / ("a" * 255)).resolve()
+
+
 def test_journal_tail_reads_complete_lines_only(tmp_path: Path) -> None:
     journal = tmp_path / "events.jsonl"
     first = json.dumps({"type": "run_started", "run_id": "r"}) + "\n"
@@ -56,22 +67,27 @@ def test_journal_tail_reads_complete_lines_only(tmp_path: Path) -> None:
     assert read_events(tmp_path / "missing", 0) == ([], False)
 
 
-def test_param_arg() -> None:
-    assert param_arg("n", 5) == "n=5"
-    assert param_arg("lr", 0.1) == "lr=0.1"
-    assert param_arg("flag", True) == "flag=True"
-    assert param_arg("x", None) == "x=None"
-    assert param_arg("name", "a b=c") == "name=a b=c"
-    with pytest.raises(RunRequestError, match="cannot be passed"):
-        param_arg("xs", [1, 2])
-    with pytest.raises(RunRequestError, match="identifier"):
-        param_arg("not-a-name", 1)
+@pytest.mark.parametrize("value", ["1", "true", "null", "[1, 2]", "abc: d", "a b=c", "0.5", "", "#x", "😀 é",
+                                   "\u2028\x85\x7f\x00\ud800\ufeff", "x" * 300_000, 5, -0.25, True, None])
+def test_params_file_reads_back_the_same_value_in_the_cli(value: object) -> None:
+    """What the server writes is what `scanflow run --params-file` reads: no re-typing, any size."""
+    import os
+    import stat
+
+    from scanflow_jupyter.cli_view import load_params_file
+
+    path = write_params_file({"p": value})
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert load_params_file(path) == {"p": value}
+        assert json.loads(Path(path).read_text(encoding="utf-8")) == {"p": value}
+    finally:
+        os.unlink(path)
 
 
-def test_param_arg_strings_read_back_as_the_same_string() -> None:
-    """`-p` values parse as YAML: a string that looks like a number or boolean is quoted."""
-    from scanflow_jupyter.params import parse_params
-
-    for value in ("1", "true", "null", "[1, 2]", "abc", "a b=c", "0.5", ""):
-        assert parse_params([param_arg("s", value)]) == {"s": value}, value
-    assert parse_params([param_arg("n", 5), param_arg("x", None), param_arg("f", False)]) == {"n": 5, "x": None, "f": False}
+def test_params_file_refuses_what_cannot_be_passed() -> None:
+    assert write_params_file({}) is None
+    for params, match in [({"xs": [1, 2]}, "cannot be passed"), ({"not-a-name": 1}, "identifier"),
+                          ({"x": float("inf")}, "finite"), ({"x": float("nan")}, "finite")]:
+        with pytest.raises(RunRequestError, match=match):
+            write_params_file(params)
