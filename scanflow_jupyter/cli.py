@@ -197,10 +197,8 @@ def _print_summary(result: Any) -> None:
     console = _console()
     colour = {"succeeded": "green", "failed": "red", "killed": "yellow"}.get(result.status, "white")
     console.print(f"run [bold]{result.run_id}[/bold]: [{colour}]{result.status}[/{colour}]"
-                  f" (MLflow run {result.mlflow_run_id or '-'}; files in {result.run_dir})")
-    for m in result.messages:
-        if m.code == "tracking-failed":
-            _print_messages([m], console)
+                  f" (MLflow run {result.mlflow_run_id or '-'}, tracking {result.tracking or '-'}; files in {result.run_dir})")
+    # tracking warnings were shown by the live view as `run_warning` events
 
 
 @main.command()

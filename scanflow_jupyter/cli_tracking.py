@@ -15,18 +15,6 @@ import click
 EXIT_OK, EXIT_PENDING, EXIT_UNKNOWN = 0, 1, 2
 
 
-def end_dead_runs_quietly(home: Any) -> list[str]:
-    """`tracking_sync.end_dead_runs` for the project at `home`; any failure is left for next time."""
-    from scanflow_jupyter.data.store import RunStore
-    from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri
-    from scanflow_jupyter.tracking_sync import end_dead_runs
-
-    try:
-        return end_dead_runs(RunStore(home / "runs"), resolve_tracking_uri(home), default_artifact_root(home))
-    except Exception:  # noqa: BLE001 - listing runs must never fail because of MLflow
-        return []
-
-
 @click.command()
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -38,11 +26,11 @@ def sync(run_id: str | None, as_json: bool) -> None:
     """
     from scanflow_jupyter.data.store import RunStore, StoreError
     from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri, scanflow_home
-    from scanflow_jupyter.tracking_sync import sync_runs
+    from scanflow_jupyter.tracking_sync import end_dead_project_runs, sync_runs
 
     home = scanflow_home()
     target = resolve_tracking_uri(home)
-    end_dead_runs_quietly(home)
+    end_dead_project_runs(home)
     try:
         results = sync_runs(RunStore(home / "runs"), target, default_artifact_root(home), run_id)
     except StoreError as exc:
@@ -81,8 +69,9 @@ def attach(main: click.Group) -> None:
         if ctx.invoked_subcommand is not None:
             return None
         from scanflow_jupyter.tracking import scanflow_home
+        from scanflow_jupyter.tracking_sync import end_dead_project_runs
 
-        end_dead_runs_quietly(scanflow_home())
+        end_dead_project_runs(scanflow_home())
         return ctx.invoke(callback, **kwargs)
 
     group = click.Group(name=listing.name, callback=run_listing, params=listing.params, help=listing.help,

@@ -75,6 +75,9 @@ class LiveRunView:
                     cell = event.data.get("cell")
                     where = f"cell {cell}" if cell is not None else "step"
                     row["note"] = f"{where}: {event.data.get('ename')}: {event.data.get('evalue')}"[:120]
+        if event.type == "run_warning":  # e.g. tracking-pending: the tracker was unreachable
+            self.console.print(f"[yellow]warning[/yellow] [bold]{event.data.get('code')}[/bold]: "
+                               f"{event.data.get('message')}\n  [dim]fix:[/dim] {event.data.get('fix')}")
         if event.type == "step_failed":
             cell = event.data.get("cell")
             where = f"notebook cell {cell}" if cell is not None else "the step"

@@ -35,6 +35,7 @@ __all__ = [
     "buffer_ids",
     "buffer_uri",
     "create_buffer",
+    "end_dead_project_runs",
     "end_dead_runs",
     "forward",
     "has_buffer",
@@ -362,6 +363,20 @@ def end_dead_runs(store: Any, target_uri: str, artifact_root: str | None = None)
         store.write_state(fresh)
         handled.append(state.run_id)
     return handled
+
+
+def end_dead_project_runs(home: str | Path, tracking_uri: str | None = None, store: Any = None) -> list[str]:
+    """`end_dead_runs` for the project at `home` (tracker: `tracking_uri`, else the configured
+    one); never raises: `scanflow runs`, `--resume` and the server call it on their way."""
+    from scanflow_jupyter.data.store import RunStore
+    from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri
+
+    home = Path(home)
+    try:
+        return end_dead_runs(store or RunStore(home / "runs"), tracking_uri or resolve_tracking_uri(home),
+                             default_artifact_root(home))
+    except Exception:  # noqa: BLE001 - left for the next call
+        return []
 
 
 def _kill_mlflow_runs(uri: str, app: str, run_id: str) -> None:

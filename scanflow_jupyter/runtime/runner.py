@@ -192,6 +192,9 @@ class PipelineRun:
         errors: list[Message] = []
         previous = None
         if self.resume:
+            from scanflow_jupyter.tracking_sync import end_dead_project_runs
+
+            end_dead_project_runs(self.home, store=self.store)  # a dead runner's MLflow runs end KILLED before it is resumed
             try:
                 previous = self.store.read_state(self.resume)
             except RunNotFoundError as exc:
@@ -574,7 +577,7 @@ class PipelineRun:
         self._buffered = tracking_sync.uses_buffer(self.target_uri, self.backend_name)
         if self._buffered:
             ready = tracking_sync.create_buffer(run_dir, self.home, allow_slow=False)
-            self.tracking_uri = tracking_sync.buffer_uri(run_dir)
+            self.tracking_uri = with_busy_timeout(tracking_sync.buffer_uri(run_dir))
             self.recorder = RecorderProcess(self.tracking_uri, tracking_sync.buffer_artifacts(run_dir),
                                             buffer_for={"run_dir": str(run_dir), "home": str(self.home)})
         else:
