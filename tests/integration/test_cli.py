@@ -61,20 +61,20 @@ def _result_of(project: Any, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["-p", "n_rows=7", "-p", "learning_rate=0.5", "-p", "label=True"],
-     {"n_rows": 7, "learning_rate": 0.5, "label": True}),
-    (["-p", "learning_rate=1e-3", "-p", "label=None"],
-     {"n_rows": 50, "learning_rate": 0.001, "label": None}),
-    (["-p", "n_rows=3", "-p", "label=False", "-p", "learning_rate=2"],
-     {"n_rows": 3, "learning_rate": 2, "label": False}),
+    (["-p", "n_rows=7", "-p", "learning_rate=0.5", "-p", "label=run 7"],
+     {"n_rows": 7, "learning_rate": 0.5, "label": "run 7"}),
+    (["-p", "learning_rate=1e-3", "-p", "label='None'"],
+     {"n_rows": 50, "learning_rate": 0.001, "label": "None"}),
+    # an int where the parameter is a float is fine (it stays an int, as in Python)
+    (["-p", "n_rows=3", "-p", 'label="false"', "-p", "learning_rate=2"],
+     {"n_rows": 3, "learning_rate": 2, "label": "false"}),
     (["-p", "label=hello world", "-p", "learning_rate=0.25"],
      {"n_rows": 50, "learning_rate": 0.25, "label": "hello world"}),
-    # papermill types only the exact words True/False/None; anything else that is not a number
-    # stays a string
-    (["-p", "label=false"], {"n_rows": 50, "learning_rate": 0.1, "label": "false"}),
+    # values are YAML 1.2: YAML 1.1's on/yes are strings; anything not a number stays a string
+    (["-p", "label=on"], {"n_rows": 50, "learning_rate": 0.1, "label": "on"}),
     (["-p", "label=7a"], {"n_rows": 50, "learning_rate": 0.1, "label": "7a"}),
-], ids=["int-float-bool", "exp-float-None", "False-int", "string", "lowercase-false", "not-a-number"])
-def test_p_values_are_typed_like_papermill(cli_project, args, expected):
+], ids=["int-float-string", "exp-float-quoted", "int-for-float", "string", "yaml-1.2-on", "not-a-number"])
+def test_p_values_are_typed_as_yaml(cli_project, args, expected):
     code, doc = cli_project.cli_json("run", "parameterised.ipynb", "--json", *args)
 
     assert code == 0, doc
