@@ -168,13 +168,13 @@ def _check_deps(app: Application, ex: Executor) -> list[Message]:
     """Every `--deps` entry must name an existing file or folder, or a glob that matches files."""
     if not ex.deps:
         return []
-    from scanflow_jupyter.runtime.cache import project_root, resolve_deps
+    from scanflow_jupyter.runtime.cache import deps_match, project_root
 
     root = project_root(app)
     return [
         Message("error", "missing-deps", f"executor '{ex.name}': --deps {pattern} matches no file in the notebook's folder.",
                 f"create it, fix the path (relative to {root}), or remove it from --deps on %%executor {ex.name}.", ex.cell)
-        for pattern in ex.deps if not resolve_deps(root, pattern)
+        for pattern in ex.deps if not deps_match(root, pattern)
     ]
 
 

@@ -175,6 +175,22 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
+def deps_match(root: Path, pattern: str) -> bool:
+    """Does a `--deps` entry name at least one file? (validation: stops at the first file)"""
+    base = Path(os.path.expanduser(pattern))
+    base = base if base.is_absolute() else root / base
+    matches = (Path(p) for p in glob.iglob(str(base), recursive=True)) if glob.has_magic(pattern) else iter([base])
+    for match in matches:
+        if match.is_file():
+            return True
+        if match.is_dir():
+            for _dirpath, dirnames, filenames in os.walk(match):
+                if filenames:
+                    return True
+                dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+    return False
+
+
 def resolve_deps(root: Path, pattern: str) -> list[Path]:
     """The files a `--deps` entry names: a file, every file under a folder, or a glob's matches."""
     base = Path(os.path.expanduser(pattern))

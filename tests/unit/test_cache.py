@@ -195,3 +195,13 @@ def test_code_with_ipython_syntax_inside_statements_is_still_followed(tmp_path):
     ing = inspect_ingredients(app, ex)
     assert list(ing["local_modules"]) == ["helpers.py"] and list(ing["data_files"]) == ["data.csv"]
     assert ing["params_read"] == ["lr", "n"]  # get_ipython() can read anything: every parameter counts
+
+
+def test_deps_match_agrees_with_resolve_deps(tmp_path):
+    from scanflow_jupyter.runtime.cache import deps_match
+
+    for rel in ("d/sub/b.csv", "e/__pycache__/x.pyc", "top.txt"):
+        _write(tmp_path, rel, rel)
+    (tmp_path / "empty").mkdir()
+    for pattern in ("top.txt", "d", "d/**/*.csv", "e", "empty", "absent", "*.parquet", "**/*.txt"):
+        assert deps_match(tmp_path, pattern) == bool(resolve_deps(tmp_path, pattern)), pattern
