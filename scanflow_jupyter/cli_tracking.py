@@ -7,6 +7,7 @@ turns it into a group with the same options whose only subcommand is `sync`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -26,8 +27,10 @@ def sync(run_id: str | None, as_json: bool) -> None:
     """
     from scanflow_jupyter.data.store import RunStore, StoreError
     from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri, scanflow_home
-    from scanflow_jupyter.tracking_sync import end_dead_project_runs, sync_runs
+    from scanflow_jupyter.tracking_sync import HTTP_ENV_DEFAULTS, end_dead_project_runs, sync_runs
 
+    for key, value in HTTP_ENV_DEFAULTS.items():  # bounded waits for an unreachable tracker
+        os.environ.setdefault(key, value)
     home = scanflow_home()
     target = resolve_tracking_uri(home)
     end_dead_project_runs(home)

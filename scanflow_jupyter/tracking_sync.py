@@ -48,6 +48,15 @@ TRACKING_STATES = ("recording", "synced", "pending", "failed")
 BUFFER_DIR = "tracking"
 _SYNC_FILE = "sync.json"
 _PROBE_TIMEOUT_S = 3.0
+#: Seconds one delivery may take before the remaining runs are left pending (a slow tracker).
+FORWARD_BUDGET_S = 120.0
+#: MLflow HTTP client settings for deliveries unless the user set them (MLflow's defaults retry
+#: for minutes and wait 120 s per request).
+HTTP_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 _METRICS_PER_BATCH = 1000
 _PARAMS_TAGS_PER_BATCH = 100
 _PARENT_TAG = "mlflow.parentRunId"
@@ -158,7 +167,8 @@ def _local_dir(artifact_uri: str) -> Path | None:
     return None
 
 
-def forward(run_dir: str | Path, target_uri: str, artifact_root: str | None = None) -> dict[str, Any]:
+def forward(run_dir: str | Path, target_uri: str, artifact_root: str | None = None,
+            budget_s: float = FORWARD_BUDGET_S) -> dict[str, Any]:
     """Deliver the buffered runs of `run_dir` to `target_uri` (imports mlflow).
 
     Returns `{"delivered": [buffer ids delivered now], "ids": {buffer id: tracker id},
@@ -166,10 +176,10 @@ def forward(run_dir: str | Path, target_uri: str, artifact_root: str | None = No
     "View run at" lines go to stderr (stdout may be a `--json` document).
     """
     with contextlib.redirect_stdout(sys.stderr):
-        return _forward(Path(run_dir), target_uri, artifact_root)
+        return _forward(Path(run_dir), target_uri, artifact_root, time.monotonic() + budget_s)
 
 
-def _forward(run_dir: Path, target_uri: str, artifact_root: str | None) -> dict[str, Any]:
+def _forward(run_dir: Path, target_uri: str, artifact_root: str | None, deadline: float) -> dict[str, Any]:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -198,6 +208,8 @@ def _forward(run_dir: Path, target_uri: str, artifact_root: str | None) -> dict[
             entry = done.get(rid)
             if entry and entry.get("done"):
                 continue
+            if time.monotonic() > deadline:  # a slow tracker: the rest stays pending
+                raise TimeoutError("delivery ran out of its time budget (a slow tracker); the rest is still in the buffer")
             if entry:  # a delivery that stopped half-way: start that run again
                 try:
                     dst.client.delete_run(entry["target"])

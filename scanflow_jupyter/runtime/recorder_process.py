@@ -26,6 +26,7 @@ from typing import Any
 
 from scanflow_jupyter.redact import redact_uri
 from scanflow_jupyter.tracking import TrackingError, mlflow_status
+from scanflow_jupyter.tracking_sync import HTTP_ENV_DEFAULTS
 
 __all__ = ["RecorderProcess"]
 
@@ -33,11 +34,7 @@ _CONFIG_ENV = "_SCANFLOW_RECORDER_CONFIG"
 _METHODS = frozenset({"start_pipeline", "start_step", "finish_step", "finish_pipeline", "forward"})
 # Fail fast when a tracking server is unreachable or hangs (MLflow's own defaults: 7 retries
 # over ~4 min, 120 s per request); only applied when the user has not set these.
-_CHILD_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
+_CHILD_ENV_DEFAULTS = HTTP_ENV_DEFAULTS
 _STDERR_TAIL_CHARS = 3000
 _CLOSE = object()
 

@@ -216,7 +216,8 @@ def test_store_deleted_mid_run_is_reported_without_a_phantom_run_id(project: Any
 
 
 @pytest.mark.timeout(240)
-def test_sigkilled_runner_gets_its_mlflow_runs_ended_killed(project: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("noticed_by", ["runs", "resume", "server"])
+def test_sigkilled_runner_gets_its_mlflow_runs_ended_killed(project: Any, tmp_path: Path, noticed_by: str) -> None:
     tracking = require("mlflow.tracking")
     started, hold = tmp_path / "started", tmp_path / "hold"
     hold.write_text("")
@@ -239,13 +240,21 @@ def test_sigkilled_runner_gets_its_mlflow_runs_ended_killed(project: Any, tmp_pa
         if proc.poll() is None:
             proc.kill()
 
-    code, runs = project.cli_json("runs", "--json")
-    assert code == 0
-    [row] = [r for r in runs if r["run_id"] == run_dir.name]
-    assert row["status"] == "interrupted", row
+    if noticed_by == "runs":
+        code, runs = project.cli_json("runs", "--json")
+        assert code == 0
+        [row] = [r for r in runs if r["run_id"] == run_dir.name]
+        assert row["status"] == "interrupted", row
+        assert "interrupted" in project.cli("runs").stdout
+    elif noticed_by == "resume":
+        code, doc = project.cli_json("run", str(nb), "--resume", run_dir.name, "--json")
+        assert code == 0 and doc["status"] == "succeeded", doc
+    else:  # a (re)started server extension: its RunManager looks in the background
+        from scanflow_jupyter.server.run_manager import RunManager
+
+        RunManager(project.root, project.home)
+        wait_for(lambda: client.get_run(parent_id).info.status == "KILLED", "the server to end the run")
     assert client.get_run(parent_id).info.status == "KILLED"
     assert client.get_run(step_id).info.status == "KILLED"
     state = json.loads((run_dir / "run.json").read_text())
     assert state["status"] == "interrupted" and state["steps"]["train"]["status"] == "killed"
-    proc2 = project.cli("runs")
-    assert proc2.returncode == 0 and "interrupted" in proc2.stdout
