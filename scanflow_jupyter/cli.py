@@ -97,6 +97,12 @@ def inspect(notebook: str, as_json: bool) -> None:
         console.print(table)
         for name, r in requirements.items():
             console.print(f"[bold]{name}[/bold] image requirements: {', '.join(p.spec for p in r.direct) or '-'}")
+        for e in app.executors:
+            key = _key_ingredients(app, e)
+            files = [*key.get("deps", {}), *key.get("local_modules", {}), *key.get("run_notebooks", {}),
+                     *key.get("data_files", {})]
+            console.print(f"[bold]{e.name}[/bold] cache key: parameters {', '.join(key.get('params_read', [])) or '-'};"
+                          f" files {', '.join(dict.fromkeys(files)) or '-'}" + ("" if e.cache else " (--no-cache)"))
         for s in app.services:
             console.print(f"service [bold]{s.name}[/bold] (cell {s.cell}) model={s.model or 'custom predict'} replicas={s.replicas}")
         for a in app.agents:

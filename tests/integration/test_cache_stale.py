@@ -178,3 +178,26 @@ def test_results_follow_the_edits(stale_project: Project) -> None:
     write_distribution(p.site, "2.0")
     assert outputs(p.run("-p", "scale=3")) == {"rows": [5], "feats": [30], "offset": 3, "total": 3,
                                                "version": "2.0", "tag": "X"}
+
+
+def test_inspect_shows_each_steps_key_ingredients(stale_project: Project) -> None:
+    p = stale_project
+    env = dict(os.environ, PYTHONPATH=str(p.site), SCANFLOW_HOME=str(p.root / ".scanflow"))
+    proc = subprocess.run([*scanflow_command(), "inspect", str(p.nb), "--json"], cwd=p.root, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cache = {e["name"]: e["cache"] for e in json.loads(proc.stdout)["executors"]}
+    assert set(cache) == set(STEPS)
+    assert cache["load"]["data_files"].keys() == {"data/train.csv"}
+    assert cache["feat"]["params_read"] == ["scale"] and cache["feat"]["inputs"] == ["rows"]
+    assert cache["feat"]["local_modules"].keys() == {"helpers.py", "mathutil.py"}
+    assert cache["extra"]["run_notebooks"].keys() == {"extra.ipynb"}
+    assert cache["assets"]["deps"].keys() == {"assets/a.txt", "assets/sub/b.txt"}
+    assert cache["versioned"]["distributions"] == {"stalepkg": "1.0"}
+    assert cache["tagged"]["params_read"] == ["label"]
+    for step in STEPS:
+        assert cache[step]["enabled"] is True and cache[step]["kernel"] == "python3"
+        assert len(cache[step]["code_digest"]) == 64 and cache[step]["python"].count(".") == 2
+    text = subprocess.run([*scanflow_command(), "inspect", str(p.nb)], cwd=p.root, env=env,
+                          capture_output=True, text=True, timeout=120, check=False).stdout
+    assert "feat cache key: parameters scale; files helpers.py, mathutil.py" in " ".join(text.split())
