@@ -408,6 +408,32 @@ class _Follower:
         self.code(source, where=path)  # %run code shares the kernel's names (parameters included)
 
 
+def environment_signature() -> list[Any]:
+    """What changes when a distribution is installed, upgraded or removed: the interpreter and
+    the modification times of the folders on sys.path (pip/conda add and remove *.dist-info
+    folders in them)."""
+    sig: list[Any] = [sys.version, sys.prefix]
+    for entry in sys.path:
+        try:
+            st = os.stat(entry or ".")
+        except OSError:
+            continue
+        sig.append([entry, st.st_mtime_ns, st.st_ino])
+    return sig
+
+
+def _load_distributions(path: Path | None) -> dict[str, Any]:
+    """Remembered module set -> versions for this environment (empty if it changed since)."""
+    signature = environment_signature()
+    try:
+        doc = json.loads(path.read_bytes()) if path else None
+    except (OSError, ValueError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("signature") == signature and isinstance(doc.get("versions"), dict):
+        return {"signature": signature, "versions": doc["versions"]}
+    return {"signature": signature, "versions": {}}
+
+
 def distribution_versions(modules: list[str]) -> dict[str, str]:
     """Installed distributions providing `modules`, and everything they depend on -> version.
 
@@ -451,6 +477,8 @@ class StepKeys:
         self.cache_dir = Path(store_root) / "cache" if store_root is not None else None
         self.files = FileDigests(self.cache_dir / "files.json" if self.cache_dir else None)
         self._dists: dict[tuple[str, ...], dict[str, str]] = {}
+        self._dist_file = self.cache_dir / "distributions.json" if self.cache_dir else None
+        self._dist_known = _load_distributions(self._dist_file)
 
     def ingredients(self, ex: Executor, upstream: dict[str, str] | None = None) -> dict[str, Any]:
         """Everything the key of `ex` hashes (`upstream`: its inputs' digests; None: not known yet)."""
@@ -472,7 +500,11 @@ class StepKeys:
                 deps[pattern] = "missing"
         modules = tuple(sorted(set(follower.third_party)))
         if modules not in self._dists:
-            self._dists[modules] = distribution_versions(list(modules))
+            remembered = self._dist_known["versions"].get("\n".join(modules))
+            if remembered is None:
+                remembered = self._dist_known["versions"]["\n".join(modules)] = distribution_versions(list(modules))
+                self._dist_known["dirty"] = True
+            self._dists[modules] = remembered
         return {
             "setup": _sha([normalize_code(b.source) for b in self.app.setup]),
             "code": _sha(normalize_code(ex.source)),
@@ -528,6 +560,14 @@ class StepKeys:
 
     def save(self) -> None:
         self.files.save()
+        if self._dist_file is not None and self._dist_known.pop("dirty", False):
+            from scanflow_jupyter.data.serializers import atomic_write_bytes
+
+            try:
+                self._dist_file.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(self._dist_file, json.dumps(self._dist_known).encode())
+            except OSError:
+                pass  # only a speed-up
 
 
 def key_of(ingredients: dict[str, Any]) -> str:

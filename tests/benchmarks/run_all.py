@@ -3,7 +3,7 @@
 Ratios only compare figures measured in this same run; nothing here asserts on time.
 Results also go to tests/benchmarks/results/latest.json.
 
-    python -m tests.benchmarks.run_all [--only chain,sleep,rerun,array,load_ext,docker,agents] [--reps 3]
+    python -m tests.benchmarks.run_all [--only chain,sleep,rerun,cache_check,array,load_ext,docker,agents] [--reps 3]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from tests.benchmarks import (
     baselines,
     bench_agents,
+    bench_cache,
     bench_data,
     bench_docker,
     bench_k8s_compile,
@@ -29,7 +30,8 @@ from tests.benchmarks import (
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
-ALL = ("chain", "sleep", "rerun", "array", "load_ext", "docker", "agents", "server_runs", "k8s_compile", "k8s")
+ALL = ("chain", "sleep", "rerun", "cache_check", "array", "load_ext", "docker", "agents", "server_runs", "k8s_compile",
+       "k8s")
 
 
 def _progress(text: str) -> None:
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             assert chain_info is not None
             _progress("3/5 rerun after editing step 10: `scanflow run` CLI vs papermill full run")
             rows += bench_pipelines.rerun(root, args.reps, chain_info)
+        if "cache_check" in chosen:
+            _progress("cache check: no-op rerun of the tutorial with a 100 MB --deps folder vs without")
+            rows += bench_cache.cache_check(root, args.reps)
         if "array" in chosen:
             _progress("4/5 100 MB numpy array: serializer path vs np.save + np.load")
             rows += bench_data.array(root, args.reps)

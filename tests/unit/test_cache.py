@@ -205,3 +205,45 @@ def test_deps_match_agrees_with_resolve_deps(tmp_path):
     (tmp_path / "empty").mkdir()
     for pattern in ("top.txt", "d", "d/**/*.csv", "e", "empty", "absent", "*.parquet", "**/*.txt"):
         assert deps_match(tmp_path, pattern) == bool(resolve_deps(tmp_path, pattern)), pattern
+
+
+def test_distribution_versions_are_remembered_until_the_environment_changes(tmp_path, monkeypatch):
+    import importlib
+
+    site = tmp_path / "site"
+    (site / "memopkg").mkdir(parents=True)
+    (site / "memopkg" / "__init__.py").write_text("", encoding="utf-8")
+
+    def install(version: str) -> None:
+        for old in site.glob("memopkg-*.dist-info"):
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+        info = site / f"memopkg-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: memopkg\nVersion: {version}\n", encoding="utf-8")
+        (info / "top_level.txt").write_text("memopkg\n", encoding="utf-8")
+
+    install("1.0")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    app, ex = _project(tmp_path / "project", "import memopkg")
+    (tmp_path / "project").mkdir()
+    store = tmp_path / "store"
+
+    def versions() -> dict:
+        keys = StepKeys(app, app.parameters, store)
+        found = keys.ingredients(ex, {})["distributions"]
+        keys.save()
+        return found
+
+    assert versions() == {"memopkg": "1.0"}
+    # the version changes without the folder changing (no install): the remembered mapping is used
+    st = site.stat()
+    meta = site / "memopkg-1.0.dist-info" / "METADATA"
+    meta.write_text(meta.read_text(encoding="utf-8").replace("1.0", "9.9"), encoding="utf-8")
+    os.utime(site, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert versions() == {"memopkg": "1.0"}
+    # a real upgrade replaces the dist-info folder: the environment changed, versions are read again
+    install("1.1")
+    assert versions() == {"memopkg": "1.1"}
