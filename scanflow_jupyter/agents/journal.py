@@ -214,7 +214,9 @@ class CallJournal:
 
             recorder = Recorder(self.tracking_uri, self.artifact_root)
             with _file_lock(self.lock_path):
-                recorder.warm_up()  # raises TrackingError while the store is unavailable
+                # Open, never create (`agents up` created the store): a store that vanished during
+                # an outage stays an error here instead of being replaced by an empty one.
+                recorder.client.search_experiments(max_results=1)
             self._recorder = recorder
         return self._recorder.client, self._recorder.experiment_id(self.experiment)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter.agents.state import atomic_write_json
+from scanflow_jupyter.redact import redact_uri
 
 __all__ = ["PeerNotFound", "Registry", "pid_alive"]
 
@@ -90,6 +91,9 @@ class Registry:
             try:
                 data = self.read()
                 yield data
+                for entry in data["notebooks"].values():  # entries written by older versions too
+                    if isinstance(entry, dict) and entry.get("tracking_uri"):
+                        entry["tracking_uri"] = redact_uri(str(entry["tracking_uri"]))
                 atomic_write_json(self.path, data, private=True)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

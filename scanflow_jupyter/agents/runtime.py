@@ -376,7 +376,9 @@ class AgentRuntime:
         try:
             value = _invoke(spec.fn, [ctx, payload])
         except Exception as exc:  # noqa: BLE001 - user code
-            error, tb, forbidden = _one_line(exc), _traceback(), isinstance(exc, PermissionError)
+            from scanflow_jupyter.agents.templates import NotebookNotAllowed
+
+            error, tb, forbidden = _one_line(exc), _traceback(), isinstance(exc, NotebookNotAllowed)
         duration = time.time() - started
         shown = jsonable(value, limit=1_000_000)
         fields: dict[str, Any] = {"runs": int(entry.get("runs", 0)) + 1, "last_run": started,

@@ -55,6 +55,9 @@ class _Guard:
         self.app, self.token, self.hosts = app, token, hosts
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":  # agents have no websocket route: refuse before any app code
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
             refused = auth.refusal(scope["method"], scope["path"], headers, token=self.token, hosts=self.hosts)

@@ -100,3 +100,23 @@ def test_cli_table_renders():
     for word in ("agent", "port", "pid", "uptime", "sensors", "last value", "last error", "churn/monitor",
                  "1 min 05 s", "s (every 1s)"):
         assert word in out
+
+
+def test_registry_is_private_and_holds_no_credentials(tmp_path):
+    import stat
+
+    reg = Registry(tmp_path)
+    reg.path.write_text('{"version": 1, "notebooks": {"/old.ipynb": {"app": "a", '
+                        '"tracking_uri": "https://bob:hunter2pw@mlflow.example/"}}}')  # an older version's file
+    os.chmod(reg.path, 0o644)
+    old = os.umask(0)
+    try:
+        with reg.edit() as data:
+            data["notebooks"]["/nb.ipynb"] = {"app": "b", "tracking_uri": "http://u:s3cr3tpw@127.0.0.1:5000"}
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(reg.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(reg.lock_path.stat().st_mode) == 0o600
+    text = reg.path.read_text()
+    assert "hunter2pw" not in text and "s3cr3tpw" not in text
+    assert reg.notebook("/nb.ipynb")["tracking_uri"] == "http://***@127.0.0.1:5000"
