@@ -276,6 +276,14 @@ def test_a_deleted_token_is_generated_again(envs):
     outcome = env.deploy(e["app"], e["config"], cluster=cluster)
     assert {(o.kind, o.name): o.action for o in outcome.objects}[("Secret", mf.AGENT_TOKEN_SECRET)] == "created"
     assert agent_token(cluster, e["ns"]) != before
+    # the exported Secret applied as it is (no data, as `kubectl apply` of the export leaves it): filled in
+    cluster.delete("Secret", "v1", mf.AGENT_TOKEN_SECRET, e["ns"])
+    exported = next(m for m in env.plan(e["app"], e["config"]) if m["metadata"]["name"] == mf.AGENT_TOKEN_SECRET)
+    cluster.apply(exported)
+    assert not (cluster.get("Secret", "v1", mf.AGENT_TOKEN_SECRET, e["ns"]) or {}).get("data")
+    outcome = env.deploy(e["app"], e["config"], cluster=cluster)
+    assert {(o.kind, o.name): o.action for o in outcome.objects}[("Secret", mf.AGENT_TOKEN_SECRET)] == "configured"
+    assert len(agent_token(cluster, e["ns"])) >= 32
 
 
 def test_token_never_in_export_status_or_dry_run_output(envs):
