@@ -382,8 +382,9 @@ class LogsHandler(ScanflowHandler):
 class ExperimentsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
+        service = self.ext.mlflow(self.user_tracking_uri())  # a bad setting is a 400, before the store is asked
         try:
-            experiments = await self.ext.mlflow(self.user_tracking_uri()).experiments()
+            experiments = await service.experiments()
         except MlflowRequestError as exc:
             raise ApiError(exc.status, exc.message) from None
         self.reply({"experiments": experiments})
@@ -393,10 +394,13 @@ class MlflowRunsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         nested = self.get_query_argument("nested", "false").lower() in ("1", "true", "yes")
+        # bad arguments are a 400, before the store is asked
+        service = self.ext.mlflow(self.user_tracking_uri())
+        max_results = self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT)
         try:
-            doc = await self.ext.mlflow(self.user_tracking_uri()).runs(
+            doc = await service.runs(
                 experiment=self.get_query_argument("experiment", None) or None,
-                max_results=self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT),
+                max_results=max_results,
                 page_token=self.get_query_argument("page_token", None),
                 filter_string=self.get_query_argument("filter", ""),
                 order_by=[o for o in self.get_query_arguments("order_by") if o],
