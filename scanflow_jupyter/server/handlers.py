@@ -382,9 +382,8 @@ class LogsHandler(ScanflowHandler):
 class ExperimentsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        service = self.ext.mlflow(self.user_tracking_uri())  # a bad setting is a 400, before the store is asked
         try:
-            experiments = await service.experiments()
+            experiments = await self.ext.mlflow(self.user_tracking_uri()).experiments()
         except MlflowRequestError as exc:
             raise ApiError(exc.status, exc.message) from None
         self.reply({"experiments": experiments})
@@ -394,13 +393,10 @@ class MlflowRunsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         nested = self.get_query_argument("nested", "false").lower() in ("1", "true", "yes")
-        # bad arguments are a 400, before the store is asked
-        service = self.ext.mlflow(self.user_tracking_uri())
-        max_results = self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT)
         try:
-            doc = await service.runs(
+            doc = await self.ext.mlflow(self.user_tracking_uri()).runs(
                 experiment=self.get_query_argument("experiment", None) or None,
-                max_results=max_results,
+                max_results=self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT),
                 page_token=self.get_query_argument("page_token", None),
                 filter_string=self.get_query_argument("filter", ""),
                 order_by=[o for o in self.get_query_arguments("order_by") if o],
@@ -421,6 +417,7 @@ class AgentsHandler(ScanflowHandler):
 
     @tornado.web.authenticated
     async def post(self) -> None:
+        from scanflow_jupyter.agents.auth import AgentTokenError
         from scanflow_jupyter.agents.supervisor import NoAgents
         from scanflow_jupyter.notebook.parser import NotebookReadError
 
@@ -442,6 +439,9 @@ class AgentsHandler(ScanflowHandler):
             raise ApiError(400, exc.message.text, exc.message.fix, messages=[vars(exc.message)]) from None
         except NoAgents as exc:
             raise ApiError(400, str(exc), "add a cell starting with %%agent NAME") from None
+        except AgentTokenError as exc:  # the project's token file is unsafe: state to repair, not a crash
+            text, _, fix = str(exc).partition(" Fix: ")
+            raise ApiError(409, text, fix) from None
         except RuntimeError as exc:
             raise ApiError(500, str(exc)) from None
         self.reply(doc, 202)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,25 @@ async def test_start_status_stop(jp_fetch: Any, agents_root: Path) -> None:
     assert stopped["agents"] == []
     _, listed = await api(jp_fetch, "agents", params={"path": "agents/ticker.ipynb"}, expect=200)
     assert listed["agents"] == []
+
+
+async def test_the_server_talks_to_agents_with_the_token_and_never_shows_it(jp_fetch: Any, agents_root: Path) -> None:
+    home = agents_root / ".scanflow"
+    _, doc = await api(jp_fetch, "agents", method="POST", body={"path": "agents/ticker.ipynb", "action": "start"},
+                       expect=202)
+    token = (home / "agent-token").read_text().strip()
+    assert oct((home / "agent-token").stat().st_mode & 0o777) == "0o600"
+    assert token not in json.dumps(doc)
+    url = doc["agents"][0]["url"]
+    import httpx
+
+    assert httpx.get(f"{url}/status", timeout=10).status_code == 401  # the browser could not call it directly
+    _, listed = await api(jp_fetch, "agents", expect=200)  # ... the server can, with the project's token
+    assert listed["agents"][0]["last_error"] is None and token not in json.dumps(listed)
+    await api(jp_fetch, "agents", method="POST", body={"path": "agents/ticker.ipynb", "action": "stop"}, expect=202)
+
+    os.chmod(home / "agent-token", 0o644)  # unsafe: others may have read it
+    status, refused = await api(jp_fetch, "agents", method="POST",
+                                body={"path": "agents/ticker.ipynb", "action": "start"})
+    assert status == 409, refused
+    assert "readable by other users" in json.dumps(refused) and "rm " in json.dumps(refused)
