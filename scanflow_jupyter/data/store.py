@@ -358,6 +358,12 @@ def state_problem(data: Any, run_id: str) -> str | None:
         if step.get("status", "pending") not in STEP_STATUSES:
             return (f"'status' of step '{name}' is {step['status']!r}, "
                     f"expected one of {', '.join(STEP_STATUSES)}")
+        for var, out in (step.get("outputs") or {}).items():
+            if not isinstance(out, dict):
+                return f"output '{var}' of step '{name}' is {_json_kind(out)}, not a JSON object"
+        cell = (step.get("error") or {}).get("cell")
+        if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int)):
+            return f"'error.cell' of step '{name}' is {_json_kind(cell)}, expected a whole number or null"
     return None
 
 

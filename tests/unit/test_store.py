@@ -219,6 +219,8 @@ CORRUPT_STATES = [
     ("step_bad_status", _step_with(status="melted"), "'status' of step 'train' is 'melted'"),
     ("step_attempts", _step_with(attempts="2"), "'attempts' of step 'train' is a string"),
     ("step_error_type", _step_with(error=["x"]), "'error' of step 'train' is a list"),
+    ("step_error_cell", _step_with(error={"cell": "4", "ename": "E", "evalue": ""}), "'error.cell' of step 'train'"),
+    ("step_output", _step_with(outputs={"x": "x.npy"}), "output 'x' of step 'train' is a string"),
 ]
 
 
