@@ -63,6 +63,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     ext = ScanflowExtension(Path(serverapp.root_dir), config)
     web_app = serverapp.web_app
     web_app.settings["scanflow"] = ext
+    # the sidebar sends its tracking_uri setting as a query parameter: the access log must not show it
+    scrubbed = list(web_app.settings.get("extra_log_scrub_param_keys") or [])
+    web_app.settings["extra_log_scrub_param_keys"] = [*scrubbed, "tracking_uri"]
     web_app.add_handlers(".*$", routes(web_app.settings["base_url"]))
     serverapp.log.info("Scanflow API at %sscanflow/api/ (root %s, run store %s)",
                        web_app.settings["base_url"], ext.root, ext.home / "runs")

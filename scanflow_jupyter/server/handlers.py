@@ -114,12 +114,6 @@ class ScanflowHandler(APIHandler):
         except PathInvalid as exc:
             raise ApiError(400, str(exc), "use the routes of docs/rest-api.md") from None
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if api_error(value) is not None and not isinstance(value, tornado.web.HTTPError):
-            self.log.warning("%s %s: %s", self.request.method, self.request.path, value)
-            return
-        super().log_exception(typ, value, tb)
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         mapped = api_error(exc)
@@ -131,6 +125,25 @@ class ScanflowHandler(APIHandler):
             self.finish(self.redacted(json.dumps({"reason": self._reason, **exc.payload})))
             return
         super().write_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        """Tornado's logging of failed requests, without the query string and with credentials
+        masked (a request may carry a tracking_uri setting; an MLflow error quotes its URI)."""
+        import traceback
+
+        from tornado.log import app_log, gen_log
+
+        where = f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+        if api_error(value) is not None and not isinstance(value, tornado.web.HTTPError):
+            self.log.warning("%s: %s", where, self.redacted(str(value)))  # a domain error: answered as JSON
+            return
+        if isinstance(value, tornado.web.HTTPError):
+            message = value.get_message()
+            if message:
+                gen_log.warning("%d %s: %s", value.status_code, where, self.redacted(message))
+            return
+        detail = "".join(traceback.format_exception(typ, value, tb)) if typ else ""
+        app_log.error("Uncaught exception %s\n%s", where, self.redacted(detail))
 
     def reply(self, doc: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -382,21 +395,37 @@ class LogsHandler(ScanflowHandler):
 class ExperimentsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
+        service = self.ext.mlflow(self.user_tracking_uri())  # a bad setting is a 400, before the store is asked
         try:
-            experiments = await self.ext.mlflow(self.user_tracking_uri()).experiments()
+            experiments = await service.experiments()
         except MlflowRequestError as exc:
             raise ApiError(exc.status, exc.message) from None
+        except tornado.web.HTTPError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the store itself failed (unreachable, refused, corrupt)
+            raise store_failed(self, exc) from None
         self.reply({"experiments": experiments})
+
+
+def store_failed(handler: ScanflowHandler, exc: Exception) -> ApiError:
+    """502: the tracking store named by the settings failed; the message names it, redacted."""
+    uri = redact_uri(handler.ext.tracking_uri(handler.user_tracking_uri()))
+    return ApiError(502, handler.redacted(f"the MLflow tracking store {uri} failed: {type(exc).__name__}: {exc}"[:2000]),
+                    "check the tracking URI setting (Scanflow settings, c.Scanflow.tracking_uri or "
+                    "MLFLOW_TRACKING_URI) and that its server is running and reachable")
 
 
 class MlflowRunsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         nested = self.get_query_argument("nested", "false").lower() in ("1", "true", "yes")
+        # bad arguments are a 400, before the store is asked
+        service = self.ext.mlflow(self.user_tracking_uri())
+        max_results = self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT)
         try:
-            doc = await self.ext.mlflow(self.user_tracking_uri()).runs(
+            doc = await service.runs(
                 experiment=self.get_query_argument("experiment", None) or None,
-                max_results=self.int_arg("max_results", 100, 1, MAX_RESULTS_LIMIT),
+                max_results=max_results,
                 page_token=self.get_query_argument("page_token", None),
                 filter_string=self.get_query_argument("filter", ""),
                 order_by=[o for o in self.get_query_arguments("order_by") if o],
@@ -404,6 +433,10 @@ class MlflowRunsHandler(ScanflowHandler):
         except MlflowRequestError as exc:
             raise ApiError(exc.status, exc.message, "check the MLflow search syntax, e.g. "
                            "metrics.accuracy > 0.9 and params.lr = '0.1'" if exc.status == 400 else None) from None
+        except tornado.web.HTTPError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the store itself failed (unreachable, refused, corrupt)
+            raise store_failed(self, exc) from None
         self.reply(doc)
 
 
@@ -417,7 +450,6 @@ class AgentsHandler(ScanflowHandler):
 
     @tornado.web.authenticated
     async def post(self) -> None:
-        from scanflow_jupyter.agents.auth import AgentTokenError
         from scanflow_jupyter.agents.supervisor import NoAgents
         from scanflow_jupyter.notebook.parser import NotebookReadError
 
@@ -439,9 +471,6 @@ class AgentsHandler(ScanflowHandler):
             raise ApiError(400, exc.message.text, exc.message.fix, messages=[vars(exc.message)]) from None
         except NoAgents as exc:
             raise ApiError(400, str(exc), "add a cell starting with %%agent NAME") from None
-        except AgentTokenError as exc:  # the project's token file is unsafe: state to repair, not a crash
-            text, _, fix = str(exc).partition(" Fix: ")
-            raise ApiError(409, text, fix) from None
         except RuntimeError as exc:
             raise ApiError(500, str(exc)) from None
         self.reply(doc, 202)
