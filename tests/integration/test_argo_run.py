@@ -33,6 +33,9 @@ from tests.k8s.fixture import k8s_cluster  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
+# kwok pool, to be moved to the real node: issue #10. A non-local image places the pods on the
+# tainted kwok pool (tests/k8s/manifests/kwok-pool.yaml); step images in the local registry would
+# run for real on scanflow-node-0.
 PLACEHOLDER_IMAGE = "scanflow/kwok-placeholder:never-pulled"  # kwok runs no containers
 DIAMOND_EDGES = [("load", "features"), ("load", "stats"), ("features", "train"), ("stats", "train")]
 

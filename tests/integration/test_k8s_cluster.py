@@ -1,7 +1,9 @@
-"""Smoke tests of the local Kubernetes control plane (tests/k8s/cluster.sh) with the Python client.
+"""Smoke tests of the local Kubernetes cluster (tests/k8s/cluster.sh) with the Python client.
 
-Real etcd, kube-apiserver (RBAC on), controller-manager, scheduler and Argo workflow-controller;
-kwok plays the node and the pod lifecycle (the pods' containers never run).
+Real etcd, kube-apiserver (RBAC on), controller-manager, scheduler, Argo workflow-controller and
+the real node `scanflow-node-0` (kubelet + containerd): the pods here run for real, from the
+busybox image in the cluster's local registry. kwok's fake node is only a tainted, explicitly
+selected pool (tests/k8s/manifests/kwok-pool.yaml); tests/integration/test_k8s_node.py has more.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from tests.k8s.fixture import K8sCluster, k8s_cluster  # noqa: F401
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 T = TypeVar("T")
-IMAGE = "busybox:1.36"  # never pulled: kwok fakes the containers
 ARGO = {"group": "argoproj.io", "version": "v1alpha1", "plural": "workflows"}
 
 
@@ -43,6 +44,19 @@ def api(k8s_cluster: K8sCluster) -> Any:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
+def image(k8s_cluster: K8sCluster) -> str:  # noqa: F811
+    """busybox from the cluster's local registry (the real node has no other source of images)."""
+    if not k8s_cluster.busybox:
+        pytest.fail("cluster.sh up printed no SCANFLOW_K8S_BUSYBOX: the real node is missing")
+    return k8s_cluster.busybox
+
+
+@pytest.fixture(scope="module")
+def node(k8s_cluster: K8sCluster) -> str:  # noqa: F811
+    return k8s_cluster.node
+
+
+@pytest.fixture(scope="module")
 def namespace(api: Any) -> Iterator[str]:
     """A fresh namespace, deleted afterwards (its default ServiceAccount is waited for)."""
     from kubernetes import client
@@ -52,16 +66,26 @@ def namespace(api: Any) -> Iterator[str]:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     wait_until(lambda: [sa.metadata.name for sa in core.list_namespaced_service_account(name).items],
                lambda names: "default" in names, f"ServiceAccount default in {name}")
+    # Argo's executor (wait container) writes the step's WorkflowTaskResult as the pod's ServiceAccount
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(name, {"metadata": {"name": "argo-executor"}, "rules": [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]})
+    rbac.create_namespaced_role_binding(name, {
+        "metadata": {"name": "argo-executor"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "argo-executor"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": name}]})
     yield name
     core.delete_namespace(name)
 
 
-def workflow(name: str, fail_step: str | None = None) -> dict[str, Any]:
-    """A 2-step DAG: `first` then `second`; `fail_step` is labelled to fail under kwok."""
+def workflow(name: str, image: str, fail_step: str | None = None, kwok_fail: bool = False) -> dict[str, Any]:
+    """A 2-step DAG: `first` then `second`; `fail_step` really exits 1 (or, with `kwok_fail`, is
+    labelled to fail on the kwok pool)."""
 
     def template(step: str) -> dict[str, Any]:
-        tmpl: dict[str, Any] = {"name": step, "container": {"image": IMAGE, "command": ["true"]}}
-        if step == fail_step:
+        command = ["false"] if step == fail_step and not kwok_fail else ["true"]
+        tmpl: dict[str, Any] = {"name": step, "container": {"image": image, "command": command}}
+        if step == fail_step and kwok_fail:
             tmpl["metadata"] = {"labels": {"scanflow.io/kwok-fail": "true"}}
         return tmpl
 
@@ -119,7 +143,7 @@ def test_kwok_node_is_ready(api: Any) -> None:
     assert ready.get("kwok-node-0") == "True", ready
 
 
-def test_deployment_becomes_available(api: Any, namespace: str) -> None:
+def test_deployment_becomes_available(api: Any, namespace: str, image: str, node: str) -> None:
     from kubernetes import client
 
     apps = client.AppsV1Api(api)
@@ -131,24 +155,25 @@ def test_deployment_becomes_available(api: Any, namespace: str) -> None:
             selector=client.V1LabelSelector(match_labels=labels),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="web", image=IMAGE)])))))
+                spec=client.V1PodSpec(containers=[client.V1Container(
+                    name="web", image=image, command=["sleep", "3600"])])))))
     dep = wait_until(lambda: apps.read_namespaced_deployment_status("web", namespace),
                      lambda d: d.status.available_replicas == 2, "Deployment web available")
     conditions = {c.type: c.status for c in dep.status.conditions}
     assert conditions.get("Available") == "True", conditions
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=web").items
     assert len(pods) == 2
-    assert all(p.status.phase == "Running" and p.spec.node_name == "kwok-node-0" for p in pods)
+    assert all(p.status.phase == "Running" and p.spec.node_name == node for p in pods)
 
 
-def test_job_pod_succeeds(api: Any, namespace: str) -> None:
+def test_job_pod_succeeds(api: Any, namespace: str, image: str) -> None:
     from kubernetes import client
 
     client.BatchV1Api(api).create_namespaced_job(namespace, client.V1Job(
         metadata=client.V1ObjectMeta(name="once"),
         spec=client.V1JobSpec(backoff_limit=0, template=client.V1PodTemplateSpec(
             spec=client.V1PodSpec(restart_policy="Never", containers=[
-                client.V1Container(name="main", image=IMAGE, command=["true"])])))))
+                client.V1Container(name="main", image=image, command=["true"])])))))
     job = wait_until(lambda: client.BatchV1Api(api).read_namespaced_job_status("once", namespace),
                      lambda j: (j.status.succeeded or 0) >= 1 or (j.status.failed or 0) >= 1,
                      "Job once finished")
@@ -157,22 +182,31 @@ def test_job_pod_succeeds(api: Any, namespace: str) -> None:
     assert [p.status.phase for p in pods.items] == ["Succeeded"]
 
 
-def test_argo_dag_workflow_succeeds(api: Any, namespace: str) -> None:
-    wf = run_workflow(api, namespace, workflow("dag-ok"))
+def test_argo_dag_workflow_succeeds(api: Any, namespace: str, image: str) -> None:
+    wf = run_workflow(api, namespace, workflow("dag-ok", image))
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     assert node_phases(wf) == {"first": "Succeeded", "second": "Succeeded"}
     nodes = {n["displayName"]: n for n in wf["status"]["nodes"].values()}
     assert nodes["second"]["startedAt"] >= nodes["first"]["finishedAt"], "DAG order not kept"
 
 
-def test_kwok_fail_label_fails_the_workflow(api: Any, namespace: str) -> None:
-    wf = run_workflow(api, namespace, workflow("dag-fail", fail_step="first"))
+@pytest.mark.parametrize("kwok_fail", [False, True], ids=["real-node", "kwok-pool"])
+def test_failing_step_fails_the_workflow(api: Any, namespace: str, image: str, node: str, kwok_fail: bool) -> None:
+    """A step that exits 1 on the real node; and the kwok pool's deliberate fake failure (the
+    `scanflow.io/kwok-fail` label selects the kwok pool, tests/k8s/manifests/kwok-pool.yaml)."""
+    from kubernetes import client
+
+    name = "dag-fail-kwok" if kwok_fail else "dag-fail"
+    wf = run_workflow(api, namespace, workflow(name, image, fail_step="first", kwok_fail=kwok_fail))
     assert wf["status"]["phase"] == "Failed", wf["status"]
     phases = node_phases(wf)
     assert phases.get("first") == "Failed", phases
     assert "second" not in phases or phases["second"] in ("Omitted", "Skipped"), phases
     first = next(n for n in wf["status"]["nodes"].values() if n["displayName"] == "first")
     assert "exit code 1" in first.get("message", ""), first
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"workflows.argoproj.io/workflow={name}").items
+    assert {p.spec.node_name for p in pods} == {"kwok-node-0" if kwok_fail else node}
 
 
 def test_rbac_denies_a_fresh_service_account(api: Any, namespace: str) -> None:

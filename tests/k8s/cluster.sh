@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Local Kubernetes control plane for Scanflow's tests, built from the Go module proxy.
 #
-#   tests/k8s/cluster.sh build   build (once, cached by version) etcd, kube-*, kubectl, kwok, argo
-#   tests/k8s/cluster.sh up      build if needed, then start the cluster (reuses a running one)
-#   tests/k8s/cluster.sh down    stop every component by PID and remove the run dir
+#   tests/k8s/cluster.sh build   build (once, cached by version) etcd, kube-*, kubelet, kube-proxy,
+#                                kubectl, kwok, argo, coredns and the node's images; install the
+#                                Debian packages the node needs when missing
+#   tests/k8s/cluster.sh up      build if needed, then start the control plane and the real node
+#                                (reuses a running cluster)
+#   tests/k8s/cluster.sh down    stop every component by PID, clean up the node (pods, mounts,
+#                                iptables chains, bridge, cgroups, sysctls), remove the run dir
 #   tests/k8s/cluster.sh env     print `export KUBECONFIG=...` lines
 #   tests/k8s/cluster.sh status  say what is running
 #
@@ -16,12 +20,17 @@ K8S_VERSION=v1.36.5       # k8s.io/kubernetes; staging modules are published as 
 ETCD_VERSION=v3.6.16      # go.etcd.io/etcd/server/v3
 KWOK_VERSION=v0.8.0       # sigs.k8s.io/kwok
 ARGO_VERSION=v4.0.7       # github.com/argoproj/argo-workflows/v4
+COREDNS_VERSION=v1.15.0   # github.com/coredns/coredns
+PAUSE_VERSION=1           # our pause image (a static Go binary that waits for SIGTERM)
+# Debian packages the real node uses (installed by `build` when missing)
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack docker-registry socat busybox-static)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE_ROOT=${SCANFLOW_K8S_CACHE:-$HOME/.cache/scanflow/k8s}
 VDIR=$CACHE_ROOT/$K8S_VERSION
 BIN=$VDIR/bin
 SRC=$VDIR/src
+IMAGES=$VDIR/images
 RUN=$(realpath -m "${SCANFLOW_K8S_DIR:-$CACHE_ROOT/run}")
 
 # Ports on 127.0.0.1, away from common defaults (2379/6443/10257/10259/...).
@@ -31,9 +40,23 @@ API_PORT=${SCANFLOW_K8S_API_PORT:-26443}
 KCM_PORT=$((API_PORT + 1))
 SCHED_PORT=$((API_PORT + 2))
 KWOK_PORT=$((API_PORT + 3))
+REGISTRY_PORT=$((API_PORT + 4))
+KUBELET_PORT=$((API_PORT + 5))
+KUBELET_HEALTHZ_PORT=$((API_PORT + 6))
+PROXY_HEALTHZ_PORT=$((API_PORT + 7))
+PROXY_METRICS_PORT=$((API_PORT + 8))
 SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
-NODE_NAME=kwok-node-0
+KWOK_POD_CIDR=10.244.128.0/17   # fake pod IPs, away from the real node's 10.244.0.0/24
+KWOK_NODE=kwok-node-0
+# The real node: one per machine (kube-proxy's iptables chains and the bridge are host-wide).
+NODE_NAME=scanflow-node-0
+BRIDGE=scanflow0
+NODE_SUBNET=10.244.0.0/24
+BRIDGE_IP=10.244.0.1      # the node's InternalIP and the apiserver's advertised address (via socat)
+DNS_IP=10.96.0.10
+REGISTRY=127.0.0.1:$REGISTRY_PORT
+REGISTRY_STORAGE=$CACHE_ROOT/registry   # survives down/up
 
 log() { printf '[k8s %3ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf '[k8s] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -70,7 +93,8 @@ timed() {
 }
 
 build_kubernetes() {
-    stamp_ok kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl \
+    # (one line: tests/k8s/fixture.py reads the stamp_ok lines to tell whether the cluster is built)
+    stamp_ok kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy \
         && return 0
     local dir=$SRC/kubernetes staging minor
     staging=v0.${K8S_VERSION#v1.}
@@ -101,7 +125,8 @@ _build_kubernetes() {
     done
     go build -trimpath -ldflags="${ldflags[*]}" -o "$BIN/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+        k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 # _build_module DIR MODULE VERSION OUT PKG [LDFLAGS...] -> throwaway module requiring MODULE
@@ -156,6 +181,177 @@ build_argo() {
     echo "$ARGO_VERSION" >"$BIN/.argo.version"
 }
 
+build_coredns() {
+    stamp_ok coredns "$COREDNS_VERSION" coredns && return 0
+    mkdir -p "$SRC/coredns"
+    # the module's root package is CoreDNS's main, with the default plugin set (plugin.cfg)
+    timed coredns _build_module "$SRC/coredns" github.com/coredns/coredns "$COREDNS_VERSION" coredns \
+        github.com/coredns/coredns -X "github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+    echo "$COREDNS_VERSION" >"$BIN/.coredns.version"
+}
+
+# argoexec does not build from the module zip: workflow/executor/osspecific/signal_linux.go is a
+# symlink to signal_darwin.go in the repository and module zips drop symlinks (`undefined:
+# Setpgid`). So: a writable copy of the module with the file copied, used through `replace`.
+build_argoexec() {
+    stamp_ok argoexec "$ARGO_VERSION" argoexec && return 0
+    mkdir -p "$SRC/argoexec"
+    timed argoexec _build_argoexec "$SRC/argoexec"
+    echo "$ARGO_VERSION" >"$BIN/.argoexec.version"
+}
+
+_build_argoexec() {
+    local dir=$1 mod=github.com/argoproj/argo-workflows/v4 moddir
+    cd "$dir"
+    moddir=$(go mod download -json "$mod@$ARGO_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+    [[ -d $moddir ]] || { echo "cannot download $mod@$ARGO_VERSION"; return 1; }
+    rm -rf "$dir/argo-workflows"
+    cp -r "$moddir" "$dir/argo-workflows"
+    chmod -R u+w "$dir/argo-workflows"
+    cp "$dir/argo-workflows/workflow/executor/osspecific/signal_darwin.go" \
+        "$dir/argo-workflows/workflow/executor/osspecific/signal_linux.go"
+    printf 'module scanflow.local/build\n\ngo 1.26\n\nrequire %s %s\n\nreplace %s => ./argo-workflows\n' \
+        "$mod" "$ARGO_VERSION" "$mod" >go.mod
+    go build -trimpath -ldflags="-s -w -X $mod.version=$ARGO_VERSION" -o "$BIN/argoexec" "$mod/cmd/argoexec"
+}
+
+build_pause() {
+    stamp_ok pause "$PAUSE_VERSION" pause && return 0
+    mkdir -p "$SRC/pause"
+    timed pause _build_pause "$SRC/pause"
+    echo "$PAUSE_VERSION" >"$BIN/.pause.version"
+}
+
+_build_pause() {
+    cd "$1"
+    printf 'module scanflow.local/pause\n\ngo 1.26\n' >go.mod
+    cat >main.go <<'GO'
+// pause: the pod sandbox's process. Holds the pod's namespaces until SIGTERM/SIGINT.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+	<-c
+}
+GO
+    go build -trimpath -ldflags="-s -w" -o "$BIN/pause" .
+}
+
+# oci_image NAME TAG ROOTFS USER KEY ARG... -> $IMAGES/NAME.tar, an OCI image layout (one gzip
+# layer, reproducible) named scanflow.local/NAME:TAG; KEY is Entrypoint or Cmd.
+oci_image() {
+    local name=$1 tag=$2 rootfs=$3 user=$4 key=$5; shift 5
+    local tmp args diff_id layer layer_size config config_size manifest manifest_size
+    tmp=$(mktemp -d "$SRC/oci.XXXXXX")
+    mkdir -p "$tmp/blobs/sha256"
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$rootfs" -cf "$tmp/layer.tar" .
+    diff_id=$(sha256sum <"$tmp/layer.tar" | cut -d' ' -f1)
+    gzip -n "$tmp/layer.tar"
+    layer=$(sha256sum <"$tmp/layer.tar.gz" | cut -d' ' -f1)
+    layer_size=$(stat -c %s "$tmp/layer.tar.gz")
+    mv "$tmp/layer.tar.gz" "$tmp/blobs/sha256/$layer"
+    args=$(printf '"%s",' "$@")
+    printf '{"architecture":"%s","os":"linux","config":{"User":"%s","%s":[%s],"Env":["PATH=/bin"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "$(oci_arch)" "$user" "$key" "${args%,}" "$diff_id" >"$tmp/blob"
+    config=$(sha256sum <"$tmp/blob" | cut -d' ' -f1)
+    config_size=$(stat -c %s "$tmp/blob")
+    mv "$tmp/blob" "$tmp/blobs/sha256/$config"
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+        "$config" "$config_size" "$layer" "$layer_size" >"$tmp/blob"
+    manifest=$(sha256sum <"$tmp/blob" | cut -d' ' -f1)
+    manifest_size=$(stat -c %s "$tmp/blob")
+    mv "$tmp/blob" "$tmp/blobs/sha256/$manifest"
+    printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"scanflow.local/%s:%s","org.opencontainers.image.ref.name":"%s"}}]}' \
+        "$manifest" "$manifest_size" "$name" "$tag" "$tag" >"$tmp/index.json"
+    echo '{"imageLayoutVersion":"1.0.0"}' >"$tmp/oci-layout"
+    mkdir -p "$IMAGES"
+    tar -C "$tmp" -cf "$IMAGES/$name.tar.tmp" oci-layout index.json blobs
+    mv "$IMAGES/$name.tar.tmp" "$IMAGES/$name.tar"
+    rm -rf "$tmp"
+}
+
+oci_arch() {
+    case $(uname -m) in x86_64) echo amd64 ;; aarch64) echo arm64 ;; *) uname -m ;; esac
+}
+
+# image_ok NAME TAG -> true when $IMAGES/NAME.tar was made for TAG
+image_ok() { [[ -f $IMAGES/$1.tar && $(cat "$IMAGES/.$1.tag" 2>/dev/null) == "$2" ]]; }
+
+# rootfs_with DIR FILE:DEST... -> a fresh rootfs dir with /tmp and the given files
+rootfs_with() {
+    local dir=$1 spec; shift
+    rm -rf "$dir"
+    mkdir -p "$dir/tmp" "$dir/bin" "$dir/etc"
+    chmod 1777 "$dir/tmp"
+    printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$dir/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
+    for spec in "$@"; do install -D -m 0755 "${spec%%:*}" "$dir/${spec#*:}"; done
+}
+
+build_images() {
+    local root=$SRC/rootfs tag
+    image_ok pause "$PAUSE_VERSION" || {
+        rootfs_with "$root" "$BIN/pause:pause"
+        oci_image pause "$PAUSE_VERSION" "$root" 65535 Entrypoint /pause
+        echo "$PAUSE_VERSION" >"$IMAGES/.pause.tag"
+    }
+    image_ok coredns "$COREDNS_VERSION" || {
+        rootfs_with "$root" "$BIN/coredns:coredns"
+        oci_image coredns "$COREDNS_VERSION" "$root" 65532 Entrypoint /coredns
+        echo "$COREDNS_VERSION" >"$IMAGES/.coredns.tag"
+    }
+    image_ok argoexec "$ARGO_VERSION" || {
+        rootfs_with "$root" "$BIN/argoexec:bin/argoexec"
+        oci_image argoexec "$ARGO_VERSION" "$root" 8737 Entrypoint /bin/argoexec
+        echo "$ARGO_VERSION" >"$IMAGES/.argoexec.tag"
+    }
+    # a small userland for tests on the real node (sh, sleep, wget, nslookup, httpd, ...): Debian's
+    # static busybox, one symlink per applet
+    tag=$(busybox_tag)
+    image_ok busybox "$tag" || {
+        rootfs_with "$root" /bin/busybox:bin/busybox
+        local applet
+        for applet in $(/bin/busybox --list); do
+            [[ -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
+        done
+        oci_image busybox "$tag" "$root" 65534 Cmd sh
+        echo "$tag" >"$IMAGES/.busybox.tag"
+    }
+    rm -rf "$root"
+}
+
+busybox_tag() {
+    local v
+    v=$(dpkg-query -W -f '${Version}' busybox-static 2>/dev/null) || die "busybox-static is not installed"
+    v=${v#*:}
+    echo "${v%%-*}"
+}
+
+# Debian packages of the node, installed when missing (`apt-get update` only when needed)
+install_packages() {
+    local missing=() p
+    for p in "${NODE_PACKAGES[@]}"; do
+        dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    command -v apt-get >/dev/null || die "missing Debian packages (${missing[*]}) and no apt-get"
+    ((EUID == 0)) || die "missing Debian packages: ${missing[*]}; install them as root: apt-get install ${missing[*]}"
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "${missing[@]}" >"$SRC/apt.log" 2>&1; then
+        apt-get update >>"$SRC/apt.log" 2>&1 || true
+        apt-get install -y --no-install-recommends "${missing[@]}" >>"$SRC/apt.log" 2>&1 \
+            || { tail -n 20 "$SRC/apt.log" >&2; die "apt-get install ${missing[*]} failed (log: $SRC/apt.log)"; }
+    fi
+}
+
 cmd_build() {
     mkdir -p "$BIN" "$SRC"
     exec 8>"$VDIR/.build.lock"
@@ -168,6 +364,11 @@ cmd_build() {
     build_etcd
     build_kwok
     build_argo
+    build_argoexec
+    build_coredns
+    build_pause
+    install_packages
+    build_images
     exec 8>&-
     log "binaries ready in $BIN (${SECONDS}s total, $((SECONDS - t0))s this run)"
 }
@@ -176,11 +377,24 @@ cmd_build() {
 # up / down / env / status
 # ---------------------------------------------------------------------------------------------
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok workflow-controller)
+COMPONENTS=(etcd kube-apiserver apiserver-proxy kube-controller-manager kube-scheduler kwok workflow-controller
+    registry containerd kubelet kube-proxy)
 PKI=$RUN/pki
 KUBECONFIG_ADMIN=$RUN/kubeconfig
+NODE=$RUN/node
+CONTAINERD_SOCK=$NODE/containerd.sock
 
 kubectl_() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+
+# exe_of NAME -> the program started for component NAME (Debian's for the node's helpers)
+exe_of() {
+    case $1 in
+        containerd) echo /usr/bin/containerd ;;
+        registry) echo /usr/bin/docker-registry ;;
+        apiserver-proxy) echo /usr/bin/socat ;;
+        *) echo "$BIN/$1" ;;
+    esac
+}
 
 # pid_of NAME -> PID of a live process started by us for NAME (checked against its command line)
 pid_of() {
@@ -189,8 +403,10 @@ pid_of() {
     [[ -r /proc/$pid/cmdline ]] || return 1
     local cmdline
     cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline")
-    # our binary, with arguments naming our run dir (PIDs get reused)
-    [[ $cmdline == "$BIN/$name "* && $cmdline == *" $RUN/"* ]] || return 1
+    # our program, with arguments naming our run dir or started with our marker (PIDs get reused)
+    [[ $cmdline == "$(exe_of "$name") "* ]] || return 1
+    [[ $cmdline == *" $RUN/"* ]] || tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null \
+        | grep -qxF "SCANFLOW_K8S_RUN=$RUN" || return 1
     echo "$pid"
 }
 
@@ -210,7 +426,7 @@ start() {
     fi
     printf '=== %s starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$RUN/logs/$name.log"
     # fds 8/9 hold cluster.sh's locks: the daemons must not keep them
-    setsid "$BIN/$name" "$@" >>"$RUN/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+    SCANFLOW_K8S_RUN=$RUN setsid "$(exe_of "$name")" "$@" >>"$RUN/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
     echo $! >"$RUN/pids/$name.pid"
     log "started $name (pid $!)"
 }
@@ -259,11 +475,14 @@ gen_pki() {
             -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
     fi
     sign apiserver "/CN=kube-apiserver" \
-        "IP:127.0.0.1,IP:${SERVICE_CIDR%.0/*}.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+        "IP:127.0.0.1,IP:$BRIDGE_IP,IP:${SERVICE_CIDR%.0/*}.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     sign admin "/O=system:masters/CN=scanflow-admin"
     sign kube-controller-manager "/CN=system:kube-controller-manager"
     sign kube-scheduler "/CN=system:kube-scheduler"
     sign front-proxy-client "/CN=front-proxy-client"
+    # the real node: kubelet (client for the Node authorizer + serving cert), kube-proxy
+    sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "IP:$BRIDGE_IP,DNS:$NODE_NAME"
+    sign kube-proxy "/CN=system:kube-proxy"
     [[ -f $PKI/sa.key ]] || openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     [[ -f $PKI/sa.pub ]] || openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
 }
@@ -294,7 +513,7 @@ start_etcd() {
 
 start_apiserver() {
     start kube-apiserver --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+        --bind-address 127.0.0.1 --advertise-address "$BRIDGE_IP" --secure-port "$API_PORT" \
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
         --client-ca-file "$PKI/ca.crt" \
         --requestheader-client-ca-file "$PKI/ca.crt" --requestheader-allowed-names front-proxy-client \
@@ -303,11 +522,15 @@ start_apiserver() {
         --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
         --proxy-client-key-file "$PKI/front-proxy-client.key" \
         --kubelet-client-certificate "$PKI/admin.crt" --kubelet-client-key "$PKI/admin.key" \
+        --kubelet-preferred-address-types InternalIP \
         --authorization-mode Node,RBAC --allow-privileged=true \
         --service-account-issuer https://kubernetes.default.svc.cluster.local \
         --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
         --service-cluster-ip-range "$SERVICE_CIDR" --profiling=false
     wait_for kube-apiserver 120 api_ready
+    # Pods reach the apiserver at the `kubernetes` Service -> $BRIDGE_IP:$API_PORT (the advertised
+    # address; a Service may not point at loopback); socat forwards it to the loopback listener.
+    start apiserver-proxy "TCP-LISTEN:$API_PORT,bind=$BRIDGE_IP,reuseaddr,fork" "TCP:127.0.0.1:$API_PORT"
 }
 
 start_controllers() {
@@ -344,18 +567,18 @@ start_kwok() {
     for f in "$VDIR"/kwok-stages/*.yaml "$HERE"/stages/*.yaml; do cfg+=(--config "$f"); done
     start kwok --kubeconfig "$KUBECONFIG_ADMIN" "${cfg[@]}" \
         --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-        --node-ip 127.0.0.1 --node-lease-duration-seconds 40 --cidr "$POD_CIDR" \
+        --node-ip 127.0.0.1 --node-lease-duration-seconds 40 --cidr "$KWOK_POD_CIDR" \
         --server-address "127.0.0.1:$KWOK_PORT"
 }
 
 start_argo() {
     LEADER_ELECTION_DISABLE=true DEFAULT_REQUEUE_TIME=1s start workflow-controller --kubeconfig "$KUBECONFIG_ADMIN" \
         --namespace argo --configmap workflow-controller-configmap \
-        --executor-image "quay.io/argoproj/argoexec:$ARGO_VERSION" --loglevel info
+        --executor-image "$REGISTRY/argoexec:$ARGO_VERSION" --loglevel info
 }
 
 node_ready() {
-    kubectl_ get node "$NODE_NAME" \
+    kubectl_ get node "$1" \
         -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
 }
 
@@ -366,6 +589,274 @@ argo_ready() {
     local log=$RUN/logs/workflow-controller.log start
     start=$(grep -n '^=== .* starting workflow-controller' "$log" | tail -n 1 | cut -d: -f1)
     tail -n "+${start:-1}" "$log" | grep 'Received Workflow Controller config map update' >/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# the real node: containerd (own instance), CNI bridge, local registry, kubelet, kube-proxy, CoreDNS
+# ---------------------------------------------------------------------------------------------
+
+ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+# The bridge exists before the apiserver starts: socat listens on its address. CNI's bridge plugin
+# adopts it (same name, same gateway address).
+node_network() {
+    ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+    ip addr replace "$BRIDGE_IP/${NODE_SUBNET#*/}" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+}
+
+write_node_config() {
+    mkdir -p "$NODE/cni" "$NODE/certs.d/$REGISTRY" "$NODE/pod-logs" "$NODE/kubelet" "$NODE/containerd"
+    cat >"$NODE/containerd.toml" <<TOML
+# containerd for the scanflow test node only (not the Docker Engine's): own root, state, socket
+version = 2
+root = "$NODE/containerd/root"
+state = "$NODE/containerd/state"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[ttrpc]
+  address = "$CONTAINERD_SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "scanflow.local/pause:$PAUSE_VERSION"
+  # no CAP_SYS_RESOURCE here: without it runc fails every container on /proc/self/oom_score_adj
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$NODE/containerd/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$NODE/cni"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$NODE/certs.d"
+TOML
+    cat >"$NODE/certs.d/$REGISTRY/hosts.toml" <<TOML
+server = "http://$REGISTRY"
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve", "push"]
+TOML
+    # firewall: Docker sets the FORWARD policy to DROP; the plugin accepts the pods' traffic.
+    # No ipMasq: pods have no way off this machine.
+    cat >"$NODE/cni/10-scanflow.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "scanflow",
+  "plugins": [
+    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$NODE/cni-ipam",
+              "ranges": [[{"subnet": "$NODE_SUBNET", "gateway": "$BRIDGE_IP"}]],
+              "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "firewall", "backend": "iptables"}
+  ]
+}
+JSON
+    cat >"$NODE/registry.yml" <<YAML
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $REGISTRY_STORAGE}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY
+YAML
+    # pods with dnsPolicy Default (CoreDNS) get this: nothing that leaves the pod
+    echo "nameserver 127.0.0.1" >"$NODE/resolv.conf"
+    cat >"$NODE/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $BRIDGE_IP
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $KUBELET_HEALTHZ_PORT
+tlsCertFile: $PKI/kubelet.crt
+tlsPrivateKeyFile: $PKI/kubelet.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+failCgroupV1: false
+cgroupDriver: cgroupfs
+failSwapOn: false
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+imagePullCredentialsVerificationPolicy: NeverVerify
+clusterDNS: [$DNS_IP]
+clusterDomain: cluster.local
+resolvConf: $NODE/resolv.conf
+podLogsDir: $NODE/pod-logs
+serializeImagePulls: false
+imageGCHighThresholdPercent: 99
+imageGCLowThresholdPercent: 98
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+rotateCertificates: false
+YAML
+    # conntrack 0 = leave the host's settings alone; no localhost NodePorts (route_localnet stays 0)
+    cat >"$NODE/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $RUN/kube-proxy.kubeconfig}
+hostnameOverride: $NODE_NAME
+mode: iptables
+clusterCIDR: $POD_CIDR
+healthzBindAddress: 127.0.0.1:$PROXY_HEALTHZ_PORT
+metricsBindAddress: 127.0.0.1:$PROXY_METRICS_PORT
+nodePortAddresses: [primary]
+iptables: {localhostNodePorts: false}
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+YAML
+}
+
+SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
+
+# the kubelet changes these host sysctls: record them once (before its first start) for `down`
+save_sysctls() {
+    [[ -f $NODE/sysctls.saved ]] && return 0
+    local k
+    for k in "${SYSCTLS[@]}"; do echo "$k=$(sysctl -n "$k")"; done >"$NODE/sysctls.saved"
+}
+
+registry_has() {  # registry_has REPO TAG
+    curl -sf -o /dev/null --max-time 5 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        "http://$REGISTRY/v2/$1/manifests/$2"
+}
+
+# import the node's images into containerd (seconds), name them after the local registry, and
+# push them there once (the registry's storage survives down/up)
+load_images() {
+    local name tag
+    for name in pause coredns argoexec busybox; do
+        tag=$(cat "$IMAGES/.$name.tag")
+        if ! ctr_ images ls -q | grep -qxF "scanflow.local/$name:$tag"; then
+            ctr_ images import "$IMAGES/$name.tar" >>"$RUN/logs/images.log" 2>&1 \
+                || fail_with_log images "importing $IMAGES/$name.tar into containerd failed"
+        fi
+        ctr_ images tag --force "scanflow.local/$name:$tag" "$REGISTRY/$name:$tag" >/dev/null
+        if ! registry_has "$name" "$tag"; then
+            ctr_ images push --plain-http "$REGISTRY/$name:$tag" >>"$RUN/logs/images.log" 2>&1 \
+                || fail_with_log images "pushing $REGISTRY/$name:$tag failed"
+        fi
+    done
+}
+
+start_node() {
+    write_node_config
+    mkdir -p "$REGISTRY_STORAGE"
+    start registry serve "$NODE/registry.yml"
+    wait_for registry 30 curl -sf --max-time 2 "http://$REGISTRY/v2/"
+    start containerd --config "$NODE/containerd.toml"
+    wait_for containerd 60 ctr_ version
+    load_images
+    save_sysctls
+    start kubelet --config "$NODE/kubelet.yaml" --kubeconfig "$RUN/kubelet.kubeconfig" \
+        --hostname-override "$NODE_NAME" --node-ip "$BRIDGE_IP" --root-dir "$NODE/kubelet" \
+        --node-labels "scanflow.io/node-pool=real"
+    start kube-proxy --config "$NODE/kube-proxy.yaml"
+}
+
+# CoreDNS (Deployment + Service kube-dns at $DNS_IP) and the kwok-pool admission policy
+bootstrap_node() {
+    [[ -f $RUN/.node-bootstrapped ]] && return 0
+    log "installing CoreDNS and the kwok-pool policy"
+    sed -e "s#@COREDNS_IMAGE@#scanflow.local/coredns:$COREDNS_VERSION#" -e "s#@DNS_IP@#$DNS_IP#" \
+        "$HERE/manifests/node/coredns.yaml" | kubectl_ apply --server-side -f - >>"$RUN/logs/bootstrap.log" 2>&1 \
+        || fail_with_log bootstrap "applying $HERE/manifests/node/coredns.yaml failed"
+    touch "$RUN/.node-bootstrapped"
+}
+
+# --- node tear-down (order matters: research notes in tests/k8s/README.md) ---
+
+# stop NAME -> SIGTERM, then SIGKILL after 15 s
+stop() {
+    local name=$1 pid
+    pid=$(pid_of "$name") || return 0
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# remove_chains IPTABLES -> delete every KUBE-*/CNI-* chain and the rules that jump to them
+remove_chains() {
+    local ipt=$1 table rule chain
+    command -v "$ipt" >/dev/null || return 0
+    for table in filter nat mangle raw; do
+        "$ipt-save" -t "$table" 2>/dev/null | grep -E -- '^-A [A-Z]+ .*-j (KUBE|CNI)-' \
+            | grep -vE '^-A (KUBE|CNI)-' | while read -r rule; do
+            eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
+        done
+        for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+            "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+        done
+        for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+            "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
+        done
+    done
+}
+
+node_down() {
+    [[ -d $NODE ]] || return 0
+    # 1. the node's pods, deleted while the kubelet still runs (it stops them and frees their network)
+    if pid_of kubelet >/dev/null && api_ready; then
+        log "deleting the pods of $NODE_NAME"
+        kubectl_ delete pods --all-namespaces --field-selector "spec.nodeName=$NODE_NAME" \
+            --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1 || true
+    fi
+    # 2. kube-proxy and its rules, 3. the kubelet
+    stop kube-proxy
+    [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+    stop kubelet
+    # 4. what is left in containerd, then containerd and the shims it started
+    if pid_of containerd >/dev/null; then
+        local id
+        for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$id" >/dev/null 2>&1 || true; done
+        sleep 0.5
+        for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks rm -f "$id" >/dev/null 2>&1 || true; done
+        for id in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers rm "$id" >/dev/null 2>&1 || true; done
+    fi
+    stop containerd
+    local pid
+    for pid in $(pgrep -f -- "-address $CONTAINERD_SOCK" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    stop registry
+    # 5. mounts under the node's dirs (deepest first), network namespaces of its pods, the bridge
+    local m
+    for m in $(awk -v run="$NODE/" 'index($2, run) == 1 {print $2}' /proc/mounts | sort -r); do
+        umount -l "$m" 2>/dev/null || true
+    done
+    for m in /run/netns/cni-*; do
+        [[ -e $m && -z $(ip netns pids "${m##*/}" 2>/dev/null) ]] || continue
+        grep -q " $m " /proc/mounts && grep -rqs "${m##*/}" "$NODE/cni-ipam" /var/lib/cni/results 2>/dev/null \
+            && { umount -l "$m" 2>/dev/null; rm -f "$m"; }
+    done
+    ip link del "$BRIDGE" 2>/dev/null || true
+    remove_chains iptables
+    remove_chains ip6tables
+    # 6. cgroups, log links, CNI cache
+    local d
+    for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+        [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+    find /var/log/containers -maxdepth 1 -type l -lname "$NODE/*" -delete 2>/dev/null || true
+    rm -f /var/lib/cni/results/scanflow-* 2>/dev/null || true
+    # 7. the sysctls the kubelet changed
+    if [[ -f $NODE/sysctls.saved ]]; then
+        local kv
+        while read -r kv; do sysctl -qw "$kv" >/dev/null 2>&1 || true; done <"$NODE/sysctls.saved"
+    fi
+    rm -rf "$NODE"
 }
 
 # one `up`/`down` at a time per run dir (e.g. two pytest sessions starting together)
@@ -383,13 +874,20 @@ cmd_up() {
     kubeconfig "$KUBECONFIG_ADMIN" admin
     kubeconfig "$RUN/kube-controller-manager.kubeconfig" kube-controller-manager
     kubeconfig "$RUN/kube-scheduler.kubeconfig" kube-scheduler
+    kubeconfig "$RUN/kubelet.kubeconfig" kubelet
+    kubeconfig "$RUN/kube-proxy.kubeconfig" kube-proxy
+    node_network
     start_etcd
     start_apiserver
     start_controllers
     bootstrap
     start_kwok
     start_argo
-    wait_for kwok 60 node_ready
+    start_node
+    wait_for kwok 60 node_ready "$KWOK_NODE"
+    wait_for kubelet 120 node_ready "$NODE_NAME"
+    bootstrap_node
+    wait_for kubelet 120 kubectl_ wait -n kube-system --for condition=Available --timeout=2s deployment/coredns
     wait_for workflow-controller 60 argo_ready
     wait_for kube-controller-manager 60 kubectl_ get serviceaccount default -n default
     wait_for kube-scheduler 30 curl -sfk --max-time 2 "https://127.0.0.1:$SCHED_PORT/readyz"
@@ -400,6 +898,10 @@ cmd_up() {
 cmd_env() {
     echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
     echo "export PATH=$BIN:\$PATH"
+    echo "export SCANFLOW_K8S_REGISTRY=$REGISTRY"
+    echo "export SCANFLOW_K8S_NODE=$NODE_NAME"
+    echo "export SCANFLOW_K8S_BUSYBOX=$REGISTRY/busybox:$(busybox_tag)"
+    echo "export SCANFLOW_K8S_ARGOEXEC=$REGISTRY/argoexec:$ARGO_VERSION"
 }
 
 cmd_status() {
@@ -419,34 +921,28 @@ cmd_status() {
 }
 
 cmd_down() {
-    local i name pid pids=()
     [[ -d $RUN ]] && lock_run
-    # reverse start order: clients before the apiserver, the apiserver before etcd
-    for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-        name=${COMPONENTS[i]}
-        pid=$(pid_of "$name") || continue
-        # Argo v4's workflow-controller swallows SIGTERM/SIGINT (util/logging/init.go registers
-        # them and never exits) and keeps no local state: kill it outright.
-        if [[ $name == workflow-controller ]]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        else
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-        pids+=("$pid")
-        log "stopping $name (pid $pid)"
-    done
-    local deadline=$((SECONDS + 15))
-    for pid in "${pids[@]}"; do
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "pid $pid ignored SIGTERM for 15s: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
+    # 1. what creates or places pods. Argo v4's workflow-controller swallows SIGTERM/SIGINT
+    #    (util/logging/init.go registers them and never exits) and keeps no local state: SIGKILL.
+    local pid
+    if pid=$(pid_of workflow-controller); then
+        log "stopping workflow-controller (pid $pid)"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    stop kwok
+    stop kube-scheduler
+    stop kube-controller-manager
+    # 2. the real node, while the apiserver still answers (its pods are deleted through it)
+    node_down
+    # 3. the apiserver, then etcd
+    stop apiserver-proxy
+    stop kube-apiserver
+    stop etcd
     # remove only what `up` creates: SCANFLOW_K8S_DIR may name a directory holding other files
     if [[ -d $RUN ]]; then
-        rm -rf "$RUN/pki" "$RUN/etcd" "$RUN/logs" "$RUN/pids" "$RUN/.bootstrapped" "$RUN/.lock" \
-            "$KUBECONFIG_ADMIN" "$RUN"/kube-controller-manager.kubeconfig "$RUN"/kube-scheduler.kubeconfig
+        rm -rf "$RUN/pki" "$RUN/etcd" "$RUN/logs" "$RUN/pids" "$RUN/.bootstrapped" "$RUN/.node-bootstrapped" \
+            "$RUN/.lock" "$KUBECONFIG_ADMIN" "$RUN"/kube-controller-manager.kubeconfig \
+            "$RUN"/kube-scheduler.kubeconfig "$RUN"/kubelet.kubeconfig "$RUN"/kube-proxy.kubeconfig
         rmdir "$RUN" 2>/dev/null || true
         log "removed the cluster state in $RUN"
     fi

@@ -34,11 +34,18 @@ BUILD_FIX = "run `make setup-test` (or `tests/k8s/cluster.sh build`) before the 
 
 @dataclass(frozen=True)
 class K8sCluster:
-    """A running cluster: its admin kubeconfig (user in system:masters) and its binaries."""
+    """A running cluster: its admin kubeconfig (user in system:masters) and its binaries.
+
+    `node` is the real node's name, `registry` the local registry it pulls from (host:port on
+    127.0.0.1), `busybox` a small image in that registry (sh, sleep, wget, nslookup, httpd).
+    """
 
     kubeconfig: Path
     bin_dir: Path
     started_here: bool
+    node: str = ""
+    registry: str = ""
+    busybox: str = ""
 
     def api_client(self) -> Any:
         """A fresh `kubernetes.client.ApiClient` for this cluster (no global configuration)."""
@@ -105,7 +112,7 @@ def _tail(text: str, lines: int = 40) -> str:
 
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[K8sCluster]:
-    """The local control plane (etcd, kube-*, kwok, Argo workflow-controller) for this session."""
+    """The local cluster (etcd, kube-*, the real node, kwok, Argo workflow-controller) for this session."""
     missing = unbuilt_parts()
     if missing:
         _unavailable(f"the test cluster is not built ({'; '.join(missing)}): {BUILD_FIX}")
@@ -122,7 +129,9 @@ def k8s_cluster() -> Iterator[K8sCluster]:
     if not kubeconfig.is_file():
         _unavailable(f"`cluster.sh up` printed no usable KUBECONFIG line:\n{up.stdout}")
     bin_dir = Path(env.get("PATH", "").split(":", 1)[0])
-    cluster = K8sCluster(kubeconfig=kubeconfig, bin_dir=bin_dir, started_here=not was_running)
+    cluster = K8sCluster(kubeconfig=kubeconfig, bin_dir=bin_dir, started_here=not was_running,
+                         node=env.get("SCANFLOW_K8S_NODE", ""), registry=env.get("SCANFLOW_K8S_REGISTRY", ""),
+                         busybox=env.get("SCANFLOW_K8S_BUSYBOX", ""))
     yield cluster
     if cluster.started_here and os.environ.get("SCANFLOW_K8S_KEEP") != "1":
         down = cluster_sh("down")

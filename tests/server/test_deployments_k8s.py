@@ -4,6 +4,8 @@ The jupyter server's environment points KUBECONFIG at the cluster; the server st
 `scanflow deploy/undeploy/status NB --json` subprocesses and the API shows their jobs and the
 objects' readiness. kwok fakes the node and pods; the API server, controllers, apply and
 namespace deletion are real. Each test deploys under its own team (and namespace).
+kwok pool, to be moved to the real node: issue #10 (the tracker image is not in the local
+registry, so tests/k8s/manifests/kwok-pool.yaml places the pods on the kwok pool).
 """
 
 from __future__ import annotations
