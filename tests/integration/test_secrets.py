@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_docker_support import *  # noqa: F403 - the Docker fixtures
 
-from scanflow_jupyter.redact import secret_values
+from scanflow_jupyter.redact import redact_uri, secret_values
 from tests.conftest import scanflow_command
-from tests.secrets_support import PASSWORD, files_containing, mlflow_server, processes_containing
+from tests.secrets_support import (
+    PASSWORD,
+    USER,
+    files_containing,
+    mlflow_server,
+    processes_containing,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +173,67 @@ def test_exported_manifests_and_workflows_carry_no_credential(project: Any, trac
             if "valueFrom" in e]
     assert refs and all("secretKeyRef" in e["valueFrom"] or "configMapKeyRef" in e["valueFrom"] for e in refs)
     assert os.environ.get("MLFLOW_TRACKING_URI") != tracking_uri  # the test process itself was never changed
+
+
+def test_docker_steps_get_credentials_as_environment_only(docker_project: Any, docker_client: Any,
+                                                          server: tuple[str, Path]) -> None:
+    """The docker backend: the container gets the URI split into environment variables; the step
+    notebook, the run store, the server's store and every byte of the step images hold no secret."""
+    tracking_uri, server_folder = server
+    docker_project.edit_cell(
+        "diamond", "%%executor train",
+        "%%executor train --inputs features labels stats --outputs model\nimport os\nimport mlflow\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "model = LogisticRegression(max_iter=200).fit(features, labels)\n"
+        "mlflow.log_metric('accuracy', float(model.score(features, labels)))\n"
+        "print('credentials as env:', os.environ.get('MLFLOW_TRACKING_USERNAME'),\n"
+        "      bool(os.environ.get('MLFLOW_TRACKING_PASSWORD')), os.environ.get('MLFLOW_TRACKING_URI'))\n"
+        "print('token:', os.environ.get('API_TOKEN'))")
+    env = _env(docker_project, tracking_uri)
+    env["SCANFLOW_DOCKER_ENV"] = "API_TOKEN"
+    secrets = secret_values({"MLFLOW_TRACKING_URI": tracking_uri, "API_TOKEN": TOKEN})
+    proc = subprocess.run([*scanflow_command(), "run", "diamond.ipynb", "--backend", "docker", "--json"],
+                          cwd=docker_project.root, env=env, capture_output=True, text=True, timeout=1800,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    doc = json.loads(proc.stdout)
+    run_dir = Path(doc["run_dir"])
+    plain = tracking_uri.replace(f"{USER}:{PASSWORD}@", "")
+    log = (run_dir / "train" / "log.txt").read_text()
+    assert f"credentials as env: {USER} True {plain}" in log and "token: ***" in log
+    assert redact_uri(tracking_uri) in (run_dir / "train" / "input.ipynb").read_text()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("diamond")
+    assert experiment is not None
+    tracked = client.search_runs([experiment.experiment_id], f"tags.`scanflow.run_id` = '{doc['run_id']}'")
+    assert any("accuracy" in r.data.metrics for r in tracked), "the container could not track"
+
+    assert files_containing(docker_project.root, secrets) == []
+    assert files_containing(server_folder, secrets) == []
+    assert not any(s in proc.stdout + proc.stderr for s in secrets)
+    started = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    images = sorted({e["data"]["image"] for e in started if e["type"] == "step_started"})
+    assert len(images) == 4
+    try:
+        assert _image_bytes_containing(docker_client, images, secrets) == []
+    finally:  # the train image holds this test's step code: one-off
+        for image in images:
+            if "/diamond-train:" in image:
+                docker_client.images.remove(image, force=True)
+
+
+def _image_bytes_containing(client: Any, images: list[str], secrets: list[str]) -> list[str]:
+    """`image: secret` for each secret found anywhere in `docker save IMAGE` (layers are plain tars)."""
+    wanted = [s.encode() for s in secrets]
+    overlap = max(len(s) for s in wanted)
+    found = []
+    for ref in images:
+        tail = b""
+        for chunk in client.images.get(ref).save(named=True):
+            window = tail + chunk
+            found += [f"{ref}: {s.decode()}" for s in wanted if s in window]
+            tail = window[-overlap:]
+    return sorted(set(found))
