@@ -242,7 +242,13 @@ def export(notebook: str, target: str, output: str | None, namespace: str | None
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text(text, encoding="utf-8")
+    if target == "k8s":  # the file holds the environment's Secret (credentials, base64): its owner only
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
     click.echo(str(path))
 
 

@@ -145,6 +145,14 @@ class DeployConfig:
         if self.tracker_artifacts and not re.match(r"^(s3|gs|wasbs|hdfs)://", self.tracker_artifacts):
             raise ConfigError(f"tracker artifacts '{self.tracker_artifacts}' must be an object-store URI. "
                               "Fix: use e.g. s3://bucket/mlflow (or leave it unset for the PVC).")
+        from scanflow_jupyter.redact import redact_uri
+
+        for name, value in (("MLFLOW_S3_ENDPOINT_URL", self.s3_endpoint_url),
+                            ("SCANFLOW_TRACKER_ARTIFACTS", self.tracker_artifacts)):
+            if value and redact_uri(value) != value:  # these go into the ConfigMap, readable by every pod
+                raise ConfigError(f"{name} carries credentials ({redact_uri(value)}): it would be stored in a "
+                                  "ConfigMap. Fix: remove them from the URI and set AWS_ACCESS_KEY_ID / "
+                                  "AWS_SECRET_ACCESS_KEY, which go into the environment's Secret.")
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
             raise ConfigError("only one of AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY is set. "
                               "Fix: set both (or neither, when the cluster grants S3 access itself).")

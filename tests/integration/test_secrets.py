@@ -153,6 +153,8 @@ def test_exported_manifests_and_workflows_carry_no_credential(project: Any, trac
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert not any(s in proc.stdout + proc.stderr for s in secrets)
     assert files_containing(out, secrets) == []
+    manifests = next(out.glob("scanflow-*.yaml"))
+    assert manifests.stat().st_mode & 0o777 == 0o600  # it holds the Secret (base64): its owner only
     import yaml
 
     docs = [d for f in sorted(out.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]

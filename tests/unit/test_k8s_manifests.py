@@ -310,3 +310,11 @@ def test_images_from_build_report():
     assert images_from_build_report(doc) == {"monitor": "r/scanflow/a-monitor:abc"}
     with pytest.raises(ConfigError, match="scanflow build"):
         images_from_build_report({"images": []})
+
+
+def test_uris_bound_for_the_configmap_must_not_carry_credentials():
+    with pytest.raises(ConfigError, match=r"MLFLOW_S3_ENDPOINT_URL carries credentials \(http://\*\*\*@minio:9000\)"):
+        DeployConfig.from_env({"SCANFLOW_TRACKER_ARTIFACTS": "s3://b/p", "MLFLOW_S3_ENDPOINT_URL": "http://k:s3cr3t@minio:9000"})
+    with pytest.raises(ConfigError, match="AWS_SECRET_ACCESS_KEY") as info:
+        DeployConfig.from_env({"SCANFLOW_TRACKER_ARTIFACTS": "s3://key:s3cr3t@bucket/p"})
+    assert "s3cr3t" not in str(info.value)
