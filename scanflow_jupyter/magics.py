@@ -511,6 +511,7 @@ class ScanflowMagics(Magics):
     def _run(self, path: Path, args: Any) -> None:
         params = parse_params(args.params)
         try:
+            from scanflow_jupyter.data.store import RunUnreadableError
             from scanflow_jupyter.runtime.runner import InvalidApplication, run_notebook
         except ImportError as exc:
             raise UsageError(
@@ -550,6 +551,8 @@ class ScanflowMagics(Magics):
             raise RunFailed(
                 f"{path.name} is not a valid application; nothing ran:\n{details}"
             ) from None
+        except RunUnreadableError as exc:  # --resume of a run whose run.json is broken
+            raise RunFailed(f"{exc}\n  fix: {exc.fix}\nnothing ran") from None
         except BaseException as exc:  # a runner crash or Ctrl-C: do not leave "running" shown
             progress.status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
             progress.refresh(republish=True)

@@ -565,6 +565,21 @@ def test_scanflow_run_invalid_notebook_lists_messages(ip, capsys, tmp_path, fake
     assert "error: cell 3: the steps form a cycle: a -> a. Fix: remove it." in out
 
 
+def test_scanflow_run_resume_of_an_unreadable_run_says_file_and_fix(ip, capsys, tmp_path, monkeypatch):
+    """The real runner: a broken run.json fails the cell with one message; nothing ran."""
+    monkeypatch.setenv("SCANFLOW_HOME", str(tmp_path / ".scanflow"))
+    state = tmp_path / ".scanflow" / "runs" / "20260101T000001-broken" / "run.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{ truncated")
+    nb = write_notebook(tmp_path / "demo.ipynb", PIPELINE_CELLS)
+    result = run(ip, f"%scanflow run --notebook {nb} --resume 20260101T000001-broken")
+    out = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, RunFailed)
+    assert str(state) in out and "not valid JSON" in out and "fix: this run cannot be" in out, out
+    assert "Traceback" not in out and "nothing ran" in out
+    assert [p.name for p in state.parent.parent.iterdir()] == ["20260101T000001-broken"]
+
+
 def test_scanflow_run_runner_crash_propagates(ip, tmp_path, fake_runner):
     fake_runner.outcome = "crash"
     nb = write_notebook(tmp_path / "demo.ipynb", PIPELINE_CELLS)
