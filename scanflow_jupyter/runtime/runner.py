@@ -570,20 +570,21 @@ class PipelineRun:
         from scanflow_jupyter import tracking_sync
         from scanflow_jupyter.runtime.recorder_process import RecorderProcess
         from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri
-        from scanflow_jupyter.tracking_store import store_ready, with_busy_timeout
+        from scanflow_jupyter.tracking_store import store_ready
 
         self.target_uri = resolve_tracking_uri(self.home)
         run_dir = self.store.run_dir(self.state.run_id)
         self._buffered = tracking_sync.uses_buffer(self.target_uri, self.backend_name)
         if self._buffered:
             ready = tracking_sync.create_buffer(run_dir, self.home, allow_slow=False)
-            self.tracking_uri = with_busy_timeout(tracking_sync.buffer_uri(run_dir))
+            self.tracking_uri = tracking_sync.buffer_uri(run_dir)
             self.recorder = RecorderProcess(self.tracking_uri, tracking_sync.buffer_artifacts(run_dir),
                                             buffer_for={"run_dir": str(run_dir), "home": str(self.home)})
         else:
             ready = store_ready(self.target_uri)
-            # kernels of this machine wait for other writers of a sqlite store (busy timeout)
-            self.tracking_uri = with_busy_timeout(self.target_uri) if self.backend_name == "local" else self.target_uri
+            # kernels get the URI unchanged (user code may read it): sqlite's default 5 s busy
+            # timeout there, on a WAL store that never blocks readers
+            self.tracking_uri = self.target_uri
             self.recorder = RecorderProcess(self.target_uri, default_artifact_root(self.home))
         self._store_pending = not ready
         self._tracking_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanflow-tracking")
