@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scanflow_jupyter.agents import auth
+from tests.conftest import IN_CI
 
 TOKEN = "a-token-of-the-project-0123456789"
 LOOPBACK = auth.allowed_hosts({})
@@ -67,7 +68,10 @@ def test_unsafe_token_files_are_refused_with_the_fix(tmp_path):
 
 def test_a_token_file_planted_by_another_user_is_refused(tmp_path):
     if os.geteuid() != 0:
-        pytest.fail("this test needs root: it gives the token file to another real user (nobody)")
+        why = "this test needs root: it gives the token file to another real user (nobody)"
+        if IN_CI:
+            pytest.fail(why)
+        pytest.skip(why)
     path = tmp_path / "agent-token"
     path.write_text(TOKEN)
     os.chmod(path, 0o600)
