@@ -605,9 +605,18 @@ node_network() {
     ip link set "$BRIDGE" up
 }
 
+# write_file FILE < CONTENT -> replace FILE only when CONTENT differs (kube-proxy exits when its
+# config file changes, and `up` runs again on a running cluster)
+write_file() {
+    local tmp
+    tmp=$(mktemp "$1.XXXXXX")
+    cat >"$tmp"
+    if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
 write_node_config() {
     mkdir -p "$NODE/cni" "$NODE/certs.d/$REGISTRY" "$NODE/pod-logs" "$NODE/kubelet" "$NODE/containerd"
-    cat >"$NODE/containerd.toml" <<TOML
+    write_file "$NODE/containerd.toml" <<TOML
 # containerd for the scanflow test node only (not the Docker Engine's): own root, state, socket
 version = 2
 root = "$NODE/containerd/root"
@@ -641,14 +650,14 @@ state = "$NODE/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$NODE/certs.d"
 TOML
-    cat >"$NODE/certs.d/$REGISTRY/hosts.toml" <<TOML
+    write_file "$NODE/certs.d/$REGISTRY/hosts.toml" <<TOML
 server = "http://$REGISTRY"
 [host."http://$REGISTRY"]
   capabilities = ["pull", "resolve", "push"]
 TOML
     # firewall: Docker sets the FORWARD policy to DROP; the plugin accepts the pods' traffic.
     # No ipMasq: pods have no way off this machine.
-    cat >"$NODE/cni/10-scanflow.conflist" <<JSON
+    write_file "$NODE/cni/10-scanflow.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
   "name": "scanflow",
@@ -662,7 +671,7 @@ TOML
   ]
 }
 JSON
-    cat >"$NODE/registry.yml" <<YAML
+    write_file "$NODE/registry.yml" <<YAML
 version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
 storage:
@@ -672,8 +681,8 @@ http:
   addr: $REGISTRY
 YAML
     # pods with dnsPolicy Default (CoreDNS) get this: nothing that leaves the pod
-    echo "nameserver 127.0.0.1" >"$NODE/resolv.conf"
-    cat >"$NODE/kubelet.yaml" <<YAML
+    echo "nameserver 127.0.0.1" | write_file "$NODE/resolv.conf"
+    write_file "$NODE/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $BRIDGE_IP
@@ -704,7 +713,7 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available:
 rotateCertificates: false
 YAML
     # conntrack 0 = leave the host's settings alone; no localhost NodePorts (route_localnet stays 0)
-    cat >"$NODE/kube-proxy.yaml" <<YAML
+    write_file "$NODE/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $RUN/kube-proxy.kubeconfig}
@@ -797,7 +806,7 @@ remove_chains() {
         "$ipt-save" -t "$table" 2>/dev/null | grep -E -- '^-A [A-Z]+ .*-j (KUBE|CNI)-' \
             | grep -vE '^-A (KUBE|CNI)-' | while read -r rule; do
             eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
-        done
+        done || true
         for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
             "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
         done
