@@ -183,6 +183,17 @@ def test_unreachable_tracker_never_stalls_and_sync_delivers_later(project: Any, 
         exp = client.get_experiment_by_name("outage")
         assert len(client.search_runs([exp.experiment_id])) == 2  # nothing duplicated
 
+        # with the tracker up, a run's buffer is forwarded as soon as the run ends
+        live = subprocess.run([*scanflow_command(), "run", str(nb), "--json", "--no-cache"], cwd=project.root,
+                              env=env, capture_output=True, text=True, timeout=220, check=False)
+        now = run_json(live)
+        assert now["status"] == "succeeded" and now["tracking"] == "synced" and now["warnings"] == [], now
+        parent = client.get_run(now["mlflow_run_id"])
+        assert parent.data.tags["scanflow.run_id"] == now["run_id"] and parent.info.status == "FINISHED"
+        state = json.loads((Path(now["run_dir"]) / "run.json").read_text())
+        step = client.get_run(state["steps"]["train"]["mlflow_run_id"])
+        assert [m.value for m in client.get_metric_history(step.info.run_id, "loss")] == [1.0, 0.5, 1 / 3]
+
         unknown = subprocess.run([*scanflow_command(), "runs", "sync", "20000101T000000-000000"], cwd=project.root,
                                  env=env, capture_output=True, text=True, timeout=60, check=False)
         assert unknown.returncode == 2 and "no run" in unknown.stderr
