@@ -134,7 +134,7 @@ def start_mlflow_server(port: int, folder: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-@pytest.mark.timeout(240)  # an unreachable tracker used to stall a step for 250 s
+@pytest.mark.timeout(300)  # the pending run itself must end within 120 s (see below)
 def test_unreachable_tracker_never_stalls_and_sync_delivers_later(project: Any, tmp_path: Path) -> None:
     tracking = require("mlflow.tracking")
     port = closed_port()
@@ -142,8 +142,10 @@ def test_unreachable_tracker_never_stalls_and_sync_delivers_later(project: Any, 
     nb = mlflow_notebook(project, "outage")
     env = {**project.env(), "MLFLOW_TRACKING_URI": uri}
 
+    # the whole run, kernel start and mlflow import included, well within what one stalled
+    # `mlflow.log_metric` used to take (250 s)
     proc = subprocess.run([*scanflow_command(), "run", str(nb), "--json"], cwd=project.root, env=env,
-                          capture_output=True, text=True, timeout=220, check=False)
+                          capture_output=True, text=True, timeout=120, check=False)
     doc = run_json(proc)
     assert proc.returncode == 0 and doc["status"] == "succeeded", doc
     assert doc["tracking"] == "pending" and doc["mlflow_run_id"] is None, doc
