@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,13 @@ class RunManager:
         self.extra_env = dict(env or {})
         self.managed: dict[str, ManagedRun] = {}
         self._cells: dict[str, tuple[float, dict[str, int]]] = {}
+        # runs whose runner died: their MLflow runs end KILLED (in the background: may import mlflow)
+        threading.Thread(target=self._end_dead_runs, name="scanflow-dead-runs", daemon=True).start()
+
+    def _end_dead_runs(self) -> None:
+        from scanflow_jupyter.tracking_sync import end_dead_project_runs
+
+        end_dead_project_runs(self.home, self.extra_env.get("MLFLOW_TRACKING_URI"))
 
     # ------------------------------------------------------------------ validation
     def validate(self, notebook: Path, params: dict[str, Any], only: list[str], resume: str | None) -> None:
