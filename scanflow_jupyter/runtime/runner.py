@@ -323,6 +323,10 @@ class PipelineRun:
                 loop.add_signal_handler(sig, cancel)
         killed = False
         try:
+            if self._store_wait is not None and self.backend_name != "local":
+                # other backends start services on the store (the docker backend's tracker):
+                # it gets its schema, under its lock, first
+                await asyncio.shield(self._store_wait)
             await self.backend.prepare(self._executions_left())
             await task
         except asyncio.CancelledError:
