@@ -225,6 +225,22 @@ def test_store_deleted_mid_run_is_reported_without_a_phantom_run_id(project: Any
     assert state["mlflow_run_id"] is None and state["steps"]["train"]["mlflow_run_id"] is None
 
 
+@pytest.mark.timeout(240)
+def test_unusable_store_is_reported_and_the_run_still_succeeds(project: Any) -> None:
+    (project.root / "not-a-folder").write_text("a file where the store's folder should be")
+    uri = f"sqlite:///{project.root / 'not-a-folder' / 'mlflow.db'}"
+    nb = project.write_notebook("plain", ["%load_ext scanflow_jupyter\n%scanflow_app plain",
+                                          "%%executor one --outputs x\nx = 1"])
+    proc = subprocess.run([*scanflow_command(), "run", str(nb), "--json"], cwd=project.root,
+                          env={**project.env(), "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True,
+                          timeout=200, check=False)
+    doc = run_json(proc)
+    assert proc.returncode == 0 and doc["status"] == "succeeded", doc
+    assert doc["mlflow_run_id"] is None and doc["tracking"] == "failed", doc
+    [warning] = [w for w in doc["warnings"] if w["code"] == "tracking-failed"]
+    assert "not-a-folder/mlflow.db" in warning["message"] and warning["fix"], warning
+
+
 # ---------------------------------------------------------------------------- finding 6 (MLflow part)
 
 
