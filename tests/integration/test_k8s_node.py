@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.conftest import require
+from tests.integration.test_docker_support import docker_client, offline_base  # noqa: F401
 from tests.k8s.fixture import K8sCluster, k8s_cluster  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -282,3 +283,55 @@ def test_kwok_pool_is_used_only_when_selected(api: Any, namespace: str, cluster:
     placed = wait_until(lambda: {n: core.read_namespaced_pod(n, namespace).spec.node_name for n in ("fake", "real")},
                         lambda d: all(d.values()), "both pods scheduled")
     assert placed == {"fake": "kwok-node-0", "real": cluster.node}
+
+
+def test_scanflow_pipeline_steps_execute_in_their_images_on_the_node(
+        api: Any, cluster: K8sCluster, project: Any, offline_base: str, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        tmp_path: Any) -> None:  # noqa: F811
+    """`--backend kubernetes` for real: step images built here, pushed to the local registry, pulled
+    by the node; each step notebook runs in its pod and writes its outputs to the run store."""
+    from kubernetes import client
+
+    from scanflow_jupyter.data.serializers import load_value, read_record
+    from scanflow_jupyter.runtime.runner import run_notebook
+
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    ns, pv = f"sf-real-{uuid.uuid4().hex[:6]}", f"sf-real-store-{uuid.uuid4().hex[:6]}"
+    store = tmp_path / "pv"
+    store.mkdir()
+    store.chmod(0o777)  # the step images run as a non-root user
+    core.create_namespace({"metadata": {"name": ns}})
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "argo-executor"}, "rules": [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]})
+    rbac.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "argo-executor"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "argo-executor"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]})
+    core.create_persistent_volume({"metadata": {"name": pv}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+        "hostPath": {"path": str(store)}, "persistentVolumeReclaimPolicy": "Retain"}})
+    core.create_namespaced_persistent_volume_claim(ns, {"metadata": {"name": "runs"}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
+        "resources": {"requests": {"storage": "1Gi"}}}})
+    for name, value in {"KUBECONFIG": str(cluster.kubeconfig), "SCANFLOW_K8S_NAMESPACE": ns,
+                        "SCANFLOW_K8S_STORE_CLAIM": "runs", "SCANFLOW_REGISTRY": cluster.registry,
+                        "SCANFLOW_BASE_IMAGE": offline_base}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("SCANFLOW_K8S_IMAGES", "SCANFLOW_K8S_POD_METADATA", "SCANFLOW_K8S_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        result = run_notebook(project.nb("parameterised"), backend="kubernetes", params={"label": "real-node"},
+                              handle_signals=False)
+        assert result.status == "succeeded", {n: (s.status, s.error) for n, s in result.steps.items()}
+        pods = core.list_namespaced_pod(ns).items
+        assert {p.metadata.labels.get("scanflow.io/step") for p in pods} == {"make_data", "report"}
+        assert {p.spec.node_name for p in pods} == {cluster.node}
+        assert all(c.image.startswith(f"{cluster.registry}/") for p in pods for c in p.spec.containers), \
+            [c.image for p in pods for c in p.spec.containers]
+        outputs = store / result.run_id / "report" / "outputs"
+        value = load_value(outputs, read_record(outputs, "result"))
+        assert value["label"] == "real-node" and value["n_rows"] == 50, value
+        assert "label = real-node" in (store / result.run_id / "report" / "log.txt").read_text(encoding="utf-8")
+    finally:
+        core.delete_namespace(ns)
+        core.delete_persistent_volume(pv)
