@@ -316,6 +316,7 @@ class RunManager:
             "started_at": state.started_at, "finished_at": state.finished_at,
             "duration_s": (end - state.started_at) if (end and state.started_at) else None,
             "params": state.params, "mlflow_run_id": state.mlflow_run_id, "resumed_from": state.resumed_from,
+            "tracking": state.tracking, "warnings": state.warnings,
             "steps": steps, "managed": state.run_id in self.managed,
         }
 
@@ -384,7 +385,8 @@ def unreadable_summary(entry: UnreadableRun) -> dict[str, Any]:
     """A RunSummary-shaped entry for a run whose run.json cannot be read."""
     return {"run_id": entry.run_id, "app": None, "notebook": None, "backend": None, "status": "unreadable",
             "created_at": entry.created_at, "started_at": None, "finished_at": None, "duration_s": None,
-            "params": {}, "mlflow_run_id": None, "resumed_from": None, "steps": {}, "managed": False,
+            "params": {}, "mlflow_run_id": None, "resumed_from": None, "tracking": None, "warnings": [],
+            "steps": {}, "managed": False,
             "message": entry.message, "reason": entry.reason, "fix": entry.fix}
 
 

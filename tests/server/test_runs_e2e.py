@@ -80,6 +80,7 @@ async def test_run_end_to_end(jp_fetch: Any, jp_root_dir: Path, jp_serverapp: An
     _, listed = await api(jp_fetch, "runs", expect=200)
     run = next(r for r in listed["runs"] if r["run_id"] == run_id)
     assert run["status"] == "succeeded" and run["mlflow_run_id"] and run["duration_s"] > 0
+    assert run["tracking"] == "synced" and run["warnings"] == [], run
     assert {n: s["status"] for n, s in run["steps"].items()} == dict.fromkeys(("load", "features", "stats", "train"), "succeeded")
     assert all(isinstance(s["cell"], int) and s["attempts"] == 1 for s in run["steps"].values())
     _, mine = await api(jp_fetch, "runs", params={"path": "nbs/diamond.ipynb"}, expect=200)
