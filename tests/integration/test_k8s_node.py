@@ -160,7 +160,10 @@ def test_service_name_resolves_through_coredns_and_answers(api: Any, namespace: 
     # (through CoreDNS), the HTTP request is sent with nc to the address it returned.
     client_script = (f"nslookup web.{namespace}.svc.cluster.local > /tmp/ns; cat /tmp/ns; "
                      "ip=$(awk '/^Address: /{print $2}' /tmp/ns | tail -n1); "
-                     "printf 'GET / HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n' | nc -w 5 $ip 80; "
+                     # kube-proxy may program the Service a moment after the EndpointSlice is ready
+                     "for i in 1 2 3 4 5 6 7 8 9 10; do "
+                     "out=$(printf 'GET / HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n' | nc -w 2 $ip 80) "
+                     "&& [ -n \"$out\" ] && break; sleep 1; done; echo \"$out\"; "
                      "if nslookup example.com >/dev/null 2>&1; then echo EXTERNAL-RESOLVED; "
                      "else echo EXTERNAL-NOT-RESOLVED; fi")
     status = run_pod(api, namespace, pod("client", cluster.busybox, client_script))
@@ -335,3 +338,4 @@ def test_scanflow_pipeline_steps_execute_in_their_images_on_the_node(
     finally:
         core.delete_namespace(ns)
         core.delete_persistent_volume(pv)
+

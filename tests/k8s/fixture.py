@@ -90,6 +90,15 @@ def _no_build_env(tmp: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{tmp}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+_STARTED_BY_THIS_PROCESS: set[str] = set()
+
+
+def _run_dir() -> str:
+    """The run dir cluster.sh uses with this environment (SCANFLOW_K8S_DIR or its default)."""
+    default = Path(os.environ.get("SCANFLOW_K8S_CACHE") or Path.home() / ".cache" / "scanflow" / "k8s") / "run"
+    return os.path.realpath(os.environ.get("SCANFLOW_K8S_DIR") or default)
+
+
 def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"the local Kubernetes cluster is required in CI: {reason}", pytrace=False)
@@ -116,7 +125,9 @@ def k8s_cluster() -> Iterator[K8sCluster]:
     missing = unbuilt_parts()
     if missing:
         _unavailable(f"the test cluster is not built ({'; '.join(missing)}): {BUILD_FIX}")
-    was_running = cluster_sh("status").returncode == 0
+    # Each test module that imports this fixture gets its own (session-scoped) instance: the run
+    # dirs started by an earlier instance of this process count as started here too.
+    was_running = cluster_sh("status").returncode == 0 and _run_dir() not in _STARTED_BY_THIS_PROCESS
     with tempfile.TemporaryDirectory(prefix="scanflow-no-go-") as tmp:
         try:
             up = cluster_sh("up", timeout=UP_TIMEOUT, env=_no_build_env(Path(tmp)))
@@ -129,6 +140,8 @@ def k8s_cluster() -> Iterator[K8sCluster]:
     if not kubeconfig.is_file():
         _unavailable(f"`cluster.sh up` printed no usable KUBECONFIG line:\n{up.stdout}")
     bin_dir = Path(env.get("PATH", "").split(":", 1)[0])
+    if not was_running:
+        _STARTED_BY_THIS_PROCESS.add(_run_dir())
     cluster = K8sCluster(kubeconfig=kubeconfig, bin_dir=bin_dir, started_here=not was_running,
                          node=env.get("SCANFLOW_K8S_NODE", ""), registry=env.get("SCANFLOW_K8S_REGISTRY", ""),
                          busybox=env.get("SCANFLOW_K8S_BUSYBOX", ""))
