@@ -450,6 +450,7 @@ class AgentsHandler(ScanflowHandler):
 
     @tornado.web.authenticated
     async def post(self) -> None:
+        from scanflow_jupyter.agents.auth import AgentTokenError
         from scanflow_jupyter.agents.supervisor import NoAgents
         from scanflow_jupyter.notebook.parser import NotebookReadError
 
@@ -471,6 +472,9 @@ class AgentsHandler(ScanflowHandler):
             raise ApiError(400, exc.message.text, exc.message.fix, messages=[vars(exc.message)]) from None
         except NoAgents as exc:
             raise ApiError(400, str(exc), "add a cell starting with %%agent NAME") from None
+        except AgentTokenError as exc:  # the project's token file is unsafe: state to repair, not a crash
+            text, _, fix = str(exc).partition(" Fix: ")
+            raise ApiError(409, text, fix) from None
         except RuntimeError as exc:
             raise ApiError(500, str(exc)) from None
         self.reply(doc, 202)
