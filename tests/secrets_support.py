@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pytest
+
 USER = "scanflow-user"
 PASSWORD = "S3cr3tValue-7d41c9"  # noqa: S105 - the secret the tests look for
 
@@ -91,3 +93,15 @@ def processes_containing(secrets: Iterable[str]) -> list[str]:
             shown = cmdline.replace(b"\0", b" ").decode(errors="replace")
             found.append(f"{entry.name}: {shown}")
     return found
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(URI with credentials, folder of its store and artifacts) of a real MLflow server."""
+    from tests.conftest import require
+
+    require("mlflow.server")
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server(folder) as uri:
+        yield uri, folder
+

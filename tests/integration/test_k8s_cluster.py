@@ -8,33 +8,20 @@ selected pool (tests/k8s/manifests/kwok-pool.yaml); tests/integration/test_k8s_n
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.conftest import require
-from tests.k8s.fixture import K8sCluster, k8s_cluster  # noqa: F401
+from tests.k8s.fixture import K8sCluster, k8s_cluster, wait_until  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-T = TypeVar("T")
 ARGO = {"group": "argoproj.io", "version": "v1alpha1", "plural": "workflows"}
 
 
-def wait_until(probe: Callable[[], T], done: Callable[[T], bool], what: str,
-               timeout: float = 90, interval: float = 0.5) -> T:
-    """Poll `probe()` until `done(value)`; fail with the last value seen after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not reached after {timeout}s; last value: {value!r}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

@@ -14,35 +14,23 @@ import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.conftest import require
 from tests.integration.test_docker_support import docker_client, offline_base  # noqa: F401
-from tests.k8s.fixture import K8sCluster, k8s_cluster  # noqa: F401
+from tests.k8s.fixture import K8sCluster, k8s_cluster, wait_until  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-T = TypeVar("T")
 ARGO = {"group": "argoproj.io", "version": "v1alpha1", "plural": "workflows"}
 # Pod Security `restricted` for every container here (the images run as 65534 / 8737)
 SECURE = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
           "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def wait_until(probe: Callable[[], T], done: Callable[[T], bool], what: str,
-               timeout: float = 120, interval: float = 0.5) -> T:
-    """Poll `probe()` until `done(value)`; fail with the last value seen after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not reached after {timeout}s; last value: {value!r}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

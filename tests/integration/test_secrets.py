@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from tests.secrets_support import (
     PASSWORD,
     USER,
     files_containing,
-    mlflow_server,
     processes_containing,
+    server,  # noqa: F401 - the fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -51,19 +50,10 @@ CELLS: list[Any] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """(URI with credentials, folder of its store and artifacts) of a real MLflow server."""
-    from tests.conftest import require
-
-    require("mlflow.server")
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    with mlflow_server(folder) as uri:
-        yield uri, folder
 
 
 @pytest.fixture
-def tracking_uri(server: tuple[str, Path]) -> str:
+def tracking_uri(server: tuple[str, Path]) -> str:  # noqa: F811
     return server[0]
 
 
@@ -74,7 +64,7 @@ def _env(project: Any, uri: str) -> dict[str, str]:
     return env
 
 
-def test_a_credentialed_tracking_uri_works_and_is_recorded_nowhere(project: Any, server: tuple[str, Path],
+def test_a_credentialed_tracking_uri_works_and_is_recorded_nowhere(project: Any, server: tuple[str, Path],  # noqa: F811
                                                                    require: Any) -> None:
     require("mlflow")
     tracking_uri, server_folder = server
@@ -178,7 +168,7 @@ def test_exported_manifests_and_workflows_carry_no_credential(project: Any, trac
 
 
 def test_docker_steps_get_credentials_as_environment_only(docker_project: Any, docker_client: Any,
-                                                          server: tuple[str, Path]) -> None:
+                                                          server: tuple[str, Path]) -> None:  # noqa: F811
     """The docker backend: the container gets the URI split into environment variables; the step
     notebook, the run store, the server's store and every byte of the step images hold no secret."""
     tracking_uri, server_folder = server

@@ -19,10 +19,11 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -150,3 +151,19 @@ def k8s_cluster() -> Iterator[K8sCluster]:
         down = cluster_sh("down")
         if down.returncode != 0:
             print(f"`cluster.sh down` exited {down.returncode}:\n{_tail(down.stderr)}")
+
+
+T = TypeVar("T")
+
+
+def wait_until(probe: Callable[[], T], done: Callable[[T], bool], what: str,
+               timeout: float = 120, interval: float = 0.5) -> T:
+    """Poll `probe()` until `done(value)`; fail with the last value seen after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not reached after {timeout}s; last value: {value!r}")
+        time.sleep(interval)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.secrets_support import PASSWORD, files_containing, mlflow_server
+from tests.secrets_support import PASSWORD, files_containing, server  # noqa: F401 - the fixture
 from tests.server.conftest import api, drain, write_notebook
 
 pytestmark = pytest.mark.integration
@@ -26,18 +25,10 @@ CELLS: list[Any] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    from tests.conftest import require
-
-    require("mlflow.server")
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    with mlflow_server(folder) as uri:
-        yield uri, folder
 
 
 @pytest.fixture
-def jp_server_config(jp_root_dir: Path, server: tuple[str, Path]) -> dict[str, Any]:
+def jp_server_config(jp_root_dir: Path, server: tuple[str, Path]) -> dict[str, Any]:  # noqa: F811
     return {"ServerApp": {"jpserver_extensions": {"scanflow_jupyter.server": True}},
             "Scanflow": {"tracking_uri": server[0]}}
 
@@ -48,7 +39,7 @@ def _clean(what: str, doc: Any) -> None:
 
 
 async def test_no_response_carries_the_tracking_credentials(jp_fetch: Any, jp_root_dir: Path, jp_serverapp: Any,
-                                                            server: tuple[str, Path], caplog: pytest.LogCaptureFixture,
+                                                            server: tuple[str, Path], caplog: pytest.LogCaptureFixture,  # noqa: F811
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     _uri, server_folder = server
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the unreachable store below answers at once
