@@ -68,6 +68,10 @@ def read_notebook_json(path: str | Path) -> dict[str, Any]:
             Message("error", "not-a-notebook", f"{p} is not a file.",
                     "give the path of an .ipynb file saved by Jupyter (nbformat 4).")
         )
+    from scanflow_jupyter.notebook import formats  # jupytext .py/.md notebooks
+
+    if formats.is_text_notebook(p):
+        return formats.read_text_notebook(p)
     try:
         nb = json.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
