@@ -106,10 +106,20 @@ def executor_cells(step: Step) -> list[dict[str, Any]]:
 
 
 def _tree(source: str) -> ast.Module | None:
-    try:
-        return ast.parse(strip_magic_lines(source))
-    except SyntaxError:
-        return None
+    """The code's AST; IPython syntax (`x = !ls`, magics) through IPython's own input transformer."""
+    candidates = [lambda: source, lambda: _ipython_transformed(source), lambda: strip_magic_lines(source)]
+    for candidate in candidates:
+        try:
+            return ast.parse(candidate())
+        except (SyntaxError, ValueError, RecursionError):
+            continue
+    return None
+
+
+def _ipython_transformed(source: str) -> str:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
 
 
 def bound_names(node: ast.AST) -> set[str]:
