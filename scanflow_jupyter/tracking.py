@@ -449,6 +449,9 @@ class Recorder:
         for path in artifacts:
             path = Path(path)
             try:
+                if path.is_dir():  # a folder (the step's figures/) keeps its name in the run
+                    self.client.log_artifacts(mlflow_id, str(path), path.name)
+                    continue
                 if not path.is_file():
                     raise FileNotFoundError(f"no such file: {path}")
                 self.client.log_artifact(mlflow_id, str(path))

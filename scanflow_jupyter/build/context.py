@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from scanflow_jupyter.build.requirements import StepRequirements
+from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 
 VENV = "/opt/venv"
 WORKDIR = "/opt/scanflow"
@@ -178,7 +179,7 @@ def make_context(
     lines += [
         f"RUN test -x {VENV}/bin/python || python3 -m venv {VENV}",
         f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV} PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1"
-        " PIP_NO_INPUT=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg",
+        f" PIP_NO_INPUT=1 PYTHONUNBUFFERED=1 MPLBACKEND={INLINE_BACKEND}",
     ]
     for layer in requirements.layers:
         text = layer.text()

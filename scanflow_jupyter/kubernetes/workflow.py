@@ -46,6 +46,7 @@ from typing import Any
 from scanflow_jupyter.kubernetes.manifests import POD_USER_ENV, RUN_AS_USER
 from scanflow_jupyter.kubernetes.manifests import dns_label as env_label
 from scanflow_jupyter.model import Application, Pipeline
+from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 
 STORE_MOUNT = "/scanflow/store"
 STORE_VOLUME = "scanflow-store"
@@ -217,7 +218,7 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
             m.EnvVar(name="SCANFLOW_STEP_NAME", value=step),
             m.EnvVar(name="MLFLOW_EXPERIMENT_NAME", value=app.name),
             m.EnvVar(name="PYTHONUNBUFFERED", value="1"),
-            m.EnvVar(name="MPLBACKEND", value="Agg"),
+            m.EnvVar(name="MPLBACKEND", value=INLINE_BACKEND),
             *(m.EnvVar(name=k, value=v) for k, v in POD_USER_ENV.items()),
         ]
         env += secret_env

@@ -38,6 +38,7 @@ from scanflow_jupyter.build.context import LABEL_APP, LABEL_RUN, LABEL_RUNNER, L
 from scanflow_jupyter.redact import redact_uri, tracking_environment
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
 from scanflow_jupyter.runtime.execute_step import EVENT_PREFIX
+from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 
 LABEL_ATTEMPT = "scanflow.io/attempt"
 FORWARDED_PREFIXES = ("MLFLOW_", "AWS_", "AZURE_", "GOOGLE_", "GCS_", "DATABRICKS_", "HF_", "HUGGING_FACE_")
@@ -365,7 +366,7 @@ class DockerBackend(Backend):
         env = forwarded_environment()
         env.update({
             "HOME": "/tmp", "USER": _user_name(), "LOGNAME": _user_name(), "PYTHONUNBUFFERED": "1",
-            "MPLBACKEND": "Agg", "SCANFLOW_STEP": "1", "SCANFLOW_RUN_ID": run_id, "SCANFLOW_STEP_NAME": job.step,
+            "MPLBACKEND": INLINE_BACKEND, "SCANFLOW_STEP": "1", "SCANFLOW_RUN_ID": run_id, "SCANFLOW_STEP_NAME": job.step,
         })
         if container_uri:  # credentials only as run-time environment (split out of the URI)
             env.update(tracking_environment(container_uri, env))

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.runtime.figures import INLINE_BACKEND
+
 EVENT_PREFIX = "\x1escanflow-event "
 STARTUP_TIMEOUT = 120.0
 
@@ -113,7 +115,7 @@ async def execute(notebook: Path, output: Path, log_path: Path | None, cwd: str,
                role=cell.metadata.get("scanflow", {}).get("role"), text=text)
 
     env = dict(os.environ)
-    env.setdefault("MPLBACKEND", "Agg")
+    env["MPLBACKEND"] = INLINE_BACKEND  # figures and HTML reach output.ipynb, as in JupyterLab
     env["SCANFLOW_STEP"] = "1"
     sockets = tempfile.mkdtemp(prefix="scanflow-kernel-")
     km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"))

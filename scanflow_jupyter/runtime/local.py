@@ -22,6 +22,7 @@ from scanflow_jupyter.redact import (
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
 from scanflow_jupyter.runtime.execute_step import _source_cell, _stream_text, failure
 from scanflow_jupyter.runtime.execute_step import _write_atomic as _write_json_atomic
+from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 from scanflow_jupyter.runtime.kernel_pool import Kernel, KernelPool
 
 
@@ -42,7 +43,7 @@ class LocalBackend(Backend):
         if steps_to_run:
             Zygote.shared()  # started from this (the loop's) thread: kernels die with the runner
         env = dict(os.environ)
-        env.setdefault("MPLBACKEND", "Agg")
+        env["MPLBACKEND"] = INLINE_BACKEND  # figures reach output.ipynb, as in JupyterLab
         env["SCANFLOW_STEP"] = "1"
         uri = self.options.get("tracking_uri") or env.get("MLFLOW_TRACKING_URI")
         if uri:  # credentials reach the kernel only as environment, never in the step notebook

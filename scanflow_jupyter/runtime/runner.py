@@ -19,6 +19,7 @@ from typing import Any
 
 from scanflow_jupyter.model import Application, Message, Pipeline
 from scanflow_jupyter.runtime.events import EventBus, EventJournal, Listener
+from scanflow_jupyter.runtime.figures import FIGURES_DIR, extract_figures
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_KILLED = 0, 1, 2, 130
 
@@ -629,6 +630,8 @@ class PipelineRun:
             else:
                 self.state.steps[name].mlflow_run_id = run_id
             artifacts = [str(p) for p in (step_dir / "output.ipynb", step_dir / "log.txt") if p.exists()]
+            if extract_figures(step_dir / "output.ipynb", step_dir / FIGURES_DIR):  # figures/<cell>-<n>.png
+                artifacts.append(str(step_dir / FIGURES_DIR))
             error = step.error.to_dict() if step.error else None
             self.recorder.finish_step(run_id, step.status, step.attempts, step.status == "cached", step.duration_s,
                                       artifacts, error, step.cached_from, step.finished_at)
