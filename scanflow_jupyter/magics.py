@@ -52,7 +52,9 @@ AGENTS_ACTIONS = ("up", "down", "ls")
 # (or the check below does it better, with the live namespace).
 _WHOLE_NOTEBOOK_CODES = {
     "input-without-producer",
-    "input-two-producers",
+    "input-produced-below",
+    "continuation-options",
+    "exploration-feeds-step",
     "unknown-dependency",
     "requires-non-executor",
     "cycle",

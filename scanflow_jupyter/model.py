@@ -46,8 +46,22 @@ class CodeBlock:
 
 
 @dataclass
+class Part:
+    """One cell of a multi-cell step: code (magic line removed) or markdown kept between parts."""
+
+    cell: int
+    source: str
+    kind: Literal["code", "markdown"] = "code"
+
+
+@dataclass
 class Executor:
-    """One batch step: a `%%executor` cell."""
+    """One batch step: a `%%executor` cell, continued by later `%%executor NAME` cells without options.
+
+    `cell` is the first cell; `source` is the code of all parts joined (what the cache key,
+    requirement scan and checks read); `parts` lists every cell of the step in notebook order
+    (code parts and the markdown cells between them), empty for a one-cell step.
+    """
 
     name: str
     cell: int
@@ -62,6 +76,15 @@ class Executor:
     resources: Resources = field(default_factory=Resources)
     cache: bool = True
     deps: list[str] = field(default_factory=list)  # --deps: files, folders, globs in the cache key
+    parts: list[Part] = field(default_factory=list)
+
+    def all_parts(self) -> list[Part]:
+        """Every part in notebook order (a one-cell step is one code part)."""
+        return self.parts or [Part(self.cell, self.source)]
+
+    def code_parts(self) -> list[Part]:
+        """The code parts in notebook order."""
+        return [p for p in self.all_parts() if p.kind == "code"]
 
 
 @dataclass
@@ -103,6 +126,7 @@ class Application:
     services: list[Service] = field(default_factory=list)
     agents: list[Agent] = field(default_factory=list)
     ignored_cells: list[int] = field(default_factory=list)
+    exploration: list[CodeBlock] = field(default_factory=list)  # code cells without a magic
     messages: list[Message] = field(default_factory=list)
     cell_count: int = 0
 
@@ -121,14 +145,26 @@ class Application:
                 out.setdefault(var, []).append(ex.name)
         return out
 
+    def producer_above(self, ex: Executor, var: str) -> str | None:
+        """The executor whose output `var` `ex` loads: the nearest producer above `ex`'s first cell.
+
+        As in a top-to-bottom run, a variable refined by several steps is read in the version of
+        the last step above the consumer; None when no producer is above it.
+        """
+        above = [e for e in self.executors if e.name != ex.name and e.cell < ex.cell and var in e.outputs]
+        return max(above, key=lambda e: e.cell).name if above else None
+
+    def input_producers(self, ex: Executor) -> dict[str, str]:
+        """Input variable -> the step it is loaded from (inputs without a producer above left out)."""
+        found = {var: self.producer_above(ex, var) for var in dict.fromkeys(ex.inputs)}
+        return {var: name for var, name in found.items() if name is not None}
+
     def dependencies(self, ex: Executor) -> list[str]:
         """`--requires` plus the producer of each `--inputs` variable, in declaration order."""
         deps = list(dict.fromkeys(d for d in ex.requires if d != ex.name))
-        producers = self.producers()
-        for var in ex.inputs:
-            for producer in producers.get(var, []):
-                if producer != ex.name and producer not in deps:
-                    deps.append(producer)
+        for producer in self.input_producers(ex).values():
+            if producer not in deps:
+                deps.append(producer)
         return deps
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,8 +174,10 @@ class Application:
     def from_dict(cls, data: dict[str, Any]) -> Application:
         data = dict(data)
         data["setup"] = [CodeBlock(**b) for b in data.get("setup", [])]
+        data["exploration"] = [CodeBlock(**b) for b in data.get("exploration", [])]
         data["executors"] = [
-            Executor(**{**e, "resources": Resources(**e.get("resources", {}))})
+            Executor(**{**e, "resources": Resources(**e.get("resources", {})),
+                        "parts": [Part(**p) for p in e.get("parts", [])]})
             for e in data.get("executors", [])
         ]
         data["services"] = [Service(**s) for s in data.get("services", [])]

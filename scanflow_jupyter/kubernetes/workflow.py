@@ -198,7 +198,6 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
     common = {LABEL_APP: env_label(app.name), LABEL_TEAM: env_label(app.team or "default")}
     if run_id:
         common[LABEL_RUN_ID] = label_value(run_id)
-    producers = app.producers()
     env_from = [m.EnvFromSource(config_map_ref=m.ConfigMapEnvSource(name=options.config_map, optional=True))]
     secret_env = [
         m.EnvVar(name=var, value_from=m.EnvVarSource(
@@ -211,8 +210,8 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
     for step in selected:
         ex = pipeline.steps[step].executor
         args = ["--step", step, "--store", STORE_MOUNT, "--run-id", run_id or "{{workflow.name}}"]
-        for var in ex.inputs:
-            args += ["--input", f"{var}={producers[var][0]}"]
+        for var, producer in app.input_producers(ex).items():  # the nearest producer above
+            args += ["--input", f"{var}={producer}"]
         env = [
             m.EnvVar(name="SCANFLOW_RUN_ID", value=run_id or "{{workflow.name}}"),
             m.EnvVar(name="SCANFLOW_STEP_NAME", value=step),

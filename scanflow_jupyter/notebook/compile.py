@@ -1,7 +1,8 @@
 """Slice an application into step notebooks (DESIGN §3), as nbformat-4 JSON dicts.
 
 A step notebook = setup cells above the parameters cell + `parameters` cell + setup cells
-below it + generated input cell + the executor's body + generated output cell. Generated cells carry the tag `scanflow-generated`; every
+below it + generated input cell + the executor's parts (one code cell per `%%executor NAME`
+cell, with the markdown cells between them) + generated output cell. Generated cells carry the tag `scanflow-generated`; every
 cell records the source notebook cell it came from in `metadata.scanflow.source_cell`, so
 a failure can be shown on the cell the user wrote.
 """
@@ -65,6 +66,21 @@ def _cell(cell_id: str, source: str, source_cell: int | None, tags: list[str], r
     }
 
 
+def _body_cells(ex: Executor) -> list[dict[str, Any]]:
+    """The step's parts in notebook order: one code cell per part, markdown between them kept."""
+    cells: list[dict[str, Any]] = []
+    code = 0
+    for part in ex.all_parts():
+        if part.kind == "markdown":
+            cells.append({"cell_type": "markdown", "id": f"markdown-{part.cell + 1}",
+                          "metadata": {"scanflow": {"role": "markdown", "source_cell": part.cell}}, "source": part.source})
+            continue
+        code += 1
+        source = step_source(part.source) if ex.parts else step_source(ex.source)
+        cells.append(_cell("body" if code == 1 else f"body-{code}", source, part.cell, ["scanflow-body"], "body"))
+    return cells
+
+
 def _below_parameters(app: Application, cell: int) -> bool:
     return app.parameters_cell is not None and cell > app.parameters_cell
 
@@ -82,7 +98,7 @@ def compile_step(app: Application, ex: Executor) -> dict[str, Any]:
     cells.append(_cell("parameters", parameters_source(app.parameters), app.parameters_cell, ["parameters"], "parameters"))
     cells += below
     cells.append(_cell("inputs", input_source(ex), None, [GENERATED_TAG], "inputs"))
-    cells.append(_cell("body", step_source(ex.source), ex.cell, ["scanflow-body"], "body"))
+    cells += _body_cells(ex)
     cells.append(_cell("outputs", output_source(ex), None, [GENERATED_TAG], "outputs"))
     kernelspec = {"name": app.kernel_name or "python3", "display_name": app.kernel_display_name or "Python 3", "language": "python"}
     return {

@@ -11,6 +11,7 @@ import ast
 import difflib
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from scanflow_jupyter.model import (
     CodeBlock,
     Executor,
     Message,
+    Part,
     Resources,
     Service,
 )
@@ -129,7 +131,10 @@ def parse_notebook_dict(nb: dict[str, Any], notebook_path: str) -> Application:
         msgs.append(Message("error", "not-python", f"the notebook's kernel language is {language}; Scanflow steps run Python.",
                             "switch the notebook to a Python kernel."))
     app_name_cell: int | None = None
+    markdown: dict[int, str] = {}
     for index, cell in enumerate(nb["cells"]):
+        if isinstance(cell, dict) and cell.get("cell_type") == "markdown":
+            markdown[index] = cell_source(cell)
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         source = cell_source(cell)
@@ -144,6 +149,7 @@ def parse_notebook_dict(nb: dict[str, Any], notebook_path: str) -> Application:
                 _parse_parameters(app, index, source)
             elif first is not None:
                 app.ignored_cells.append(index)
+                app.exploration.append(CodeBlock(index, source))
             continue
         magic, rest = head.group(1), head.group(2)
         body = "\n".join(lines[first + 1:])
@@ -165,8 +171,39 @@ def parse_notebook_dict(nb: dict[str, Any], notebook_path: str) -> Application:
         except MagicArgError as err:
             msgs.append(Message("error", err.code, err.text, err.fix, index))
             continue
+        if magic == "executor" and any(e.name == parsed.args.name for e in app.executors):
+            _continue_executor(app, index, parsed.args, body)
+            continue
         _add_cell(app, index, magic, parsed.args, body)
+    _join_parts(app, markdown)
     return app
+
+
+def _continue_executor(app: Application, index: int, args: Any, body: str) -> None:
+    """A later `%%executor NAME` cell: the next part of step NAME (options only on its first cell)."""
+    ex = app.executor(args.name)
+    if args != parse_magic_line("executor", shlex.quote(args.name)).args:
+        app.messages.append(Message(
+            "error", "continuation-options",
+            f"cell {index + 1} starts with %%executor {args.name} with options, but step '{args.name}' begins in cell {ex.cell + 1}: "
+            "a later cell with the same name continues that step and takes no options.",
+            f"move the options to the %%executor line of cell {ex.cell + 1} and leave only `%%executor {args.name}` on cell {index + 1}, "
+            f"or give cell {index + 1} another name to start a new step.", index))
+        return
+    if not ex.parts:
+        ex.parts.append(Part(ex.cell, ex.source))
+    ex.parts.append(Part(index, body))
+
+
+def _join_parts(app: Application, markdown: dict[int, str]) -> None:
+    """Multi-cell steps: markdown cells between the first and last part join the step, in order."""
+    for ex in app.executors:
+        if not ex.parts:
+            continue
+        first, last = ex.parts[0].cell, ex.parts[-1].cell
+        notes = [Part(i, text, "markdown") for i, text in markdown.items() if first < i < last]
+        ex.parts = sorted(ex.parts + notes, key=lambda p: p.cell)
+        ex.source = "\n\n".join(p.source.strip("\n") for p in ex.parts if p.kind == "code")
 
 
 def _parse_line_magics(app: Application, index: int, source: str, app_name_cell: int | None) -> int | None:

@@ -53,6 +53,7 @@ def validate(app: Application) -> list[Message]:
     for ex in app.executors:
         msgs += _check_executor(app, ex)
     msgs += _check_cycles(app)
+    msgs += _check_exploration(app)
     for svc in app.services:
         if svc.model and not MODEL_URI_RE.match(svc.model):
             msgs.append(Message("error", "bad-model-uri", f"service '{svc.name}': --model '{svc.model}' is not a model URI.",
@@ -87,7 +88,7 @@ def _slug(name: str) -> str:
 def _check_code(app: Application) -> list[Message]:
     msgs: list[Message] = []
     blocks = [("setup cell", b.cell, b.source) for b in app.setup]
-    blocks += [(f"executor '{e.name}'", e.cell, e.source) for e in app.executors]
+    blocks += [(f"executor '{e.name}'", part.cell, part.source) for e in app.executors for part in e.code_parts()]
     blocks += [(f"service '{s.name}'", s.cell, s.source) for s in app.services]
     blocks += [(f"agent '{a.name}'", a.cell, a.source) for a in app.agents]
     for what, cell, source in blocks:
@@ -133,18 +134,20 @@ def _check_executor(app: Application, ex: Executor) -> list[Message]:
                                 "rename the variable.", ex.cell))
     for var in dict.fromkeys(ex.inputs):
         makers = [p for p in producers.get(var, []) if p != ex.name]
-        if var in ex.outputs:
-            msgs.append(Message("error", "input-is-output", f"executor '{ex.name}' both consumes and produces '{var}'.",
-                                f"give the new value another name, e.g. --outputs {var}_2.", ex.cell))
-        elif not makers and var in app.parameters:
+        if app.producer_above(ex, var) is not None:
+            continue
+        below = [app.executor(p) for p in makers]
+        if below:
+            first = min(below, key=lambda e: e.cell)
+            msgs.append(Message("error", "input-produced-below", f"executor '{ex.name}' (cell {ex.cell + 1}) needs input '{var}', but its only producer, "
+                                f"'{first.name}', is below it (cell {first.cell + 1}); an input comes from the nearest producer above, as in a top-to-bottom run.",
+                                f"move the %%executor {first.name} cell above cell {ex.cell + 1}, or move %%executor {ex.name} below cell {first.cell + 1}.", ex.cell))
+        elif var in app.parameters:
             msgs.append(Message("error", "input-is-parameter", f"executor '{ex.name}' lists pipeline parameter '{var}' in --inputs.",
                                 f"remove '{var}' from --inputs: parameters are available in every step.", ex.cell))
-        elif not makers:
+        else:
             msgs.append(Message("error", "input-without-producer", f"executor '{ex.name}' needs input '{var}', but no executor lists it in --outputs.",
-                                f"add `--outputs {var}` to the executor that computes it.", ex.cell))
-        elif len(makers) > 1:
-            msgs.append(Message("error", "input-two-producers", f"input '{var}' of executor '{ex.name}' is produced by {' and '.join(makers)}.",
-                                "a variable passed between steps needs exactly one producer: rename one of the outputs.", ex.cell))
+                                f"add `--outputs {var}` to the executor above it that computes it.", ex.cell))
     if ex.outputs:
         assigned = _defined_names(ex.source)
         for var in ex.outputs:
@@ -240,6 +243,52 @@ def _check_cycles(app: Application) -> list[Message]:
     return msgs
 
 
+def _check_exploration(app: Application) -> list[Message]:
+    """Warn when a cell without a magic, between the parts of a step, assigns a name a later part reads.
+
+    Top to bottom, that later part sees the exploration cell's value; in the pipeline the
+    exploration cell does not run, so the two would differ.
+    """
+    msgs: list[Message] = []
+    for ex in app.executors:
+        parts = ex.code_parts()
+        if len(parts) < 2:
+            continue
+        for block in app.exploration:
+            if not parts[0].cell < block.cell < parts[-1].cell:
+                continue
+            assigned = _defined_names(block.source)
+            for k, part in enumerate(parts):
+                if part.cell < block.cell:
+                    continue
+                between = set().union(*(_defined_names(p.source) for p in parts[:k] if p.cell > block.cell))
+                for name in sorted((assigned & _read_before_assigned(part.source)) - between):
+                    msgs.append(Message("warning", "exploration-feeds-step",
+                                        f"cell {block.cell + 1} has no magic, so the pipeline does not run it, but it assigns '{name}', "
+                                        f"which step '{ex.name}' reads in cell {part.cell + 1}: the pipeline would not give what the notebook gives.",
+                                        f"start cell {block.cell + 1} with `%%executor {ex.name}` to make it part of the step, move the assignment "
+                                        "into a %%setup cell, or rename the variable in one of the cells.", block.cell))
+    return msgs
+
+
+def _read_before_assigned(source: str) -> set[str]:
+    """Names a piece of code reads before (or without) assigning them itself."""
+    first_store: dict[str, tuple[int, int]] = {}
+    loads: list[tuple[str, tuple[int, int]]] = []
+    try:
+        tree = ast.parse(strip_magic_lines(source))
+    except SyntaxError:
+        return set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            pos = (node.lineno, 0)  # by line: in `x = x + 1` the read comes first
+            if isinstance(node.ctx, ast.Store):
+                first_store[node.id] = min(first_store.get(node.id, pos), pos)
+            else:
+                loads.append((node.id, pos))
+    return {name for name, pos in loads if name not in first_store or pos <= first_store[name]}
+
+
 def _defined_names(source: str) -> set[str]:
     """Names a piece of code binds anywhere (assignments, imports, defs, loops, with, walrus)."""
     try:
@@ -275,14 +324,15 @@ def _check_undefined(app: Application, ex: Executor) -> list[Message]:
     for block in app.setup:
         available |= _defined_names(block.source)
     available |= _defined_names(ex.source)
-    missing: dict[str, int] = {}
-    for name, line in _loaded_names(ex.source):
-        if name not in available and name not in missing:
-            missing[name] = line + 1
+    missing: dict[str, tuple[int, int]] = {}
+    for part in ex.code_parts():
+        for name, line in _loaded_names(part.source):
+            if name not in available and name not in missing:
+                missing[name] = (part.cell, line + 1)
     return [
         Message("warning", "undefined-name", f"executor '{ex.name}' uses '{name}' (line {line} of the cell), which no %%setup cell, parameter or --inputs provides.",
-                f"add `--inputs {name}` and `--outputs {name}` on its producer, or define it in a %%setup cell.", ex.cell)
-        for name, line in missing.items()
+                f"add `--inputs {name}` and `--outputs {name}` on its producer, or define it in a %%setup cell.", cell)
+        for name, (cell, line) in missing.items()
     ]
 
 

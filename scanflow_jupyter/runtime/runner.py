@@ -258,10 +258,10 @@ class PipelineRun:
     def _upstream_digests(self, name: str, outputs_by_step: dict[str, dict[str, Any]]) -> dict[str, str] | None:
         """Content digest of each input of `name`, from its producers' outputs (None if unknown)."""
         ex = self.pipeline.steps[name].executor
-        producers = self.app.producers()
+        producers = self.app.input_producers(ex)  # the nearest producer above (refined variables)
         digests: dict[str, str] = {}
         for var in ex.inputs:
-            producer = producers[var][0]
+            producer = producers[var]
             record = (outputs_by_step.get(producer) or {}).get(var)
             if record is None:
                 return None
@@ -542,10 +542,10 @@ class PipelineRun:
 
         ex = self.pipeline.steps[name].executor
         nb = compile_step(self.app, ex)
-        producers = self.app.producers()
+        producers = self.app.input_producers(ex)  # the nearest producer above (refined variables)
         inputs = {}
         for var in ex.inputs:
-            record = dict(upstream_outputs[producers[var][0]][var])
+            record = dict(upstream_outputs[producers[var]][var])
             inputs[var] = {"folder": record.pop("folder"), "record": record}
         context = {
             "run_id": self.state.run_id,

@@ -151,8 +151,6 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
     ("app-bad-quoting", ['%scanflow_app "my-app', OK], "bad-quoting", 0,
      "%scanflow_app: no closing quotation."),
     # --- names (validate._check_names) -------------------------------------------------
-    ("duplicate-executor", ["%%executor a\nx = 1", "%%executor a\ny = 2"], "duplicate-name", 1,
-     "the name 'a' is already used in cell 0."),
     ("duplicate-executor-agent", ["%%executor a\nx = 1", "%%agent a\ny = 2"], "duplicate-name", 1,
      "the name 'a' is already used in cell 0."),
     ("duplicate-executor-service", ["%%executor a\nx = 1", "%%service a --model models:/m/1"],
@@ -179,18 +177,21 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
     ("cycle-of-3", ["%%executor a --requires b\nx = 1", "%%executor b --requires c\ny = 2",
                     "%%executor c --requires a\nz = 3"], "cycle", 0,
      "the steps form a cycle: a -> c -> b -> a."),
+    # an input comes from the nearest producer above: a "data cycle" is an input produced below
     ("cycle-through-data", ["%%executor a --inputs y --outputs x\nx = y", "%%executor b --inputs x --outputs y\ny = x"],
-     "cycle", 0, "the steps form a cycle: a -> b -> a."),
+     "input-produced-below", 0, "executor 'a' (cell 1) needs input 'y', but its only producer, 'b', is below it (cell 2); "
+     "an input comes from the nearest producer above, as in a top-to-bottom run."),
     # --- data passing (validate._check_executor) ----------------------------------------
     ("input-without-producer", ["%%executor a --inputs features\nx = features"], "input-without-producer", 0,
      "executor 'a' needs input 'features', but no executor lists it in --outputs."),
     ("input-is-parameter", [PARAMS, "%%executor a --inputs n\nx = n"], "input-is-parameter", 1,
      "executor 'a' lists pipeline parameter 'n' in --inputs."),
-    ("two-producers", ["%%executor a --outputs x\nx = 1", "%%executor b --outputs x\nx = 2",
-                       "%%executor c --inputs x\ny = x"], "input-two-producers", 2,
-     "input 'x' of executor 'c' is produced by a and b."),
-    ("input-is-also-output", ["%%executor a --outputs x\nx = 1", "%%executor b --inputs x --outputs x\nx = x + 1"],
-     "input-is-output", 1, "executor 'b' both consumes and produces 'x'."),
+    ("input-produced-below", ["%%executor c --inputs x\ny = x", "%%executor a --outputs x\nx = 1"],
+     "input-produced-below", 0, "executor 'c' (cell 1) needs input 'x', but its only producer, 'a', is below it (cell 2); "
+     "an input comes from the nearest producer above, as in a top-to-bottom run."),
+    ("continuation-options", ["%%executor a --outputs x\nx = 1", "%%executor a --outputs y\ny = 2"],
+     "continuation-options", 1, "cell 2 starts with %%executor a with options, but step 'a' begins in cell 1: "
+     "a later cell with the same name continues that step and takes no options."),
     ("output-not-assigned", ["%%executor a --outputs model\nmodle = 1"], "output-not-assigned", 0,
      "executor 'a' declares output 'model' but its code never assigns it."),
     ("output-shadows-parameter", [PARAMS, "%%executor a --outputs n\nn = 2"], "output-shadows-parameter", 1,

@@ -79,7 +79,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
         "%%executor load --retries many\nx = 1",                      # bad option value
         "%%executor train --inputs features --outputs model\nm = 1",  # no producer, not assigned
         "%%executor score --requires trian --memory 2GB\ny = 2",      # unknown dep, bad memory
-        "%%executor score\nz = 3",                                    # duplicate name
+        "%%executor score --retries 1\nz = 3",                        # options on a continuation
         "%%setup\nimport (",                                          # syntax error
     ]
     metadata = {"language_info": {"name": "python"}}                  # no kernelspec
@@ -92,7 +92,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
         ("no-kernelspec", None),
         ("bad-arguments", 1),
         ("bad-app-name", 0),
-        ("duplicate-name", 4),
+        ("continuation-options", 4),
         ("syntax-error", 5),
         ("input-without-producer", 2),
         ("output-not-assigned", 2),

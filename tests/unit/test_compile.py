@@ -257,3 +257,27 @@ def test_setup_below_the_parameters_cell_comes_after_the_parameters():
     assert [c["id"] for c in nb["cells"]] == ["setup-0", "parameters", "setup-1", "inputs", "body", "outputs"]
     assert _by_role(nb, "parameters")["metadata"]["scanflow"]["source_cell"] == 1
     assert nb["cells"][2]["metadata"]["scanflow"]["source_cell"] == 2
+
+
+# --- multi-cell steps -------------------------------------------------------------------------
+
+
+def test_multi_cell_step_keeps_its_parts_and_the_markdown_between_them():
+    nb = {"cells": [
+        {"cell_type": "code", "metadata": {}, "source": "%%executor clean --outputs df\ndf = [1, None]"},
+        {"cell_type": "markdown", "metadata": {}, "source": "## Drop missing values"},
+        {"cell_type": "code", "metadata": {}, "source": "%%executor clean\n%scanflow status\ndf = [v for v in df if v]"},
+    ], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}
+    app = parse_notebook_dict(nb, "/work/demo.ipynb")
+    step = compile_step(app, app.executor("clean"))
+    assert _roles(step) == ["parameters", "inputs", "body", "markdown", "body", "outputs"]
+    body = step["cells"][2:5]
+    assert [c["id"] for c in body] == ["body", "markdown-2", "body-2"]
+    assert [c["metadata"]["scanflow"]["source_cell"] for c in body] == [0, 1, 2]
+    assert body[1] == {"cell_type": "markdown", "id": "markdown-2", "source": "## Drop missing values",
+                       "metadata": {"scanflow": {"role": "markdown", "source_cell": 1}}}
+    assert [c["source"] for c in (body[0], body[2])] == ["df = [1, None]", "df = [v for v in df if v]"]
+    import nbformat
+
+    nbformat.validate(nbformat.reads(dumps(step), as_version=4))

@@ -13,6 +13,7 @@ from scanflow_jupyter.model import (
     CodeBlock,
     Executor,
     Message,
+    Part,
     Pipeline,
     Resources,
     Service,
@@ -28,6 +29,9 @@ def ex(name: str, requires=(), inputs=(), outputs=(), cell: int = 0) -> Executor
 
 
 def app_of(*executors: Executor) -> Application:
+    """An application with the executors in this order (cells numbered by position, as in a notebook)."""
+    for index, executor in enumerate(executors):
+        executor.cell = executor.cell or index
     return Application(name="demo", notebook="demo.ipynb", executors=list(executors))
 
 
@@ -122,9 +126,28 @@ def test_dependencies_ignore_self_and_repeats():
     assert app.dependencies(app.executor("b")) == ["a"]
 
 
-def test_dependencies_with_two_producers_list_both():
-    app = app_of(ex("a", outputs=["x"]), ex("b", outputs=["x"]), ex("c", inputs=["x"]))
-    assert app.dependencies(app.executor("c")) == ["a", "b"]
+def test_dependencies_with_two_producers_take_the_nearest_above():
+    # a refined variable: each consumer reads the version of the last producer above it
+    app = app_of(ex("a", outputs=["x"]), ex("b", inputs=["x"], outputs=["x"]), ex("c", inputs=["x"]),
+                 ex("d", inputs=["x"], outputs=["x"]))
+    assert app.dependencies(app.executor("b")) == ["a"]
+    assert app.dependencies(app.executor("c")) == ["b"]
+    assert app.input_producers(app.executor("d")) == {"x": "b"}
+    assert Pipeline.from_application(app).steps.keys() == {"a", "b", "c", "d"}
+
+
+def test_input_produced_only_below_is_no_dependency():
+    app = app_of(ex("a", inputs=["x"]), ex("b", outputs=["x"]))
+    assert app.dependencies(app.executor("a")) == []
+    assert app.producer_above(app.executor("a"), "x") is None
+
+
+def test_parts_round_trip():
+    app = app_of(Executor("a", 2, "x = 1\n\ny = x", parts=[Part(2, "x = 1"), Part(3, "# prose", "markdown"), Part(5, "y = x")]))
+    back = json_round_trip(app)
+    assert back == app
+    assert [p.cell for p in back.executor("a").code_parts()] == [2, 5]
+    assert Executor("b", 7, "pass").all_parts() == [Part(7, "pass")]
 
 
 def test_producers_and_executor_lookup():
@@ -207,7 +230,7 @@ def test_empty_pipeline():
     "executors",
     [
         [ex("a", requires=["b"]), ex("b", requires=["a"])],
-        [ex("a", inputs=["y"], outputs=["x"]), ex("b", inputs=["x"], outputs=["y"])],
+        [ex("a", requires=["b"], outputs=["x"]), ex("b", inputs=["x"])],
         [ex("a", requires=["b"]), ex("b", requires=["c"]), ex("c", requires=["a"])],
     ],
     ids=["requires", "data", "three"],

@@ -263,7 +263,7 @@ def test_parse_magic_line_directly():
     [
         ("executor", "", "%%executor NAME [--requires STEP ...] [--inputs VAR ...] [--outputs VAR ...] "
                          "[--image REF] [--requirements PKG ...] [--retries N] [--timeout SECONDS] [--cpu CPU] "
-                         "[--memory MEMORY] [--gpu GPU] [--no-cache] [--deps PATH ...]"),
+                         "[--memory MEMORY] [--gpu GPU] [--no-cache] [--deps PATH ...] [--metrics METRIC ...]"),
         ("service", "", "%%service NAME [--model URI] [--replicas N]"),
         ("agent", "", "%%agent NAME [--template TEMPLATE]"),
         ("scanflow_app", "", "%scanflow_app NAME [--team TEAM]"),
@@ -426,3 +426,47 @@ def test_usage_fix_shows_the_name_first():
     with pytest.raises(MagicArgError) as err:
         parse_magic_line("executor", "--inputs x train")
     assert err.value.fix.startswith("write it as %%executor NAME ")
+
+
+# --- multi-cell steps ------------------------------------------------------------------------
+
+
+def test_later_executor_cell_without_options_continues_the_step():
+    app = parse(
+        "%%executor clean --inputs raw --outputs df\ndf = raw.dropna()",
+        {"cell_type": "markdown", "source": "## Outliers\nDrop the extreme rows."},
+        "print('exploring')",
+        "%%executor clean\ndf = df[df.x < 10]",
+        {"cell_type": "markdown", "source": "after the step: not part of it"},
+        "%%executor report --inputs df\nprint(df)",
+    )
+    assert app.messages == []
+    clean = app.executor("clean")
+    assert [e.name for e in app.executors] == ["clean", "report"]
+    assert (clean.cell, clean.inputs, clean.outputs) == (0, ["raw"], ["df"])
+    assert [(p.cell, p.kind) for p in clean.all_parts()] == [(0, "code"), (1, "markdown"), (3, "code")]
+    assert clean.all_parts()[1].source == "## Outliers\nDrop the extreme rows."
+    assert clean.source == "df = raw.dropna()\n\ndf = df[df.x < 10]"
+    assert app.ignored_cells == [2]
+    assert [(b.cell, b.source) for b in app.exploration] == [(2, "print('exploring')")]
+
+
+def test_one_cell_step_has_no_parts():
+    app = parse("%%executor a\nx = 1", "%%executor b\ny = 2")
+    assert [e.parts for e in app.executors] == [[], []]
+    assert [p.cell for p in app.executor("b").all_parts()] == [1]
+
+
+def test_options_on_a_continuation_cell_name_both_cells():
+    app = parse("x = 0", "%%executor train --outputs model\nmodel = 1", "%%executor train --retries 2\nmodel += 1")
+    (msg,) = app.messages
+    assert (msg.severity, msg.code, msg.cell) == ("error", "continuation-options", 2)
+    assert "cell 3" in msg.text and "begins in cell 2" in msg.text
+    assert "cell 2" in msg.fix and "`%%executor train`" in msg.fix
+    assert app.executor("train").parts == []  # the bad cell is not taken in
+
+
+def test_continuation_with_only_a_comment_counts_as_no_options():
+    app = parse("%%executor a --outputs x\nx = 1", "%%executor a  # more of a\nx += 1")
+    assert app.messages == []
+    assert len(app.executor("a").code_parts()) == 2

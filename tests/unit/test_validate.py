@@ -429,3 +429,67 @@ def test_did_you_mean_does_not_suggest_the_executor_itself():
 def test_bad_app_name_from_the_magic_does_not_suggest_renaming_the_file():
     (msg,) = [m for m in validate(parse("%scanflow_app 1app", "%%executor a\nx = 1")) if m.code == "bad-app-name"]
     assert "notebook file" not in msg.fix
+
+
+# --- multi-cell steps and refined variables ---------------------------------------------------
+
+
+def test_refined_variable_is_valid_and_has_no_phantom_cycle():
+    app = parse(
+        "%%executor load --outputs train_df\ntrain_df = [3, 1, None]",
+        "%%executor clean --inputs train_df --outputs train_df\ntrain_df = [v for v in train_df if v is not None]",
+        "%%executor feature --inputs train_df --outputs train_df\ntrain_df = sorted(train_df)",
+        "%%executor report --inputs train_df\nprint(train_df)",
+    )
+    assert validate(app) == []
+    assert [app.dependencies(e) for e in app.executors] == [[], ["load"], ["clean"], ["feature"]]
+
+
+def test_input_produced_only_below_names_the_variable_and_the_cell():
+    app = parse("x = 0", "%%executor report --inputs df\nprint(df)", "%%executor load --outputs df\ndf = 1")
+    (msg,) = [m for m in validate(app) if m.severity == "error"]
+    assert (msg.code, msg.cell) == ("input-produced-below", 1)
+    assert "'df'" in msg.text and "'load'" in msg.text and "(cell 3)" in msg.text and "(cell 2)" in msg.text
+    assert "cycle" not in {m.code for m in validate(app)}
+
+
+def test_refiner_of_a_variable_produced_only_below_is_an_error_not_a_cycle():
+    app = parse("%%executor a --inputs x --outputs x\nx = x + 1", "%%executor b --inputs x --outputs x\nx = x * 2")
+    assert [(m.code, m.cell) for m in validate(app) if m.severity == "error"] == [("input-produced-below", 0)]
+
+
+def test_syntax_error_in_a_continuation_part_is_reported_on_that_cell():
+    app = parse("%%executor a --outputs x\nx = 1", "%%executor a\nx = (")
+    (msg,) = [m for m in validate(app) if m.code == "syntax-error"]
+    assert msg.cell == 1 and "line 2 of the cell" in msg.text
+
+
+def test_outputs_may_be_assigned_in_any_part():
+    app = parse("%%executor a --outputs model\ndata = 1", "%%executor a\nmodel = data + 1")
+    assert validate(app) == []
+
+
+def test_exploration_cell_feeding_a_later_part_is_a_warning():
+    app = parse(
+        "%%executor train --outputs model\nlr = 0.1\nmodel = lr",
+        "lr = 0.5  # tried interactively",
+        "%%executor train\nmodel = model * lr",
+    )
+    (msg,) = validate(app)
+    assert (msg.severity, msg.code, msg.cell) == ("warning", "exploration-feeds-step", 1)
+    assert "'lr'" in msg.text and "step 'train'" in msg.text and "cell 3" in msg.text
+    assert "%%executor train" in msg.fix
+
+
+def test_exploration_cell_is_fine_when_the_part_reassigns_or_it_is_outside_the_step():
+    ok_reassigned = parse("%%executor a --outputs m\nm = 1", "lr = 0.5", "%%executor a\nlr = 0.2\nm = m * lr")
+    ok_outside = parse("lr = 0.5", "%%executor a --outputs m\nlr = 1\nm = lr", "%%executor a\nm = m + 1", "m = 3")
+    ok_refined_between = parse("%%executor a --outputs m\nm = 1", "lr = 0.5", "%%executor a\nlr = 2", "%%executor a\nm = m * lr")
+    assert validate(ok_reassigned) == []
+    assert validate(ok_outside) == []
+    assert validate(ok_refined_between) == []
+
+
+def test_exploration_warning_for_augmented_assignment_reads_first():
+    app = parse("%%executor a --outputs m\nm = 1", "m = 10", "%%executor a\nm = m + 1")
+    assert [m.code for m in validate(app)] == ["exploration-feeds-step"]
