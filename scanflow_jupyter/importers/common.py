@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -38,8 +39,7 @@ class Step:
     """An executor being built: its code parts, markdown kept above it and magic options."""
 
     name: str
-    parts: list[str] = field(default_factory=list)
-    markdown: list[str] = field(default_factory=list)
+    items: list[tuple[str, str]] = field(default_factory=list)  # ("code" | "markdown", text), in order
     requires: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
@@ -49,8 +49,12 @@ class Step:
     deps: list[str] = field(default_factory=list)
 
     @property
+    def parts(self) -> list[str]:
+        return [text for kind, text in self.items if kind == "code" and text.strip()]
+
+    @property
     def source(self) -> str:
-        return "\n\n".join(p.strip("\n") for p in self.parts if p.strip())
+        return "\n\n".join(p.strip("\n") for p in self.parts)
 
     def magic(self) -> str:
         words = [f"%%executor {self.name}"]
@@ -100,9 +104,36 @@ def header_cell(app_name: str) -> dict[str, Any]:
     return code_cell(f"%load_ext scanflow_jupyter\n%scanflow_app {step_name(app_name)}")
 
 
-def executor_cells(step: Step) -> list[dict[str, Any]]:
-    """The markdown kept with the step, then one `%%executor` cell holding all its parts."""
-    return [*(markdown_cell(m) for m in step.markdown), code_cell(step.magic() + "\n" + step.source)]
+@functools.cache
+def supports_continuation() -> bool:
+    """Whether Scanflow's parser reads a later `%%executor NAME` cell as the next part of step NAME."""
+    from scanflow_jupyter.notebook.parser import parse_notebook_dict
+
+    nb = new_notebook([code_cell("%%executor a\nx = 1"), code_cell("%%executor a\ny = 2")])
+    app = parse_notebook_dict(nb, "continuation-probe.ipynb")
+    return len(app.executors) == 1 and "y = 2" in app.executors[0].source and not app.messages
+
+
+def executor_cells(step: Step, continuation: bool | None = None) -> list[dict[str, Any]]:
+    """The step as notebook cells: with continuation cells (when the parser reads them), each
+    part stays a cell (`%%executor NAME` alone on later parts) with its markdown in between;
+    otherwise the markdown goes above one `%%executor` cell holding all parts."""
+    if continuation is None:
+        continuation = supports_continuation()
+    if not continuation:
+        return [*(markdown_cell(t) for k, t in step.items if k == "markdown"),
+                code_cell(step.magic() + "\n" + step.source)]
+    cells: list[dict[str, Any]] = []
+    first = True
+    for kind, text in step.items:
+        if kind == "markdown":
+            cells.append(markdown_cell(text))
+        elif text.strip():
+            cells.append(code_cell((step.magic() if first else f"%%executor {step.name}") + "\n" + text.strip("\n")))
+            first = False
+    if first:
+        cells.append(code_cell(step.magic() + "\n"))
+    return cells
 
 
 def _tree(source: str) -> ast.Module | None:

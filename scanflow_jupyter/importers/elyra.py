@@ -27,7 +27,7 @@ from scanflow_jupyter.importers.common import (
 )
 
 
-def import_elyra(path: Path) -> ImportResult:
+def import_elyra(path: Path, continuation: bool | None = None) -> ImportResult:
     doc = read_json(path, "Elyra pipeline", "give a .pipeline file saved by Elyra's pipeline editor.")
     pipelines = doc.get("pipelines") if isinstance(doc, dict) else None
     if not isinstance(pipelines, list) or not pipelines or not isinstance(pipelines[0], dict):
@@ -81,7 +81,7 @@ def import_elyra(path: Path) -> ImportResult:
     app = (primary.get("app_data") or {}).get("name") or path.stem.split(".")[0]
     cells: list[dict[str, Any]] = [header_cell(str(app))]
     for step in _topological(steps):
-        cells += executor_cells(step)
+        cells += executor_cells(step, continuation)
     return ImportResult(new_notebook(cells), notes)
 
 
@@ -114,11 +114,11 @@ def _load_file(step: Step, file: Path, where: str, notes: list[Note]) -> None:
     for cell in cells:
         source = cell_source(cell)
         if cell.get("cell_type") == "markdown":
-            step.markdown.append(source)
+            step.items.append(("markdown", source))
         elif cell.get("cell_type") == "code" and source.strip():
             if source.lstrip().startswith("%%"):
                 notes.append(Note(where, f"a cell of {file.name} starts with a cell magic; it is kept as a line of the step's code."))
-            step.parts.append(source)
+            step.items.append(("code", source))
 
 
 def _resources(step: Step, params: dict[str, Any], where: str, notes: list[Note]) -> None:

@@ -34,7 +34,7 @@ _LIMITS = {"cpu": "cpu", "memory": "memory", "nvidia.com/gpu": "gpu", "amd.com/g
 METRICS_STEP = "pipeline-metrics"
 
 
-def import_kale(path: Path) -> ImportResult:
+def import_kale(path: Path, continuation: bool | None = None) -> ImportResult:
     nb = read_ipynb(path)
     meta = (nb.get("metadata") or {}).get("kubeflow_notebook") or {}
     notes: list[Note] = []
@@ -94,9 +94,9 @@ def import_kale(path: Path) -> ImportResult:
             order.append(current)
             layout += [("md", m) for m in pending_md] + [("step", current)]
         else:
-            step.markdown += pending_md
+            step.items += [("markdown", m) for m in pending_md]
         pending_md = []
-        step.parts.append(source)
+        step.items.append(("code", source))
         for tag in tags:
             _apply_tag(step, tag, where, notes)
     layout += [("md", m) for m in pending_md]
@@ -106,8 +106,8 @@ def import_kale(path: Path) -> ImportResult:
         for r in s.requires:
             if r not in steps:
                 notes.append(Note(f"step {s.name}", f"prev:{r} names no block of the notebook; Scanflow's validation reports it."))
-    metrics = Step(METRICS_STEP, parts=["import mlflow\n\n" + "\n".join(
-        f"mlflow.log_metric({v!r}, float({v}))" for v in metrics_vars)])
+    metrics = Step(METRICS_STEP, items=[("code", "import mlflow\n\n" + "\n".join(
+        f"mlflow.log_metric({v!r}, float({v}))" for v in metrics_vars))])
     infer_io(ordered + ([metrics] if metrics_vars else []), setup_names | param_names)
     if metrics_vars:
         missing = [v for v in metrics_vars if v not in metrics.inputs]
@@ -127,7 +127,7 @@ def import_kale(path: Path) -> ImportResult:
         elif kind == "explore":
             cells.append(code_cell(payload))
         else:
-            cells += executor_cells(steps[payload])
+            cells += executor_cells(steps[payload], continuation)
     return ImportResult(new_notebook(cells), notes)
 
 

@@ -26,7 +26,7 @@ from scanflow_jupyter.importers.common import (
 )
 
 
-def import_ploomber(path: Path) -> ImportResult:
+def import_ploomber(path: Path, continuation: bool | None = None) -> ImportResult:
     import yaml
 
     if not path.is_file():
@@ -78,20 +78,22 @@ def import_ploomber(path: Path) -> ImportResult:
         if isinstance(task.get("product"), dict) and "nb" in task["product"] or isinstance(task.get("product"), str):
             notes.append(Note(f"task {step.name}", "the executed-notebook product is not written there: Scanflow keeps each "
                               "step's output notebook in the run store (.scanflow/runs/RUN/STEP/output.ipynb)."))
-        step.parts.append("\n".join(p for p in prelude if p))
         for cell in cells:
             source = cell_source(cell)
             tags = (cell.get("metadata") or {}).get("tags") or []
             if cell.get("cell_type") == "markdown":
-                step.markdown.append(source)
+                step.items.append(("markdown", source))
             elif cell.get("cell_type") == "code" and "parameters" in tags:
-                step.parts.insert(0, _without_injected(source))
+                prelude.insert(0, _without_injected(source).strip("\n"))
             elif cell.get("cell_type") == "code" and source.strip():
-                step.parts.append(source)
+                step.items.append(("code", source))
+        # the parameters' defaults, then what Ploomber injects: before the task's first code cell
+        at = next((i for i, (kind, _) in enumerate(step.items) if kind == "code"), len(step.items))
+        step.items.insert(at, ("code", "\n".join(p for p in prelude if p)))
         steps.append(step)
     cells_out: list[dict[str, Any]] = [header_cell(path.resolve().parent.name or "pipeline")]
     for step in steps:
-        cells_out += executor_cells(step)
+        cells_out += executor_cells(step, continuation)
     return ImportResult(new_notebook(cells_out), notes)
 
 

@@ -56,12 +56,27 @@ def test_kale_tags_become_setup_parameters_and_executors(tmp_path):
     # the untagged cell continues its block; markdown between the parts stays above the executor
     assert 'rows = [r for r in rows if r["age"]]' in ex["loaddata"].source
     kinds = _sources(result)
-    at = next(i for i, (_, s) in enumerate(kinds) if s.startswith("%%executor featureengineering"))
-    assert [s for _, s in kinds[at - 2:at]] == ["## Features", "Scale the ages."]
     # the skip cell stays exploration (a plain code cell, not part of the pipeline)
     assert ("code", 'print(len(rows), "passengers with an age")') in kinds
     assert {(n.where, n.text.split(" ")[1]) for n in result.notes} >= {("cell 13", "'annotation:team:titanic'")}
     assert any("docker_image" in n.text for n in result.notes)
+
+
+def test_multi_cell_steps_as_continuation_cells_or_one_cell(tmp_path):
+    path = _copy(tmp_path, "kale") / "titanic_kale.ipynb"
+    cells = _sources(import_kale(path, continuation=True))
+    at = cells.index(("markdown", "## Features"))
+    assert cells[at + 1:at + 4] == [
+        ("code", "%%executor featureengineering --requires loaddata --inputs rows --outputs scaled\n"
+                 'ages = [float(r["age"]) for r in rows if float(r["age"]) >= min_age]'),
+        ("markdown", "Scale the ages."),  # prose between the parts stays between them
+        ("code", "%%executor featureengineering\nscaled = [a * factor for a in ages]")]
+    joined = _sources(import_kale(path, continuation=False))
+    at = joined.index(("markdown", "## Features"))
+    assert joined[at + 1:at + 3] == [
+        ("markdown", "Scale the ages."),  # the parser without continuation cells: markdown above one cell
+        ("code", "%%executor featureengineering --requires loaddata --inputs rows --outputs scaled\n"
+                 'ages = [float(r["age"]) for r in rows if float(r["age"]) >= min_age]\n\nscaled = [a * factor for a in ages]')]
 
 
 def test_kale_refined_variable_comes_from_the_nearest_producer_above(tmp_path):
