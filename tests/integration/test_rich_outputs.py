@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_docker_support import *  # noqa: F403 - the Docker fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -79,3 +80,28 @@ def test_figures_and_html_reach_output_notebooks_and_mlflow(runner, project, req
     assert Path(local).read_bytes() == base64.b64decode(pngs[0])
     tables_run = out.state.steps["tables"].mlflow_run_id
     assert "figures" not in {a.path for a in client.list_artifacts(tables_run)}
+
+
+DOCKER_CELLS = [
+    "%load_ext scanflow_jupyter\n%scanflow_app richbox",
+    "%%executor plot --outputs n\n"
+    "import matplotlib.pyplot as plt\n"
+    "from IPython.display import HTML, display\n"
+    "plt.plot([1, 2, 3], [3, 1, 2])\n"
+    "plt.show()\n"
+    "display(HTML('<i>in a container</i>'))\n"
+    "n = 1",
+]
+
+
+def test_figures_in_docker_step_containers(docker_project, runner, require):
+    """The step image and container environment use the inline backend too."""
+    require("matplotlib")
+    docker_project.write_notebook("richbox", DOCKER_CELLS)
+    out = runner.run("richbox", backend="docker")
+    assert out.statuses() == {"plot": "succeeded"}, {n: s.error for n, s in out.state.steps.items()}
+    pngs = _outputs(out.step_dir("plot"), "image/png")
+    assert len(pngs) == 1 and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
+    assert any("<i>in a container</i>" in h for h in _outputs(out.step_dir("plot"), "text/html"))
+    assert [p.name for p in (out.step_dir("plot") / "figures").iterdir()] == [
+        f"{docker_project.cell_index('richbox', '%%executor plot') + 1}-1.png"]
