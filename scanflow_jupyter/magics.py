@@ -222,6 +222,15 @@ def register(ipython: Any) -> ScanflowMagics:
     """Register the Scanflow magics on `ipython` (called by `%load_ext scanflow_jupyter`)."""
     magics = ScanflowMagics(ipython)
     ipython.register_magics(magics)
+    if getattr(ipython, "kernel", None) is not None:  # a Jupyter kernel: MLflow -> the project's store
+        from scanflow_jupyter import live_tracking
+        from scanflow_jupyter.notebook.parser import default_app_name
+
+        def app_name() -> str | None:
+            notebook = find_notebook(None, ipython)
+            return magics.state.app_name or (default_app_name(str(notebook)) if notebook else None)
+
+        live_tracking.activate(app_name)
     return magics
 
 
