@@ -327,6 +327,9 @@ class ScanflowMagics(Magics):
         args = _args("scanflow_app", line)
         self.state.app_name = args.name
         self.state.team = args.team
+        from scanflow_jupyter import live_tracking
+
+        live_tracking.app_renamed()  # later MLflow runs of this kernel go to the new experiment
 
     @cell_magic("setup")
     def setup_cell(self, line: str, cell: str) -> None:
