@@ -105,3 +105,22 @@ def test_figures_in_docker_step_containers(docker_project, runner, require):
     assert any("<i>in a container</i>" in h for h in _outputs(out.step_dir("plot"), "text/html"))
     assert [p.name for p in (out.step_dir("plot") / "figures").iterdir()] == [
         f"{docker_project.cell_index('richbox', '%%executor plot') + 1}-1.png"]
+
+
+def test_each_part_of_a_multi_cell_step_names_its_own_figures(runner, project, require):
+    require("matplotlib")
+    project.write_notebook("parts", [
+        "%load_ext scanflow_jupyter\n%scanflow_app parts",
+        "%%executor draw --outputs n\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nn = 1",
+        {"cell_type": "markdown", "source": "## Second figure"},
+        "%%executor draw\nplt.plot([2, 1])\nplt.show()\nplt.plot([3, 3])\nplt.show()",
+    ])
+    out = runner.run("parts")
+    assert out.statuses() == {"draw": "succeeded"}, {n: s.error for n, s in out.state.steps.items()}
+    first = project.cell_index("parts", "%%executor draw --outputs") + 1
+    second = project.cell_index("parts", "%%executor draw\nplt") + 1
+    assert sorted(p.name for p in (out.step_dir("draw") / "figures").iterdir()) == sorted(
+        [f"{first}-1.png", f"{second}-1.png", f"{second}-2.png"])
+    client = project.mlflow_client()
+    run_id = out.state.steps["draw"].mlflow_run_id
+    assert len(client.list_artifacts(run_id, "figures")) == 3
