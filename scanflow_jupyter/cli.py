@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from scanflow_jupyter import __version__
+from scanflow_jupyter.cell_numbers import message_doc, shown
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def _console(stderr: bool = False) -> Any:
 def _print_messages(messages: list[Any], console: Any) -> None:
     for m in messages:
         colour = "red" if m.severity == "error" else "yellow"
-        where = f"cell {m.cell}" if m.cell is not None else "notebook"
+        where = f"cell {shown(m.cell)}" if m.cell is not None else "notebook"  # 1-based, as JupyterLab counts
         console.print(f"[{colour}]{m.severity}[/{colour}] [bold]{where}[/bold]: {m.text}")
         console.print(f"  [dim]fix:[/dim] {m.fix}")
 
@@ -58,7 +59,7 @@ def inspect(notebook: str, as_json: bool) -> None:
         app = parse_notebook(notebook)
     except NotebookReadError as exc:
         if as_json:
-            click.echo(json.dumps({"valid": False, "messages": [vars(exc.message)]}, indent=2))
+            click.echo(json.dumps({"valid": False, "messages": [message_doc(exc.message)]}, indent=2))
         else:
             _print_messages([exc.message], _console(stderr=True))
         sys.exit(2)
@@ -70,14 +71,14 @@ def inspect(notebook: str, as_json: bool) -> None:
         doc = {
             "app": app.name, "team": app.team, "notebook": app.notebook, "valid": valid,
             "parameters": app.parameters, "order": order,
-            "executors": [{"name": e.name, "cell": e.cell, "depends_on": app.dependencies(e), "inputs": e.inputs,
+            "executors": [{"name": e.name, "cell": shown(e.cell), "depends_on": app.dependencies(e), "inputs": e.inputs,
                            "outputs": e.outputs, "retries": e.retries, "timeout": e.timeout,
                            "cache": _key_ingredients(app, e), "deps": e.deps,
                            "image": e.image, "requirements": e.requirements, "resources": vars(e.resources)}
                           for e in app.executors],
-            "services": [{"name": s.name, "cell": s.cell, "model": s.model, "replicas": s.replicas} for s in app.services],
-            "agents": [{"name": a.name, "cell": a.cell, "template": a.template} for a in app.agents],
-            "messages": [vars(m) for m in messages],
+            "services": [{"name": s.name, "cell": shown(s.cell), "model": s.model, "replicas": s.replicas} for s in app.services],
+            "agents": [{"name": a.name, "cell": shown(a.cell), "template": a.template} for a in app.agents],
+            "messages": [message_doc(m) for m in messages],
             "requirements": {name: r.to_dict() for name, r in requirements.items()},
         }
         click.echo(json.dumps(doc, indent=2, default=str))
@@ -91,7 +92,7 @@ def inspect(notebook: str, as_json: bool) -> None:
         table = Table("#", "executor", "cell", "depends on", "inputs", "outputs", "retries", "timeout")
         position = {name: i + 1 for i, name in enumerate(order)}
         for e in app.executors:
-            table.add_row(str(position.get(e.name, "-")), e.name, str(e.cell), ", ".join(app.dependencies(e)) or "-",
+            table.add_row(str(position.get(e.name, "-")), e.name, str(shown(e.cell)), ", ".join(app.dependencies(e)) or "-",
                           ", ".join(e.inputs) or "-", ", ".join(e.outputs) or "-", str(e.retries),
                           f"{e.timeout:g}s" if e.timeout else "-")
         console.print(table)
@@ -104,9 +105,9 @@ def inspect(notebook: str, as_json: bool) -> None:
             console.print(f"[bold]{e.name}[/bold] cache key: parameters {', '.join(key.get('params_read', [])) or '-'};"
                           f" files {', '.join(dict.fromkeys(files)) or '-'}" + ("" if e.cache else " (--no-cache)"))
         for s in app.services:
-            console.print(f"service [bold]{s.name}[/bold] (cell {s.cell}) model={s.model or 'custom predict'} replicas={s.replicas}")
+            console.print(f"service [bold]{s.name}[/bold] (cell {shown(s.cell)}) model={s.model or 'custom predict'} replicas={s.replicas}")
         for a in app.agents:
-            console.print(f"agent [bold]{a.name}[/bold] (cell {a.cell}) template={a.template or '-'}")
+            console.print(f"agent [bold]{a.name}[/bold] (cell {shown(a.cell)}) template={a.template or '-'}")
         _print_messages(messages, console)
         if valid:
             console.print("[green]valid[/green]")
@@ -162,7 +163,7 @@ def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str |
                               on_event=view.on_event if view else None)
     except InvalidApplication as exc:
         if as_json:
-            click.echo(json.dumps({"status": "invalid", "messages": [vars(m) for m in exc.messages]}, indent=2))
+            click.echo(json.dumps({"status": "invalid", "messages": [message_doc(m) for m in exc.messages]}, indent=2))
         else:
             _print_messages(exc.messages, _console(stderr=True))
             _console(stderr=True).print("[red]nothing was run[/red]")
@@ -236,7 +237,7 @@ register_kubernetes(main)
 from scanflow_jupyter.cli_tracking import attach as attach_runs_sync  # noqa: E402
 
 attach_runs_sync(main)  # `scanflow runs sync [RUN_ID]`; `scanflow runs` ends dead runners' MLflow runs
-
 main.add_command(__import__("scanflow_jupyter.cli_import").cli_import.import_command)  # `scanflow import --from ...`
+
 if __name__ == "__main__":
     main()

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from scanflow_jupyter.cell_numbers import message_doc
+
 
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
@@ -93,7 +95,7 @@ def up(notebook: str, timeout: float, as_json: bool) -> None:
     except NotebookReadError as exc:
         m = exc.message
         if as_json:
-            click.echo(json.dumps({"status": "invalid", "messages": [vars(m)]}, indent=2))
+            click.echo(json.dumps({"status": "invalid", "messages": [message_doc(m)]}, indent=2))
         else:
             _console(stderr=True).print(f"[red]error[/red]: {m.text}\n  [dim]fix:[/dim] {m.fix}")
         sys.exit(2)

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from scanflow_jupyter.cell_numbers import message_doc
+
 
 def _err(text: str) -> None:
     click.echo(text, err=True)
@@ -56,7 +58,7 @@ def build(notebook: str, steps: tuple[str, ...], registry: str | None, wheelhous
     if has_errors(messages):
         errors = [str(m) for m in messages if m.severity == "error"]
         _fail(as_json, 2, "the notebook is invalid; nothing was built:\n" + "\n".join(errors),
-              messages=[vars(m) for m in messages])
+              messages=[message_doc(m) for m in messages])
 
     def log(line: str) -> None:
         if verbose or ": building " in line or ": reusing " in line or line.startswith(("built offline", "push ")) \

@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 import click
 
+from scanflow_jupyter.cell_numbers import message_doc
+
 EXIT_OK, EXIT_CLUSTER, EXIT_INVALID = 0, 1, 2
 
 
@@ -55,7 +57,7 @@ def _load(notebook: str, as_json: bool, **settings: Any) -> tuple[Any, Any]:
     if has_errors(messages):
         errors = [str(m) for m in messages if m.severity == "error"]
         _fail(as_json, EXIT_INVALID, "the notebook is invalid; nothing was applied:\n" + "\n".join(errors),
-              messages=[vars(m) for m in messages])
+              messages=[message_doc(m) for m in messages])
     try:
         config = DeployConfig.from_env(**settings)
     except ConfigError as exc:

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+from scanflow_jupyter.cell_numbers import shown
 from scanflow_jupyter.runtime.events import Event
 
 STYLE = {
@@ -73,14 +74,14 @@ class LiveRunView:
                     row["note"] = event.data.get("reason", "")
                 if event.type in ("step_failed", "step_retrying"):
                     cell = event.data.get("cell")
-                    where = f"cell {cell}" if cell is not None else "step"
+                    where = f"cell {shown(cell)}" if cell is not None else "step"
                     row["note"] = f"{where}: {event.data.get('ename')}: {event.data.get('evalue')}"[:120]
         if event.type == "run_warning":  # e.g. tracking-pending: the tracker was unreachable
             self.console.print(f"[yellow]warning[/yellow] [bold]{event.data.get('code')}[/bold]: "
                                f"{event.data.get('message')}\n  [dim]fix:[/dim] {event.data.get('fix')}")
         if event.type == "step_failed":
             cell = event.data.get("cell")
-            where = f"notebook cell {cell}" if cell is not None else "the step"
+            where = f"notebook cell {shown(cell)}" if cell is not None else "the step"
             self.console.print(f"[red]step {event.step} failed in {where}[/red]: "
                                f"{event.data.get('ename')}: {event.data.get('evalue')}")
 

@@ -182,7 +182,7 @@ def format_inspection(app: Application, messages: list[Message]) -> str:
             lines.append("executors (declaration order; fix the dependency errors below):")
         for i, step in enumerate(steps, 1):
             ex = step.executor
-            bits = [f"  {i}. {ex.name} (cell {ex.cell})"]
+            bits = [f"  {i}. {ex.name} (cell {ex.cell + 1})"]
             if step.depends_on:
                 bits.append("after " + ", ".join(step.depends_on))
             if ex.inputs:
@@ -192,11 +192,11 @@ def format_inspection(app: Application, messages: list[Message]) -> str:
             lines.append(" | ".join(bits))
     for svc in app.services:
         lines.append(
-            f"service {svc.name} (cell {svc.cell})" + (f": {svc.model}" if svc.model else "")
+            f"service {svc.name} (cell {svc.cell + 1})" + (f": {svc.model}" if svc.model else "")
         )
     for agent in app.agents:
         lines.append(
-            f"agent {agent.name} (cell {agent.cell})"
+            f"agent {agent.name} (cell {agent.cell + 1})"
             + (f": template {agent.template}" if agent.template else "")
         )
     errors = sum(m.severity == "error" for m in messages)

@@ -24,7 +24,7 @@ class Message:
     cell: int | None = None
 
     def __str__(self) -> str:
-        where = f"cell {self.cell}" if self.cell is not None else "notebook"
+        where = f"cell {self.cell + 1}" if self.cell is not None else "notebook"  # 1-based, as JupyterLab counts
         return f"{self.severity}: {where}: {self.text} Fix: {self.fix}"
 
 
@@ -76,6 +76,7 @@ class Executor:
     resources: Resources = field(default_factory=Resources)
     cache: bool = True
     deps: list[str] = field(default_factory=list)  # --deps: files, folders, globs in the cache key
+    metrics: list[str] = field(default_factory=list)  # --metrics: also logged on the pipeline's parent run
     parts: list[Part] = field(default_factory=list)
 
     def all_parts(self) -> list[Part]:

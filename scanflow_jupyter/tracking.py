@@ -188,6 +188,10 @@ class Tracker(Protocol):
         artifacts: Iterable[str | Path] = (),
         error: Mapping[str, Any] | None = None,
         cached_from: str | None = None,
+        finished_at: float | None = None,
+        reused_step: str | None = None,
+        pipeline_metrics: Iterable[str] = (),
+        parent_mlflow_id: str | None = None,
     ) -> None: ...
 
     def finish_pipeline(
@@ -438,14 +442,20 @@ class Recorder:
         error: Mapping[str, Any] | None = None,
         cached_from: str | None = None,
         finished_at: float | None = None,
+        reused_step: str | None = None,
+        pipeline_metrics: Iterable[str] = (),
+        parent_mlflow_id: str | None = None,
     ) -> None:
         """Log a step's artifacts, tags and duration, then terminate its run with the mapped status.
 
-        The run is always terminated (at `finished_at`, epoch seconds, when given); artifact or tag
-        failures are raised afterwards.
+        A cached step (`cached_from` + `reused_step`) gets the metrics of the step run it reuses;
+        `pipeline_metrics` logged by the step are copied to `parent_mlflow_id`
+        (`tracking_metrics`). The run is always terminated (at `finished_at`, epoch seconds, when
+        given); artifact, tag or metric failures are raised afterwards.
         """
         final = mlflow_status(status)
         problems: list[str] = []
+        problems += self._step_metrics(mlflow_id, status, cached_from, reused_step, pipeline_metrics, parent_mlflow_id)
         for path in artifacts:
             path = Path(path)
             try:
@@ -465,9 +475,10 @@ class Recorder:
         if cached_from:
             tags[TAG_CACHED_FROM] = cached_from
         if error:
-            for tag, key in ((TAG_ERROR_CELL, "cell"), (TAG_ERROR_NAME, "ename")):
-                if error.get(key) is not None:
-                    tags[tag] = str(error[key])
+            if isinstance(error.get("cell"), int):
+                tags[TAG_ERROR_CELL] = str(error["cell"] + 1)  # 1-based, as JupyterLab counts cells
+            if error.get("ename") is not None:
+                tags[TAG_ERROR_NAME] = str(error["ename"])
             if error.get("evalue") is not None:
                 tags[TAG_ERROR_VALUE] = str(error["evalue"])
         metrics = {METRIC_DURATION: duration_s} if duration_s is not None else None
@@ -477,6 +488,25 @@ class Recorder:
             problems.append(f"tags/metrics: {type(exc).__name__}: {exc}")
         end_ms = None if finished_at is None else int(finished_at * 1000)
         self._terminate(mlflow_id, final, problems, f"step run {mlflow_id}", end_ms)
+
+    def _step_metrics(self, mlflow_id: str, status: str, cached_from: str | None, reused_step: str | None,
+                      pipeline_metrics: Iterable[str], parent_mlflow_id: str | None) -> list[str]:
+        """Copy reused metrics to a cached step run and pipeline metrics to the parent; problems."""
+        from scanflow_jupyter.tracking_metrics import copy_reused_metrics, lift_pipeline_metrics
+
+        problems = []
+        if status == "cached" and cached_from and reused_step:
+            try:
+                copy_reused_metrics(self.client, mlflow_id, cached_from, reused_step)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"metrics of run {cached_from} step {reused_step}: {type(exc).__name__}: {exc}")
+        names = list(pipeline_metrics)
+        if names and parent_mlflow_id and status in ("succeeded", "cached"):
+            try:
+                lift_pipeline_metrics(self.client, mlflow_id, parent_mlflow_id, names)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"pipeline metrics {', '.join(names)}: {type(exc).__name__}: {exc}")
+        return problems
 
     def finish_pipeline(self, mlflow_id: str, status: str, duration_s: float | None = None) -> None:
         """Tag the pipeline run's status and duration, then terminate it with the mapped status."""

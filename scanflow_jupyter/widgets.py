@@ -278,7 +278,7 @@ class StepRow:
         if self.note:
             return self.note
         return " · ".join(
-            b for b in (f"cell {self.cell}" if self.cell is not None else "", self.log) if b
+            b for b in (f"cell {self.cell + 1}" if self.cell is not None else "", self.log) if b
         )
 
 
@@ -428,7 +428,7 @@ class RunProgressWidget(_LiveView):
 
 
 def _failure_note(data: dict[str, Any]) -> str:
-    where = f"cell {data['cell']}: " if data.get("cell") is not None else ""
+    where = f"cell {data['cell'] + 1}: " if data.get("cell") is not None else ""
     what = ": ".join(str(data[k]) for k in ("ename", "evalue") if data.get(k))
     return _shorten(where + what, 120) if what else where.rstrip(": ")
 

@@ -11,6 +11,18 @@ export function declaredName(source: string): string | null {
   return match ? match[2] : null;
 }
 
+/**
+ * Position in `notebook.widgets` (0-based) of a cell NUMBER from the REST API (1-based, as users count
+ * cells; see docs/rest-api.md), or -1 when there is no such cell.
+ */
+export function cellIndexOf(cellNumber: number | null, cellCount: number): number {
+  if (cellNumber === null) {
+    return -1;
+  }
+  const index = cellNumber - 1;
+  return index >= 0 && index < cellCount ? index : -1;
+}
+
 export function findCellIndex(notebook: Notebook, node: Pick<IAppNode, 'id' | 'cell'>): number {
   const cells = notebook.widgets;
   for (let i = 0; i < cells.length; i++) {
@@ -18,7 +30,7 @@ export function findCellIndex(notebook: Notebook, node: Pick<IAppNode, 'id' | 'c
       return i;
     }
   }
-  return node.cell >= 0 && node.cell < cells.length ? node.cell : -1;
+  return cellIndexOf(node.cell, cells.length);
 }
 
 /** Select a cell and scroll it into view. */

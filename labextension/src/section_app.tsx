@@ -2,7 +2,7 @@
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import * as React from 'react';
 
-import { findCellIndex, revealCell } from './cells';
+import { cellIndexOf, findCellIndex, revealCell } from './cells';
 import type { ISidebarContext } from './context';
 import { DagView } from './dag';
 import type { NotebookScanflowModel } from './model';
@@ -39,7 +39,7 @@ export function ApplicationSection(props: { model: NotebookScanflowModel; panel:
   };
   const gotoCell = (cell: number) => {
     props.ctx.activate(panel);
-    void revealCell(panel.content, cell);
+    void revealCell(panel.content, cellIndexOf(cell, panel.content.widgets.length));
   };
   if (model.appError) {
     return (

@@ -24,6 +24,7 @@ export type NodeKind = 'executor' | 'service' | 'agent';
 export interface IAppNode {
   id: string;
   kind: NodeKind;
+  /** 1-based cell number (as users count cells); navigate with cells.cellIndexOf. */
   cell: number;
   inputs: string[];
   outputs: string[];
@@ -43,6 +44,7 @@ export interface IParameter {
 export interface IValidationMessage {
   severity: 'error' | 'warning';
   code: string;
+  /** 1-based cell number, null: the whole notebook. */
   cell: number | null;
   text: string;
   fix: string | null;
@@ -59,6 +61,7 @@ export interface IAppInfo {
 }
 
 export interface IStepError {
+  /** 1-based number of the user's notebook cell that failed (null: not in a cell). */
   cell: number | null;
   ename: string;
   evalue: string;

@@ -100,6 +100,7 @@ def _build_parsers() -> dict[str, _Parser]:
     ex.add_argument("--gpu", type=_non_negative_int, default=None)
     ex.add_argument("--no-cache", dest="no_cache", action="store_true")
     ex.add_argument("--deps", nargs="+", action="extend", default=[], metavar="PATH")
+    ex.add_argument("--metrics", nargs="+", action="extend", default=[], metavar="METRIC")  # pipeline metrics
     p["executor"] = ex
 
     svc = _Parser(prog="%%service", add_help=False, allow_abbrev=False)

@@ -261,7 +261,7 @@ def _add_cell(app: Application, index: int, magic: str, args: Any, body: str) ->
             inputs=list(args.inputs), outputs=list(args.outputs), image=args.image,
             requirements=list(args.requirements), retries=args.retries, timeout=args.timeout,
             resources=Resources(cpu=args.cpu, memory=args.memory, gpu=args.gpu), cache=not args.no_cache,
-            deps=list(args.deps),
+            deps=list(args.deps), metrics=list(args.metrics),
         ))
     elif magic == "service":
         app.services.append(Service(args.name, index, body, model=args.model, replicas=args.replicas))

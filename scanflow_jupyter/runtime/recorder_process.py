@@ -185,8 +185,11 @@ class RecorderProcess:
         error: Mapping[str, Any] | None = None,
         cached_from: str | None = None,
         finished_at: float | None = None,
+        reused_step: str | None = None,
+        pipeline_metrics: Iterable[str] = (),
+        parent_mlflow_id: str | None = None,
     ) -> None:
-        """Queue: log a step's artifacts and tags, then terminate its run (failures at `close`)."""
+        """Queue: log a step's artifacts, tags and metrics, then terminate its run (failures at `close`)."""
         mlflow_status(status)  # reject unknown words here, not in the child
         self._cast(
             "finish_step",
@@ -202,6 +205,9 @@ class RecorderProcess:
                 else {k: _jsonable(error.get(k)) for k in ("cell", "ename", "evalue")},
                 "cached_from": cached_from,
                 "finished_at": None if finished_at is None else float(finished_at),
+                "reused_step": reused_step,
+                "pipeline_metrics": [str(n) for n in pipeline_metrics],
+                "parent_mlflow_id": parent_mlflow_id,
             },
             f"finish_step({mlflow_id}, {status})",
         )

@@ -39,9 +39,24 @@ class StepSummary:
     status: str
     attempts: int
     duration_s: float | None
+    error: dict[str, Any] | None = None  # failed steps: {type, message, cell (1-based), log}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "attempts": self.attempts, "duration_s": self.duration_s}
+        doc = {"status": self.status, "attempts": self.attempts, "duration_s": self.duration_s}
+        if self.status == "failed":
+            doc["error"] = self.error
+        return doc
+
+
+def step_error_doc(error: Any, log: Path) -> dict[str, Any]:
+    """Why a step failed, for `--json`: exception type and message, the 1-based cell of the
+    user's notebook (None: not in a cell, e.g. a dead kernel) and the step's log file."""
+    from scanflow_jupyter.cell_numbers import shown
+
+    if error is None:
+        return {"type": None, "message": "the step failed without an error record (see its log)",
+                "cell": None, "log": str(log)}
+    return {"type": error.ename, "message": error.evalue, "cell": shown(error.cell), "log": str(log)}
 
 
 @dataclass
@@ -179,6 +194,7 @@ class PipelineRun:
         self._tracking_problems: list[str] = []
         self._buffered = False  # steps log into the run's local buffer (remote tracker)
         self._buffer_steps: dict[str, str] = {}  # step -> its run id in the buffer
+        self._reused_step: dict[str, str] = {}  # cached step -> the step of `cached_from` it reuses
         self._store_wait: Any = None  # asyncio task: the tracking store is being created
         self._store_pending = False
         self.keys: Any = None  # runtime.cache.StepKeys, set by plan()
@@ -366,7 +382,10 @@ class PipelineRun:
         journal.close()
         self.keys.save()
         result = RunResult(run_id, status, self.state.mlflow_run_id,
-                           {n: StepSummary(s.status, s.attempts, s.duration_s) for n, s in self.state.steps.items()},
+                           {n: StepSummary(s.status, s.attempts, s.duration_s,
+                                           step_error_doc(s.error, self.store.step_dir(run_id, n) / "log.txt")
+                                           if s.status == "failed" else None)
+                            for n, s in self.state.steps.items()},
                            str(self.store.run_dir(run_id)), self.messages, tracking=self.state.tracking)
         result.explain = {n: self.explain.get(n) or _status_reason(s.status) for n, s in self.state.steps.items()}
         return result
@@ -389,6 +408,7 @@ class PipelineRun:
         step = self.state.steps[name]
         step.outputs = self.store.link_outputs(reuse["outputs"], self.store.outputs_dir(self.state.run_id, name))
         step.status, step.cached_from, step.cache_key = "cached", reuse["cached_from"], reuse.get("cache_key")
+        self._reused_step[name] = reuse.get("step") or name  # its MLflow metrics are copied (tracking_metrics)
         step.duration_s = 0.0
         self._save()
         self.explain.setdefault(name, f"reused the outputs of run {reuse['cached_from']} ("
@@ -413,7 +433,8 @@ class PipelineRun:
             entry = self.store.cache_lookup(step.cache_key)
             if entry is not None:
                 self.explain[name] = f"cached: nothing it depends on changed since run {entry.run_id}"
-                return self._settle_reused(name, {"outputs": entry.outputs, "cached_from": entry.run_id, "cache_key": step.cache_key})
+                return self._settle_reused(name, {"outputs": entry.outputs, "cached_from": entry.run_id, "cache_key": step.cache_key,
+                                                   "step": entry.step})
             self.explain[name] = self.keys.why_not_cached(name, ingredients)
         else:
             self.explain[name] = ("--no-cache" if self.no_cache else "--no-cache on its %%executor line" if not ex.cache
@@ -633,8 +654,11 @@ class PipelineRun:
             if extract_figures(step_dir / "output.ipynb", step_dir / FIGURES_DIR):  # figures/<cell>-<n>.png
                 artifacts.append(str(step_dir / FIGURES_DIR))
             error = step.error.to_dict() if step.error else None
+            marked = list(self.pipeline.steps[name].executor.metrics)  # --metrics: pipeline metrics
             self.recorder.finish_step(run_id, step.status, step.attempts, step.status == "cached", step.duration_s,
-                                      artifacts, error, step.cached_from, step.finished_at)
+                                      artifacts, error, step.cached_from, step.finished_at,
+                                      reused_step=self._reused_step.get(name), pipeline_metrics=marked,
+                                      parent_mlflow_id=self._parent_id() if marked else None)
 
         self._tracking_futures.append(self._tracking_pool.submit(work))
 

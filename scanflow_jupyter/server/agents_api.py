@@ -10,6 +10,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.cell_numbers import shown
+
 MESSAGES = 20
 # supervisor states → REST states ("running" | "stopped" | "crashed"; others pass through)
 _STATES = {"failed": "crashed", "restarting": "crashed"}
@@ -34,7 +36,7 @@ def agent_dict(row: Any, home: Path, status: dict[str, Any] | None = None) -> di
     raw = {s.get("name"): s for s in (status or {}).get("sensors", [])}
     return {
         "name": row.name, "app": row.app, "status": _STATES.get(row.state, row.state), "state": row.state,
-        "url": row.url, "pid": row.pid, "uptime_s": row.uptime_s, "cell": row.cell, "template": row.template,
+        "url": row.url, "pid": row.pid, "uptime_s": row.uptime_s, "cell": shown(row.cell), "template": row.template,
         "restarts": row.restarts, "last_value": row.last_value, "last_error": row.last_error,
         "message": row.message,
         "sensors": [{"name": s.get("name"), "schedule": s.get("schedule"),
@@ -75,7 +77,8 @@ def start_agents(home: Path, notebook: Path, tracking_uri: str | None) -> dict[s
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     result = up(notebook, home=home, env=env)
-    return {"agents": list_agents(home, notebook), "refused": result.refused, "warnings": result.warnings}
+    refused = [{**r, "cell": shown(r.get("cell"))} if isinstance(r, dict) else r for r in result.refused]
+    return {"agents": list_agents(home, notebook), "refused": refused, "warnings": result.warnings}
 
 
 def stop_agents(home: Path, notebook: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.cell_numbers import event_doc
 from scanflow_jupyter.runtime.events import EVENTS_FILE
 
 POLL_S = 0.1
@@ -49,7 +50,7 @@ class JournalTail:
             if event.get("type") == "run_finished":
                 self.finished = True
             if self.seq > self.after:
-                events.append({**event, "seq": self.seq})
+                events.append({**event_doc(event), "seq": self.seq})  # data.cell: 1-based
         self.offset += end + 1
         return events
 

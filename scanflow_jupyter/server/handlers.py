@@ -17,6 +17,7 @@ from jupyter_server.utils import url_path_join
 from tornado.iostream import StreamClosedError
 
 from scanflow_jupyter import __version__
+from scanflow_jupyter.cell_numbers import message_doc
 from scanflow_jupyter.data.store import RunNotFoundError, RunUnreadableError, StoreError
 from scanflow_jupyter.redact import process_secrets, redact_text, redact_uri, secret_values
 from scanflow_jupyter.server import agents_api, backends
@@ -469,7 +470,7 @@ class AgentsHandler(ScanflowHandler):
             else:
                 doc = await agents_api.in_thread(agents_api.stop_agents, self.ext.home, nb)
         except NotebookReadError as exc:
-            raise ApiError(400, exc.message.text, exc.message.fix, messages=[vars(exc.message)]) from None
+            raise ApiError(400, exc.message.text, exc.message.fix, messages=[message_doc(exc.message)]) from None
         except NoAgents as exc:
             raise ApiError(400, str(exc), "add a cell starting with %%agent NAME") from None
         except AgentTokenError as exc:  # the project's token file is unsafe: state to repair, not a crash
@@ -485,9 +486,9 @@ def _validation_errors(nb: Path) -> list[dict[str, Any]]:
     from scanflow_jupyter.notebook.validate import validate
 
     try:
-        return [vars(m) for m in validate(parse_notebook(nb)) if m.severity == "error"]
+        return [message_doc(m) for m in validate(parse_notebook(nb)) if m.severity == "error"]
     except NotebookReadError as exc:
-        return [vars(exc.message)]
+        return [message_doc(exc.message)]
 
 
 class BuildsHandler(ScanflowHandler):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.cell_numbers import error_doc, message_doc, shown
 from scanflow_jupyter.data.store import (
     RunNotFoundError,
     RunState,
@@ -150,17 +151,17 @@ class RunManager:
             app, _warnings = load_application(notebook)
         except InvalidApplication as exc:
             raise RunRequestError(f"{notebook.name} cannot run: fix the errors below; nothing was started",
-                                  [vars(m) for m in exc.messages]) from None
+                                  [message_doc(m) for m in exc.messages]) from None
         problems: list[dict[str, Any]] = []
         for name in params:
             if name not in app.parameters:
                 known = ", ".join(app.parameters) or "none (the notebook has no parameters cell)"
-                problems.append({"severity": "error", "code": "unknown-parameter", "cell": app.parameters_cell,
+                problems.append({"severity": "error", "code": "unknown-parameter", "cell": shown(app.parameters_cell),
                                  "text": f"the notebook has no parameter '{name}'.", "fix": f"use one of: {known}."})
         from scanflow_jupyter.params import check_param_types
 
         for _name, text, fix in check_param_types(app.parameters, params):
-            problems.append({"severity": "error", "code": "bad-parameter-type", "cell": app.parameters_cell,
+            problems.append({"severity": "error", "code": "bad-parameter-type", "cell": shown(app.parameters_cell),
                              "text": text, "fix": fix})
         names = [e.name for e in app.executors]
         for name in only:
@@ -307,7 +308,7 @@ class RunManager:
             if duration is None and step.status == "running" and step.started_at:
                 duration = now - step.started_at
             steps[name] = {"status": step.status, "attempts": step.attempts, "duration_s": duration,
-                           "cell": cells.get(name), "error": step.error.to_dict() if step.error else None,
+                           "cell": shown(cells.get(name)), "error": error_doc(step.error.to_dict()) if step.error else None,
                            "started_at": step.started_at, "finished_at": step.finished_at}
         return {
             "run_id": state.run_id, "app": state.app,

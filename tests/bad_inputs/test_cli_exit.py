@@ -85,8 +85,9 @@ def test_cli_rejects_bad_input_with_exit_2(cli_results, case_id, source, code, c
     except json.JSONDecodeError:
         pytest.fail(f"stdout is not one JSON document. {detail}")
     assert doc["status"] == "invalid", detail
-    matching = [m for m in doc["messages"] if m["code"] == code and m["cell"] == cell]
-    assert len(matching) == 1, f"expected one {code!r} message on cell {cell}. {detail}"
+    number = None if cell is None else cell + 1  # the case names the index; --json shows the 1-based number
+    matching = [m for m in doc["messages"] if m["code"] == code and m["cell"] == number]
+    assert len(matching) == 1, f"expected one {code!r} message on cell {number}. {detail}"
     assert matching[0]["severity"] == "error"
     assert matching[0]["text"] == expected_text(case_id, res.notebook)
     assert matching[0]["fix"].strip()

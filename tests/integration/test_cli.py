@@ -129,7 +129,7 @@ def test_inspect_json_on_each_example(project, name):
     deps = {e["name"]: sorted(e["depends_on"]) for e in doc["executors"]}
     assert deps == expected["deps"]
     for e in doc["executors"]:
-        assert e["cell"] == project.cell_index(name, f"%%executor {e['name']}")
+        assert e["cell"] == project.cell_index(name, f"%%executor {e['name']}") + 1  # --json: 1-based
     order = doc["order"]
     assert sorted(order) == sorted(expected["deps"])
     if expected["order"] is not None:

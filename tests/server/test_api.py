@@ -70,7 +70,7 @@ async def test_app_view_of_invalid_notebook(jp_fetch: Any, jp_root_dir: Path) ->
     _, doc = await api(jp_fetch, "app", params={"path": "broken.ipynb"}, expect=200)
     assert doc["valid"] is False
     errors = [m for m in doc["messages"] if m["severity"] == "error"]
-    assert errors and errors[0]["cell"] == 0 and errors[0]["fix"]
+    assert errors and errors[0]["cell"] == 1 and errors[0]["fix"]  # REST cell numbers are 1-based
     (jp_root_dir / "notjson.ipynb").write_text("{not json", encoding="utf-8")
     _, doc = await api(jp_fetch, "app", params={"path": "notjson.ipynb"}, expect=200)
     assert doc["valid"] is False and doc["messages"][0]["code"] == "not-a-notebook"

@@ -312,14 +312,14 @@ def test_run_progress_widget_follows_events():
         "train: started (attempt 1)",
         None,
         None,
-        "train: failed in 3.0 s (cell 5: ValueError: bad)",
+        "train: failed in 3.0 s (cell 6: ValueError: bad)",
         None,
     ]
-    assert details[5:7] == ["epoch 1", "cell 5 · epoch 1"]
+    assert details[5:7] == ["epoch 1", "cell 6 · epoch 1"]
     text = w.text()
     assert text.splitlines()[0] == "run r1: failed | MLflow run m7"
     assert "load   cached     reused from run r0" in text
-    assert "train  failed     attempt 1  3.0 s  cell 5: ValueError: bad" in text
+    assert "train  failed     attempt 1  3.0 s  cell 6: ValueError: bad" in text
     html = w.html()
     assert STATUS_COLORS["cached"] in html and STATUS_COLORS["failed"] in html
 
@@ -461,8 +461,8 @@ def test_scanflow_inspect(ip, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "application demo (team default)" in out
     assert "parameters: n=3" in out
-    assert "1. make (cell 3) | outputs data" in out
-    assert "2. total (cell 4) | after make | inputs data | outputs s" in out
+    assert "1. make (cell 4) | outputs data" in out
+    assert "2. total (cell 5) | after make | inputs data | outputs s" in out
     assert "no problems found." in out
 
 
@@ -551,7 +551,7 @@ def test_scanflow_run_failure_fails_the_cell(ip, capsys, tmp_path, fake_runner):
     result = run(ip, f"%scanflow run --notebook {nb}")
     out = capsys.readouterr().out
     assert isinstance(result.error_in_exec, RunFailed)
-    assert "make: failed in 2.0 s (cell 3: KeyError: 'n')" in out
+    assert "make: failed in 2.0 s (cell 4: KeyError: 'n')" in out
     assert "RunFailed: run r1 failed: step make failed" in out
 
 
@@ -562,7 +562,7 @@ def test_scanflow_run_invalid_notebook_lists_messages(ip, capsys, tmp_path, fake
     out = capsys.readouterr().out
     assert isinstance(result.error_in_exec, RunFailed)
     assert "demo.ipynb is not a valid application; nothing ran" in out
-    assert "error: cell 3: the steps form a cycle: a -> a. Fix: remove it." in out
+    assert "error: cell 4: the steps form a cycle: a -> a. Fix: remove it." in out
 
 
 def test_scanflow_run_resume_of_an_unreadable_run_says_file_and_fix(ip, capsys, tmp_path, monkeypatch):

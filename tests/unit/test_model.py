@@ -95,7 +95,7 @@ def test_from_dict_does_not_mutate_its_input():
 
 
 def test_message_str():
-    assert str(Message("error", "c", "it broke.", "fix it.", 3)) == "error: cell 3: it broke. Fix: fix it."
+    assert str(Message("error", "c", "it broke.", "fix it.", 3)) == "error: cell 4: it broke. Fix: fix it."  # index 3, shown 1-based
     assert str(Message("warning", "c", "hm.", "look.")) == "warning: notebook: hm. Fix: look."
 
 
