@@ -77,7 +77,11 @@ def import_kale(path: Path, continuation: bool | None = None) -> ImportResult:
             layout += [("md", m) for m in pending_md] + [("explore", source)]
             pending_md = []
             continue
-        block = next((t.split(":", 1)[1] for t in tags if t.split(":", 1)[0] in ("block", "step") and ":" in t), None)
+        blocks = [t.split(":", 1)[1] for t in tags if t.split(":", 1)[0] in ("block", "step") and ":" in t]
+        block = blocks[0] if blocks else None
+        if len(blocks) > 1:
+            notes.append(Note(where, f"the cell belongs to blocks {', '.join(blocks)} in Kale; here only to '{blocks[0]}' "
+                              "(copy it into the other steps, or move it to a %%setup cell)."))
         if block is not None:
             current = step_name(block)
             if current != block:

@@ -86,13 +86,14 @@ def test_kale_refined_variable_comes_from_the_nearest_producer_above(tmp_path):
         {"cell_type": "code", "metadata": {"tags": ["block:clean", "prev:load"]}, "source": "df = sorted(df)"},
         {"cell_type": "code", "metadata": {"tags": ["block:the report!", "prev:clean"]}, "source": "first = df[0]"},
         {"cell_type": "code", "metadata": {"tags": ["limit:disk:1Gi"]}, "source": "print(first)"},
+        {"cell_type": "code", "metadata": {"tags": ["block:load", "block:clean"]}, "source": "print(df)"},
     ]
     path = tmp_path / "refine.ipynb"
     path.write_text(json.dumps({**nb, "cells": cells}))
     result = import_kale(path)
     ex = {e.name: e for e in parse_notebook_dict(result.notebook, str(path)).executors}
     assert (ex["load"].outputs, ex["clean"].inputs, ex["clean"].outputs, ex["the-report"].inputs) == (["df"], ["df"], ["df"], ["df"])
-    assert [(n.where, n.text.split(" ")[1]) for n in result.notes if n.where.startswith("cell")] == [("cell 3", "'the"), ("cell 4", "'limit:disk:1Gi':")]
+    assert [(n.where, n.text.split(" ")[1]) for n in result.notes if n.where.startswith("cell")] == [("cell 3", "'the"), ("cell 4", "'limit:disk:1Gi':"), ("cell 5", "cell")]
 
 
 def test_kale_metrics_cell_that_is_not_python_is_refused(tmp_path):
