@@ -47,3 +47,27 @@ def test_ploomber_pipeline_runs_with_upstream_and_products(cli_project):
     assert {n: s["status"] for n, s in doc["steps"].items()} == {"load": "succeeded", "clean": "succeeded"}
     # the task's `params: {n: 7}` won over the script's default; `clean` read load's data product
     assert json.loads((cli_project.root / "output" / "clean.json").read_text()) == [10 * x for x in range(7)]
+
+
+@pytest.mark.parametrize(("tool", "source", "check"), [
+    ("kale", "titanic_kale.ipynb", "print(accuracy, len(rows), scaled)"),
+    ("elyra", "hello.pipeline", "print(open('data/clean.json').read())"),
+    ("ploomber", "pipeline.yaml", "print(open('output/clean.json').read())"),
+])
+def test_imported_notebook_runs_top_to_bottom_as_it_runs_as_a_pipeline(cli_project, require, tool, source, check):
+    """The same notebook, executed cell by cell in one fresh kernel (as nbval does), computes what
+    the pipeline computes."""
+    nbformat = require("nbformat")
+    nbclient = require("nbclient")
+    shutil.copytree(FIXTURES / tool, cli_project.root, dirs_exist_ok=True)
+    code, imported = cli_project.cli_json("import", "--from", tool, source, "-o", "imported.ipynb", "--json")
+    assert code == 0, imported
+    nb = nbformat.read(cli_project.root / "imported.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(check))
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=180, startup_timeout=120,
+                            resources={"metadata": {"path": str(cli_project.root)}}).execute()
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
+    expected = {"kale": "0.6 5 [58.0, 4.0, 100.0, 72.0, 8.0]",
+                "elyra": json.dumps([2 * x for x in range(10)]),
+                "ploomber": json.dumps([10 * x for x in range(7)])}[tool]
+    assert printed.strip() == expected.strip()
