@@ -358,6 +358,9 @@ class ScanflowMagics(Magics):
         app = _one_cell_app("executor", line, cell)
         _print_findings(_cell_findings(app))
         spec = app.executors[0]
+        earlier = self.state.executors.get(spec.name)
+        if earlier is not None and args == _args("executor", repr(spec.name)):
+            spec = earlier.executor  # `%%executor NAME` alone continues step NAME: its first cell's options
         ns = self.shell.user_ns
         producers = {v: n for n, run in self.state.executors.items() for v in run.executor.outputs}
         for var in (v for v in args.inputs if v not in ns):
