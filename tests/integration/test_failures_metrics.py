@@ -100,3 +100,18 @@ def test_marked_metrics_land_on_the_parent_run(project: dict[str, Any]) -> None:
         assert parent.data.metrics.get("accuracy") == 0.95, (doc["run_id"], parent.data.metrics)
         assert "loss" not in parent.data.metrics and "missing" not in parent.data.metrics
     assert doc["tracking"] == "synced" and not doc["warnings"], doc
+
+
+def test_failure_in_a_later_part_of_a_multi_cell_step_names_that_cell(tmp_path: Path) -> None:
+    cells: list[Any] = [
+        "%load_ext scanflow_jupyter\n%scanflow_app parts",         # cell 1
+        "%%executor clean --outputs df\ndf = [1, 2]",              # cell 2
+        {"cell_type": "markdown", "source": "Now the broken part"},  # cell 3
+        "x = 'exploration, not part of the step'",                 # cell 4
+        "%%executor clean\ndf = df + [None]\ndf.sort()",           # cell 5: TypeError
+    ]
+    (tmp_path / "explained.ipynb").write_text(json.dumps(notebook_dict(cells)), encoding="utf-8")
+    code, doc = run(tmp_path)
+    assert code == 1, doc
+    error = doc["steps"]["clean"]["error"]
+    assert (error["type"], error["cell"]) == ("TypeError", 5), error

@@ -173,7 +173,7 @@ def test_pipeline_with_two_steps(tracker: Tracker, store: Store, project: Path) 
     b = client.get_run(train)
     assert b.info.status == "FAILED"
     assert b.data.tags["scanflow.attempt"] == "2"
-    assert b.data.tags["scanflow.error.cell"] == "4"
+    assert b.data.tags["scanflow.error.cell"] == "5"  # index 4, shown 1-based
     assert b.data.tags["scanflow.error.ename"] == "ValueError"
     assert b.data.tags["scanflow.error.evalue"] == "bad input"
     assert sorted(f.path for f in client.list_artifacts(train)) == ["log.txt", "output.ipynb"]

@@ -145,6 +145,31 @@ async def test_run_end_to_end(jp_fetch: Any, jp_root_dir: Path, jp_serverapp: An
     await drain(jp_serverapp)
 
 
+FAILING = [
+    "%load_ext scanflow_jupyter\n%scanflow_app failing",                              # cell 1
+    {"source": "n = 1", "tags": ["parameters"]},                                      # cell 2
+    "%%executor ok --outputs x\nx = n",                                              # cell 3
+    {"cell_type": "markdown", "source": "The next step fails."},                      # cell 4
+    "%%executor boom --inputs x\ny = x + 1\nraise ValueError('no')",                 # cell 5
+]
+
+
+async def test_failed_run_shows_one_based_cells(jp_fetch: Any, jp_root_dir: Path, jp_serverapp: Any) -> None:
+    """REST contract: every `cell` is the 1-based number of the user's notebook cell."""
+    write_notebook(jp_root_dir, "failing.ipynb", FAILING)
+    _, started = await api(jp_fetch, "runs", method="POST", body={"path": "failing.ipynb"}, expect=202)
+    events = await sse(jp_fetch, started["run_id"])
+    failed = [e for e in events if e["type"] == "step_failed"]
+    assert [(e["step"], e["data"]["cell"], e["data"]["ename"]) for e in failed] == [("boom", 5, "ValueError")]
+    _, run = await api(jp_fetch, "runs", started["run_id"], expect=200)
+    assert run["status"] == "failed"
+    assert {n: s["cell"] for n, s in run["steps"].items()} == {"ok": 3, "boom": 5}
+    assert run["steps"]["boom"]["error"]["cell"] == 5 and run["steps"]["ok"]["error"] is None
+    _, app = await api(jp_fetch, "app", params={"path": "failing.ipynb"}, expect=200)
+    assert {n["id"]: n["cell"] for n in app["nodes"]} == {"ok": 3, "boom": 5}
+    await drain(jp_serverapp)
+
+
 async def test_cancel_long_step(jp_fetch: Any, jp_root_dir: Path, jp_serverapp: Any) -> None:
     write_notebook(jp_root_dir, "sleeper.ipynb", SLEEPER)
     _, started = await api(jp_fetch, "runs", method="POST", body={"path": "sleeper.ipynb", "parameters": {"secs": 30}},

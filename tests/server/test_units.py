@@ -67,6 +67,17 @@ def test_journal_tail_reads_complete_lines_only(tmp_path: Path) -> None:
     assert read_events(tmp_path / "missing", 0) == ([], False)
 
 
+def test_events_show_the_notebook_cell_one_based(tmp_path: Path) -> None:
+    """The runner's journal keeps 0-based indices; the REST events show 1-based cell numbers."""
+    lines = [{"type": "step_cell", "step": "a", "data": {"index": 3, "cell": 4, "text": ""}},
+             {"type": "step_failed", "step": "a", "data": {"cell": 0, "ename": "E", "evalue": "v"}},
+             {"type": "step_failed", "step": "b", "data": {"cell": None, "ename": "DeadKernelError"}}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    events, _ = read_events(tmp_path, 0)
+    assert [e["data"]["cell"] for e in events] == [5, 1, None]
+    assert events[0]["data"]["index"] == 3  # the position inside the step notebook is left as it is
+
+
 @pytest.mark.parametrize("value", ["1", "true", "null", "[1, 2]", "abc: d", "a b=c", "0.5", "", "#x", "😀 é",
                                    "\u2028\x85\x7f\x00\ud800\ufeff", "x" * 300_000, 5, -0.25, True, None])
 def test_params_file_reads_back_the_same_value_in_the_cli(value: object) -> None:
