@@ -47,6 +47,8 @@ class Step:
     memory: str | None = None
     gpu: int | None = None
     deps: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    image: str | None = None
 
     @property
     def parts(self) -> list[str]:
@@ -59,10 +61,12 @@ class Step:
     def magic(self) -> str:
         words = [f"%%executor {self.name}"]
         for option, values in (("--requires", self.requires), ("--inputs", self.inputs),
-                               ("--outputs", self.outputs), ("--deps", [_quote(d) for d in self.deps])):
+                               ("--outputs", self.outputs), ("--deps", [_quote(d) for d in self.deps]),
+                               ("--metrics", self.metrics)):
             if values:
                 words.append(f"{option} {' '.join(values)}")
-        for option, value in (("--cpu", self.cpu), ("--memory", self.memory), ("--gpu", self.gpu)):
+        for option, value in (("--cpu", self.cpu), ("--memory", self.memory), ("--gpu", self.gpu),
+                              ("--image", _quote(self.image) if self.image else None)):
             if value is not None:
                 words.append(f"{option} {value}")
         return " ".join(words)

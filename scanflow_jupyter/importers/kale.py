@@ -3,7 +3,7 @@
 Tags: `imports`/`functions` → `%%setup`; `pipeline-parameters` → the `parameters` cell;
 `block:NAME` / `step:NAME` start (or, repeated, continue) a step; untagged cells continue the
 current step; `prev:NAME` → `--requires`; `skip` cells stay exploration; `pipeline-metrics` →
-a last step logging those variables to MLflow; `limit:KEY:VALUE` → `--cpu`/`--memory`/`--gpu`.
+a last step logging those variables to MLflow, marked `--metrics` (they land on the pipeline's run too); `limit:KEY:VALUE` → `--cpu`/`--memory`/`--gpu`.
 Inputs and outputs are inferred as Kale infers them (names a step reads that an earlier step defines).
 """
 
@@ -77,7 +77,7 @@ def import_kale(path: Path, continuation: bool | None = None) -> ImportResult:
             layout += [("md", m) for m in pending_md] + [("explore", source)]
             pending_md = []
             continue
-        blocks = [t.split(":", 1)[1] for t in tags if t.split(":", 1)[0] in ("block", "step") and ":" in t]
+        blocks = [t.split(":", 1)[1] for t in tags if t.split(":", 1)[0] in ("block", "step") and t.split(":", 1)[1]]
         block = blocks[0] if blocks else None
         if len(blocks) > 1:
             notes.append(Note(where, f"the cell belongs to blocks {', '.join(blocks)} in Kale; here only to '{blocks[0]}' "
@@ -111,7 +111,7 @@ def import_kale(path: Path, continuation: bool | None = None) -> ImportResult:
             if r not in steps:
                 notes.append(Note(f"step {s.name}", f"prev:{r} names no block of the notebook; Scanflow's validation reports it."))
     metrics = Step(METRICS_STEP, items=[("code", "import mlflow\n\n" + "\n".join(
-        f"mlflow.log_metric({v!r}, float({v}))" for v in metrics_vars))])
+        f"mlflow.log_metric({v!r}, float({v}))" for v in metrics_vars))], metrics=list(dict.fromkeys(metrics_vars)))
     infer_io(ordered + ([metrics] if metrics_vars else []), setup_names | param_names)
     if metrics_vars:
         missing = [v for v in metrics_vars if v not in metrics.inputs]
@@ -137,9 +137,11 @@ def import_kale(path: Path, continuation: bool | None = None) -> ImportResult:
 
 def _apply_tag(step: Step, tag: str, where: str, notes: list[Note]) -> None:
     kind, _, value = tag.partition(":")
-    if kind in ("block", "step"):
+    if kind in ("block", "step", "skip"):
         return
-    if kind == "prev" and value:
+    if kind == "image" and value:
+        step.image = value
+    elif kind == "prev" and value:
         step.requires.append(step_name(value))
     elif kind == "limit" and value:
         key, _, amount = value.rpartition(":")
@@ -151,7 +153,7 @@ def _apply_tag(step: Step, tag: str, where: str, notes: list[Note]) -> None:
         else:
             notes.append(Note(where, f"tag '{tag}': resource '{key}' has no Scanflow option (only cpu, memory, nvidia.com/gpu)."))
     else:
-        notes.append(Note(where, f"tag '{tag}' is not carried over (Kale's annotations, labels, images and unknown tags have no Scanflow equivalent)."))
+        notes.append(Note(where, f"tag '{tag}' is not carried over (Kale's annotations, labels and unknown tags have no Scanflow equivalent)."))
 
 
 def _metric_names(source: str, where: str, notes: list[Note]) -> list[str]:

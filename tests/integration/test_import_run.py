@@ -33,6 +33,9 @@ def test_kale_notebook_runs_and_logs_its_pipeline_metric(cli_project):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               filter_string="tags.`scanflow.step` = 'pipeline-metrics'")
     assert [r.data.metrics.get("accuracy") for r in runs] == [pytest.approx(0.6)]  # 3 of the 5 passengers with an age
+    # marked --metrics: Kale's pipeline metric is on the pipeline's parent run as well
+    parents = [r for r in client.search_runs([runs[0].info.experiment_id]) if "scanflow.step" not in r.data.tags]
+    assert [r.data.metrics.get("accuracy") for r in parents] == [pytest.approx(0.6)]
 
 
 def test_elyra_pipeline_runs_nodes_in_link_order(cli_project):

@@ -49,7 +49,8 @@ def test_kale_tags_become_setup_parameters_and_executors(tmp_path):
     assert (ex["loaddata"].inputs, ex["loaddata"].outputs) == ([], ["rows"])
     assert (ex["featureengineering"].inputs, ex["featureengineering"].outputs) == (["rows"], ["scaled"])
     assert (ex["train"].inputs, ex["train"].outputs) == (["scaled", "rows"], ["accuracy"])
-    assert ex["pipeline-metrics"].inputs == ["accuracy"]
+    assert ex["pipeline-metrics"].inputs == ["accuracy"] and ex["pipeline-metrics"].metrics == ["accuracy"]
+    assert ex["loaddata"].image == "python:3.11-slim"  # image:REF
     assert "mlflow.log_metric('accuracy', float(accuracy))" in ex["pipeline-metrics"].source
     assert ex["featureengineering"].requires == ["loaddata"] and ex["train"].requires == ["featureengineering"]
     assert (ex["train"].resources.cpu, ex["train"].resources.memory) == ("1", "1Gi")  # limit:cpu:1, limit:memory:1Gi
