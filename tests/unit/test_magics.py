@@ -95,6 +95,17 @@ def test_executor_shows_dependencies(ip, capsys):
     assert "total: float 1.5" in out
 
 
+def test_executor_continuation_cell_keeps_the_steps_options(ip, capsys):
+    run(ip, "%%executor clean --outputs df\ndf = [1, None, 3]")
+    result = run(ip, "%%executor clean\ndf = [v for v in df if v]")
+    out = capsys.readouterr().out
+    assert result.success and ip.user_ns["df"] == [1, 3]
+    last = kernel_state(ip).executors["clean"]
+    assert last.executor.outputs == ["df"]  # the first cell's options, not the bare continuation's
+    assert last.outputs == {"df": "list[2]"}
+    assert "df: list[2]" in out
+
+
 def test_executor_bad_option_prints_error_and_does_not_run_body(ip, capsys):
     result = run(ip, "%%executor train --epochs 3\nran = True")
     err = capsys.readouterr().err
