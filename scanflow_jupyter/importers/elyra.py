@@ -36,6 +36,11 @@ def import_elyra(path: Path, continuation: bool | None = None) -> ImportResult:
     primary = next((p for p in pipelines if isinstance(p, dict) and p.get("id") == doc.get("primary_pipeline")), pipelines[0])
     notes: list[Note] = []
     nodes = [n for n in primary.get("nodes") or [] if isinstance(n, dict)]
+    properties = (primary.get("app_data") or {}).get("properties") or {}
+    defaults = properties.get("pipeline_defaults") if isinstance(properties.get("pipeline_defaults"), dict) else {}
+    if properties.get("pipeline_parameters"):
+        notes.append(Note("pipeline", "pipeline_parameters are not carried over: write them as literals in a cell tagged "
+                          "`parameters` and read them in the steps (Elyra passes them as environment variables)."))
     names: dict[str, str] = {}
     for node in nodes:
         if node.get("type", "execution_node") != "execution_node":
@@ -54,7 +59,7 @@ def import_elyra(path: Path, continuation: bool | None = None) -> ImportResult:
             continue
         name = names[node_id]
         where = f"node {name}"
-        params = _params(node.get("app_data") or {})
+        params = {**defaults, **{k: v for k, v in _params(node.get("app_data") or {}).items() if v not in (None, "", [])}}
         filename = params.get("filename")
         if not filename:
             raise ImportFailure(f"{path}: node '{name}' names no file (app_data.component_parameters.filename).",

@@ -125,6 +125,19 @@ def test_elyra_nodes_links_and_resources(tmp_path):
     assert {("node load_data", "env_vars"), ("node load_data", "outputs"), ("node train", "runtime_image")} <= dropped
 
 
+def test_elyra_pipeline_defaults_apply_to_nodes_that_leave_them_empty(tmp_path):
+    _copy(tmp_path, "elyra")
+    doc = json.loads((tmp_path / "hello.pipeline").read_text())
+    doc["pipelines"][0]["app_data"]["properties"]["pipeline_defaults"] = {"cpu": 2, "env_vars": [{"env_var": "A", "value": "1"}]}
+    doc["pipelines"][0]["app_data"]["properties"]["pipeline_parameters"] = [{"name": "n", "default_value": {"type": "Integer", "value": 3}}]
+    (tmp_path / "d.pipeline").write_text(json.dumps(doc))
+    result = import_elyra(tmp_path / "d.pipeline")
+    ex = {e.name: e for e in parse_notebook_dict(result.notebook, str(tmp_path / "d.ipynb")).executors}
+    assert (ex["load_data"].resources.cpu, ex["train"].resources.cpu) == ("2", "1")  # the node's own value wins
+    assert {n.where for n in result.notes if n.text.startswith("env_vars")} == {"node load_data", "node process", "node train"}
+    assert any(n.where == "pipeline" and "pipeline_parameters" in n.text for n in result.notes)
+
+
 def test_elyra_older_format_dependencies_and_bad_files(tmp_path):
     _copy(tmp_path, "elyra")
     doc = json.loads((tmp_path / "hello.pipeline").read_text())
