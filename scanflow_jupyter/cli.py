@@ -71,7 +71,8 @@ def inspect(notebook: str, as_json: bool) -> None:
         doc = {
             "app": app.name, "team": app.team, "notebook": app.notebook, "valid": valid,
             "parameters": app.parameters, "order": order,
-            "executors": [{"name": e.name, "cell": shown(e.cell), "depends_on": app.dependencies(e), "inputs": e.inputs,
+            "executors": [{"name": e.name, "cell": shown(e.cell), "cells": [shown(p.cell) for p in e.code_parts()],
+                           "depends_on": app.dependencies(e), "inputs": e.inputs,
                            "outputs": e.outputs, "retries": e.retries, "timeout": e.timeout,
                            "cache": _key_ingredients(app, e), "deps": e.deps,
                            "image": e.image, "requirements": e.requirements, "resources": vars(e.resources)}

@@ -23,7 +23,8 @@ def app_view(notebook: Path, rel_path: str) -> dict[str, Any]:
     edges: list[dict[str, str]] = []
     for ex in app.executors:
         deps = app.dependencies(ex)
-        nodes.append({"id": ex.name, "kind": "executor", "cell": shown(ex.cell), "inputs": list(ex.inputs),
+        nodes.append({"id": ex.name, "kind": "executor", "cell": shown(ex.cell),
+                      "cells": [shown(p.cell) for p in ex.code_parts()], "inputs": list(ex.inputs),
                       "outputs": list(ex.outputs), "requires": deps, "retries": ex.retries,
                       "timeout": ex.timeout, "cache": ex.cache, "image": ex.image})
         edges += [{"source": dep, "target": ex.name} for dep in deps]

@@ -77,7 +77,20 @@ def test_inspect_json_shows_each_step_after_the_producer_above_it(cli_project):
     assert {e["name"]: e["depends_on"] for e in doc["executors"]} == {
         "load": [], "clean": ["load"], "feature": ["clean"], "summary": ["feature"]}
     assert doc["order"] == ["load", "clean", "feature", "summary"]
+    # 1-based cell numbers; the two-cell step lists both of its cells
+    assert {e["name"]: (e["cell"], e["cells"]) for e in doc["executors"]} == {
+        "load": (4, [4]), "clean": (6, [6, 8]), "feature": (9, [9]), "summary": (10, [10])}
     assert cli_project.run_folders() == []
+
+
+def test_app_view_lists_every_cell_of_a_step(project):
+    from scanflow_jupyter.server.app_view import app_view
+
+    view = app_view(project.nb("refined_steps"), "refined_steps.ipynb")
+    assert view["valid"] is True and view["messages"] == []
+    clean = next(n for n in view["nodes"] if n["id"] == "clean")
+    assert (clean["cell"], clean["cells"], clean["requires"]) == (6, [6, 8], ["load"])
+    assert {"source": "clean", "target": "feature"} in view["edges"]
 
 
 def test_input_produced_only_below_exits_2_and_runs_nothing(cli_project):
