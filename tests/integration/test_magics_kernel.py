@@ -141,7 +141,7 @@ def test_inspect_finds_the_notebook_from_the_session(tmp_path):
     execute(nb, tmp_path, env={**os.environ, "JPY_SESSION_NAME": str(path)})
     report = texts(nb.cells[4])
     assert "application demo" in report
-    assert "2. total (cell 3) | after make | inputs data | outputs s" in report
+    assert "2. total (cell 4) | after make | inputs data | outputs s"  # 1-based in report
 
 
 def test_scanflow_run_magic_runs_the_pipeline(tmp_path):
