@@ -42,7 +42,7 @@ def import_command(source: str, tool: str, output: str | None, force: bool, as_j
     """Convert SOURCE (Kale, Elyra or Ploomber) into a Scanflow notebook, validate it, list what was not carried over."""
     from scanflow_jupyter.cell_numbers import message_doc
     from scanflow_jupyter.cli import _console, _print_messages
-    from scanflow_jupyter.importers.common import ImportFailure, finish
+    from scanflow_jupyter.importers.common import ImportFailure, Note, finish
     from scanflow_jupyter.model import Message
     from scanflow_jupyter.notebook.validate import has_errors
 
@@ -54,6 +54,9 @@ def import_command(source: str, tool: str, output: str | None, force: bool, as_j
         if out.resolve() == src.resolve():
             raise ImportFailure(f"-o {out} is the source itself.", "write the Scanflow notebook to another path.")
         result = _run_importer(tool, src)
+        if out.resolve().parent != src.resolve().parent:
+            result.notes.append(Note("output", f"{out} is not in {src.name}'s folder: steps resolve relative paths (data files, "
+                                     f"notebooks, products) from the notebook's folder; move it beside {src.name} or copy those files."))
     except ImportFailure as exc:
         message = Message("error", "import-failed", exc.text, exc.fix)
         if as_json:

@@ -8,6 +8,7 @@ are files the task writes; the readers' cache keys follow them as data files nam
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def import_ploomber(path: Path, continuation: bool | None = None) -> ImportResul
             raise ImportFailure(f"{where}: {task['source']} is not a notebook or a percent-format script beside {path.name} "
                                 "(SQL and function tasks are not supported).", "port the task to a notebook or script.")
         products[name] = task.get("product")
+        if "{{" in json.dumps(task.get("product")):
+            notes.append(Note(where, "product paths with {{placeholders}} (env.yaml) are kept verbatim: replace them with real paths."))
         upstream = _declared_upstream(cells, task)
         loaded.append((Step(name), task, cells, upstream))
         for key in sorted(set(task) - {"source", "product", "name", "upstream", "params"}):

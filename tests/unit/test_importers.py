@@ -203,3 +203,17 @@ def test_cli_import_exit_codes_and_json(tmp_path, monkeypatch):
     assert invalid.exit_code == 2 and not doc["valid"]
     assert [m["code"] for m in doc["messages"] if m["severity"] == "error"] == ["unknown-dependency"]
     assert (tmp_path / "broken.scanflow.ipynb").exists()  # written, so the user can fix it
+    missing = runner.invoke(main, ["import", "--from", "ploomber", "nowhere.yaml", "--json"])
+    assert missing.exit_code == 2 and "nowhere.yaml does not exist" in json.loads(missing.output)["messages"][0]["text"]
+    (tmp_path / "sub").mkdir()
+    elsewhere = runner.invoke(main, ["import", "--from", "kale", "titanic_kale.ipynb", "-o", "sub/t.ipynb", "--json"])
+    assert elsewhere.exit_code == 0
+    assert [n["where"] for n in json.loads(elsewhere.output)["not_carried_over"]][-1] == "output"
+
+
+def test_ploomber_placeholders_are_listed(tmp_path):
+    _copy(tmp_path, "ploomber")
+    spec = (tmp_path / "pipeline.yaml").read_text().replace("output/numbers.json", "'{{root}}/numbers.json'")
+    (tmp_path / "pipeline.yaml").write_text(spec)
+    result = import_ploomber(tmp_path / "pipeline.yaml")
+    assert [n.where for n in result.notes if "placeholders" in n.text] == ["task load"]
