@@ -157,16 +157,29 @@ def _ipython_transformed(source: str) -> str:
     return TransformerManager().transform_cell(source)
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+           ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
 def bound_names(node: ast.AST) -> set[str]:
-    """Names a statement (or module) binds: assignments, imports, defs, loop/with targets."""
+    """Global names a statement (or module) binds: assignments, imports, defs, loop/with targets —
+    not the local names of functions, classes, lambdas and comprehensions."""
     names: set[str] = set()
-    for n in ast.walk(node):
+    todo = [node]
+    while todo:
+        n = todo.pop()
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
             names.add(n.id)
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(n.name)
         elif isinstance(n, ast.alias):
             names.add((n.asname or n.name).split(".")[0])
+        elif isinstance(n, ast.Global):
+            names.update(n.names)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+            todo += [*n.decorator_list, *getattr(n, "bases", [])]
+            names |= {g for b in n.body for x in ast.walk(b) if isinstance(x, ast.Global) for g in x.names}
+        elif n is node or not isinstance(n, _SCOPES):
+            todo += list(ast.iter_child_nodes(n))
     return names
 
 

@@ -106,6 +106,14 @@ def test_kale_metrics_cell_that_is_not_python_is_refused(tmp_path):
         import_kale(path)
 
 
+def test_bound_names_are_the_global_ones():
+    from scanflow_jupyter.importers.common import defined_names
+
+    code = ("import os.path as p, json\nrows = [r for r in range(3)]\ndef f(y):\n    tmp = y\n    global seen\n"
+            "    seen = 1\nclass C:\n    attr = 1\nfor i, (a, b) in []:\n    pass\nwith open('x') as fh:\n    pass\n(w := 2)")
+    assert defined_names(code) == {"p", "json", "rows", "f", "seen", "C", "i", "a", "b", "fh", "w"}
+
+
 def test_free_names_follow_statement_order_and_ignore_local_scopes():
     code = "x = a + 1\nb = [i for i in x]\ndef f(y):\n    return y + c\nz = lambda q: q + d\nfiles = !ls\nprint(x, e)"
     assert free_names(code) == ["a", "c", "d", "get_ipython", "print", "e"]  # `!ls` through IPython's transformer
