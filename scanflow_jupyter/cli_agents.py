@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from scanflow_jupyter.cell_numbers import message_doc
+from scanflow_jupyter.cell_numbers import message_doc, shown
 
 
 def _console(stderr: bool = False) -> Any:
@@ -60,7 +60,7 @@ def agents_table(rows: list[Any], *, show_app: bool = True) -> Any:
 
 def _print_refusals(refused: list[dict[str, Any]], console: Any) -> None:
     for r in refused:
-        where = f"cell {r['cell']}" if r.get("cell") is not None else "notebook"
+        where = f"cell {shown(r['cell'])}" if r.get("cell") is not None else "notebook"
         console.print(f"[red]refused[/red] agent [bold]{r['agent']}[/bold] ({where}): {r['text']}")
         console.print(f"  [dim]fix:[/dim] {r['fix']}")
 
@@ -107,12 +107,15 @@ def up(notebook: str, timeout: float, as_json: bool) -> None:
                                         "with %%agent NAME [--template monitor|analyzer|planner|executor].")
         sys.exit(2)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        doc = result.to_dict()
+        for key in ("refused", "warnings"):  # cell numbers shown 1-based
+            doc[key] = [{**r, "cell": shown(r.get("cell"))} if isinstance(r, dict) else r for r in doc.get(key) or []]
+        click.echo(json.dumps(doc, indent=2, default=str))
         sys.exit(result.exit_code)
     console = _console()
     _print_refusals(result.refused, _console(stderr=True))
     for w in result.warnings:
-        where = f"cell {w['cell']}" if w.get("cell") is not None else "notebook"
+        where = f"cell {shown(w['cell'])}" if w.get("cell") is not None else "notebook"
         console.print(f"[yellow]{w['severity']}[/yellow] {where}: {w['text']}\n  [dim]fix:[/dim] {w['fix']}")
     if result.agents:
         console.print(agents_table(result.agents, show_app=False))

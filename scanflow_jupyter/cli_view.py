@@ -102,8 +102,7 @@ def print_runs(entries: list[Any], as_json: bool, console: Any) -> None:
     from scanflow_jupyter.data.store import UnreadableRun, shown_status
 
     if as_json:
-        docs = [e.to_dict() if isinstance(e, UnreadableRun) else {**e.to_dict(), "status": shown_status(e)}
-                for e in entries]
+        docs = [e.to_dict() if isinstance(e, UnreadableRun) else _run_doc(e, shown_status(e)) for e in entries]
         click.echo(json.dumps(docs, indent=2, default=str))
         return
     from pathlib import Path
@@ -130,6 +129,15 @@ def print_runs(entries: list[Any], as_json: bool, console: Any) -> None:
     console.print(table)
     for hint in hints:
         console.print(hint)
+
+
+def _run_doc(state: Any, status: str) -> dict[str, Any]:
+    """A run for `scanflow runs --json`: run.json with the shown status and 1-based error cells."""
+    from scanflow_jupyter.cell_numbers import error_doc
+
+    doc = {**state.to_dict(), "status": status}
+    doc["steps"] = {name: {**step, "error": error_doc(step.get("error"))} for name, step in (doc.get("steps") or {}).items()}
+    return doc
 
 
 def print_unreadable_run(exc: Any, as_json: bool) -> None:

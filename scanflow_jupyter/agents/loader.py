@@ -69,7 +69,7 @@ class Refusal:
                 "text": self.message.text, "fix": self.message.fix}
 
     def __str__(self) -> str:
-        where = f"cell {self.cell}" if self.cell is not None else "notebook"
+        where = f"cell {self.cell + 1}" if self.cell is not None else "notebook"  # 1-based
         return f"agent '{self.agent}' ({where}) refused: {self.message.text} Fix: {self.message.fix}"
 
 

@@ -69,7 +69,7 @@ class AgentsWidget(_LiveView):
                 bits.append("last error " + r.last_error)
             lines.append(" | ".join(bits))
         for ref in self.refused:
-            where = f"cell {ref['cell']}" if ref.get("cell") is not None else "notebook"
+            where = f"cell {ref['cell'] + 1}" if ref.get("cell") is not None else "notebook"
             lines.append(f"  refused {ref['agent']} ({where}): {ref['text']} Fix: {ref['fix']}")
         for w in self.warnings:
             lines.append(f"  {w.get('severity', 'warning')}: {w.get('text')} Fix: {w.get('fix')}")
@@ -98,7 +98,7 @@ class AgentsWidget(_LiveView):
     def _notes_html(self) -> str:
         items = []
         for ref in self.refused:
-            where = f"cell {ref['cell']}" if ref.get("cell") is not None else "notebook"
+            where = f"cell {ref['cell'] + 1}" if ref.get("cell") is not None else "notebook"
             items.append(f"{_chip('refused')} <b>{html.escape(ref['agent'])}</b> ({where}): "
                          f"{html.escape(ref['text'])}<br><span style='color:#757575'>fix: "
                          f"{html.escape(ref['fix'])}</span>")

@@ -37,6 +37,7 @@ from scanflow_jupyter.build.requirements import (
     resolve_step,
     runtime_layer,
 )
+from scanflow_jupyter.cell_numbers import message_doc, shown
 from scanflow_jupyter.data.serializers import atomic_write_bytes
 from scanflow_jupyter.model import Application, Message
 
@@ -96,11 +97,11 @@ class ImportProblem:
     cell: int | None = None
 
     def __str__(self) -> str:
-        where = f" (cell {self.cell})" if self.cell is not None else ""
+        where = f" (cell {self.cell + 1})" if self.cell is not None else ""  # 1-based
         return f"'{self.name}'{where}: import {self.module} fails in the image: {self.error}. Fix: {self.fix}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "module": self.module, "error": self.error, "fix": self.fix, "cell": self.cell}
+        return {"name": self.name, "module": self.module, "error": self.error, "fix": self.fix, "cell": shown(self.cell)}  # 1-based
 
 
 @dataclass
@@ -138,7 +139,7 @@ class BuildReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"app": self.app, "base": self.base, "steps": {n: r.to_dict() for n, r in self.images.items()},
-                "ok": not self.import_problems, "messages": [vars(m) for m in self.messages]}
+                "ok": not self.import_problems, "messages": [message_doc(m) for m in self.messages]}
 
 
 # --- small caches keyed by image id -----------------------------------------------------------

@@ -27,6 +27,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from scanflow_jupyter.cell_numbers import message_doc
 from scanflow_jupyter.model import Application, Executor, Message
 
 #: What every step image needs to execute a notebook (installed before the step's packages).
@@ -110,12 +111,16 @@ class StepRequirements:
             "imports": sorted({m.module for m in self.imports}),
             "requirements": [p.spec for p in self.direct],
             "pinned": {layer.name: layer.lines() for layer in self.layers},
-            "messages": [vars(m) for m in self.messages],
+            "messages": [message_doc(m) for m in self.messages],  # cell: 1-based
         }
 
 
 # --- scanning imports ---------------------------------------------------------------------
 
+
+def _number(cell: int | None) -> str:
+    """A cell index shown as users count cells (1-based)."""
+    return "?" if cell is None else str(cell + 1)
 
 
 def _python_only(source: str) -> str:
@@ -321,7 +326,7 @@ def _resolve_modules(modules: list[ImportedModule], ex: Executor, origin_prefix:
             if not m.optional:
                 messages.append(Message(
                     "warning", "unresolved-import",
-                    f"executor '{ex.name}': `import {m.module}` ({m.where}, cell {m.cell}) is not provided by any "
+                    f"executor '{ex.name}': `import {m.module}` ({m.where}, cell {_number(m.cell)}) is not provided by any "
                     "package installed in this environment, so it cannot be pinned into the step image.",
                     f"install the package that provides '{m.top}' in the notebook's environment, or name it with "
                     f"`--requirements PACKAGE` on `%%executor {ex.name}`.", m.cell))

@@ -215,7 +215,7 @@ def _parse_line_magics(app: Application, index: int, source: str, app_name_cell:
         magic, rest = m.group(1), m.group(2)
         if magic == "scanflow_app":
             if app_name_cell is not None:
-                app.messages.append(Message("error", "duplicate-app", f"%scanflow_app appears again (first in cell {app_name_cell}).",
+                app.messages.append(Message("error", "duplicate-app", f"%scanflow_app appears again (first in cell {app_name_cell + 1}).",
                                             "keep one %scanflow_app line in the notebook.", index))
                 continue
             try:
@@ -285,7 +285,7 @@ def strip_magic_lines(source: str) -> str:
 def _parse_parameters(app: Application, index: int, source: str, line_offset: int = 0) -> None:
     """Literal assignments of the parameters cell become the pipeline's parameters."""
     if app.parameters_cell is not None:
-        app.messages.append(Message("error", "duplicate-parameters", f"a second parameters cell (first is cell {app.parameters_cell}).",
+        app.messages.append(Message("error", "duplicate-parameters", f"a second parameters cell (first is cell {app.parameters_cell + 1}).",
                                     "merge the parameters into one cell tagged 'parameters' (or one %%params cell).", index))
         return
     app.parameters_cell = index

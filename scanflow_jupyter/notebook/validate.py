@@ -73,7 +73,7 @@ def _check_names(app: Application) -> list[Message]:
                 msgs.append(Message("error", "bad-name", f"{kind} name '{item.name}' is not valid (letters, digits, '-' and '_', starting with a letter, at most 63).",
                                     f"rename it, e.g. %%{kind} {_slug(item.name)}.", item.cell))
             if item.name in seen:
-                msgs.append(Message("error", "duplicate-name", f"the name '{item.name}' is already used in cell {seen[item.name]}.",
+                msgs.append(Message("error", "duplicate-name", f"the name '{item.name}' is already used in cell {seen[item.name] + 1}.",
                                     "give every executor, service and agent its own name.", item.cell))
             else:
                 seen[item.name] = item.cell

@@ -78,7 +78,8 @@ def start_agents(home: Path, notebook: Path, tracking_uri: str | None) -> dict[s
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     result = up(notebook, home=home, env=env)
     refused = [{**r, "cell": shown(r.get("cell"))} if isinstance(r, dict) else r for r in result.refused]
-    return {"agents": list_agents(home, notebook), "refused": refused, "warnings": result.warnings}
+    warnings = [{**w, "cell": shown(w.get("cell"))} if isinstance(w, dict) else w for w in result.warnings]
+    return {"agents": list_agents(home, notebook), "refused": refused, "warnings": warnings}
 
 
 def stop_agents(home: Path, notebook: Path) -> dict[str, Any]:

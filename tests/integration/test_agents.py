@@ -368,8 +368,8 @@ def test_bad_agent_code_is_refused_with_cell_and_fix_and_the_others_start(agents
     assert [(a["name"], a["state"]) for a in doc["agents"]] == [("good", "running")], json.dumps(doc)
     refused = {r["agent"]: r for r in doc["refused"]}
     assert {name: (r["cell"], r["code"]) for name, r in refused.items()} == {
-        "syntax": (3, "syntax-error"), "typo": (4, "unknown-template"), "twice": (5, "sensor-two-triggers"),
-        "clash": (6, "actuator-name-clash"), "crashes": (7, "agent-load-error")}
+        "syntax": (4, "syntax-error"), "typo": (5, "unknown-template"), "twice": (6, "sensor-two-triggers"),
+        "clash": (7, "actuator-name-clash"), "crashes": (8, "agent-load-error")}  # 1-based cell numbers
     assert "did you mean --template planner?" in refused["typo"]["fix"]
     assert "def check_cron(ctx)" in refused["twice"]["fix"]
     assert "@actuator(name='run_pipeline_custom')" in refused["clash"]["fix"]
@@ -387,8 +387,8 @@ def test_bad_agent_code_is_refused_with_cell_and_fix_and_the_others_start(agents
     # The same refusals, as a person reads them (and `up` again restarts cleanly).
     again = project.cli("agents", "up", "mixed.ipynb", timeout=120)
     assert again.returncode == 1
-    assert "refused agent crashes (cell 7)" in again.stderr
-    assert "refused agent twice (cell 5)" in again.stderr and "fix:" in again.stderr
+    assert "refused agent crashes (cell 8)" in again.stderr
+    assert "refused agent twice (cell 6)" in again.stderr and "fix:" in again.stderr
     assert "1 agent(s) running, 5 refused, 0 failed" in again.stdout
     rows = {r["name"]: r for r in project.cli_json("agents", "ls", "--json")[1]}
     assert rows["crashes"]["state"] == "refused" and rows["crashes"]["pid"] is None

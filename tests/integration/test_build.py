@@ -89,7 +89,7 @@ def test_import_check_reports_a_missing_package_with_the_fix(docker_project: Any
     problems = doc["steps"]["uses_missing"]["import_check"]["problems"]
     assert [p["module"] for p in problems] == ["scanflow_no_such_module_xyz"]
     assert "ModuleNotFoundError" in problems[0]["error"]
-    assert "--requirements" in problems[0]["fix"] and problems[0]["cell"] == 1
+    assert "--requirements" in problems[0]["fix"] and problems[0]["cell"] == 2  # 1-based
     assert doc["steps"]["fine"]["import_check"]["problems"] == []
     assert any(m["code"] == "unresolved-import" for m in doc["messages"])
 

@@ -76,9 +76,9 @@ def test_widget_and_up_result():
     widget = AgentsWidget(rows, title="agents of churn", refused=refused, reload=lambda: rows[:1])
     text = widget.text()
     assert "monitor  running" in text and "port 4100" in text and "sensors weak (on new_run)" in text
-    assert "refused typo (cell 5): unknown agent template 'planer'. Fix: did you mean --template planner?" in text
+    assert "refused typo (cell 6): unknown agent template 'planer'. Fix: did you mean --template planner?" in text
     html = widget.html()
-    assert "weak: 2" in html and "agent &#x27;planner&#x27; is failed" in html and "cell 5" in html
+    assert "weak: 2" in html and "agent &#x27;planner&#x27; is failed" in html and "cell 6" in html
     widget.refresh_rows()
     assert [r.name for r in widget.rows] == ["monitor"]
     result = UpResult("/a.ipynb", "churn", 1, agents=rows, refused=refused)

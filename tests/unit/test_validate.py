@@ -289,7 +289,7 @@ def test_self_dependency_is_not_also_a_cycle():
 def test_duplicate_name_names_the_first_cell():
     (msg,) = validate(parse("%%executor a\nx = 1", "%%setup\nimport os", "%%agent a\npass"))
     assert (msg.code, msg.cell) == ("duplicate-name", 2)
-    assert msg.text == "the name 'a' is already used in cell 0."
+    assert msg.text == "the name 'a' is already used in cell 1."
 
 
 @pytest.mark.parametrize(
