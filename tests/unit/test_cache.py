@@ -247,3 +247,24 @@ def test_distribution_versions_are_remembered_until_the_environment_changes(tmp_
     # a real upgrade replaces the dist-info folder: the environment changed, versions are read again
     install("1.1")
     assert versions() == {"memopkg": "1.1"}
+
+
+def test_every_part_of_a_multi_cell_step_is_in_its_key_and_markdown_is_not():
+    from scanflow_jupyter.notebook.parser import parse_notebook_dict
+
+    def key(second_part: str, prose: str = "Then refine.", m: int = 2) -> str:
+        nb = {"cells": [
+            {"cell_type": "code", "metadata": {}, "source": "%%executor s --outputs y\ny = 1"},
+            {"cell_type": "markdown", "metadata": {}, "source": prose},
+            {"cell_type": "code", "metadata": {}, "source": f"%%executor s\n{second_part}"},
+        ], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}}, "nbformat": 4, "nbformat_minor": 5}
+        app = parse_notebook_dict(nb, "/work/t.ipynb")
+        app.parameters = {"n": 1, "m": 2}
+        return step_cache_key(app, app.executor("s"), {"n": 1, "m": m}, {})
+
+    base = key("y = y + m")
+    assert key("y = y + m", prose="Reworded prose.") == base     # markdown between the parts
+    assert key("y = y + m  # same") == base                      # comments, as everywhere
+    assert key("y = y + 2 * m") != base                          # code of the later part
+    assert key("y = y + m", m=3) != base                         # a parameter only the later part reads
+    assert key("y = y + n", m=3) == key("y = y + n")             # ... and one no part reads
