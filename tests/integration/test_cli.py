@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,10 @@ def check_run_document(doc: dict[str, Any], steps: list[str] | None) -> None:
     if steps is not None:
         assert list(doc["steps"]) == steps
     for name, step in doc["steps"].items():
-        assert set(step) == {"status", "attempts", "duration_s"}, (name, step)
+        failed = step.get("status") == "failed"
+        assert set(step) == {"status", "attempts", "duration_s"} | ({"error"} if failed else set()), (name, step)
+        if failed:
+            assert set(step["error"]) == {"type", "message", "cell", "log"}, (name, step)
         assert step["status"] in STEP_STATUSES
         assert isinstance(step["attempts"], int)
         assert step["duration_s"] is None or isinstance(step["duration_s"], (int, float))
@@ -50,6 +54,10 @@ def test_failing_notebook_exits_1(cli_project):
     assert {n: s["status"] for n, s in doc["steps"].items()} == {
         "prepare": "succeeded", "explode": "failed", "after_explode": "skipped", "independent": "succeeded"}
     assert doc["steps"]["after_explode"]["attempts"] == 0
+    error = doc["steps"]["explode"]["error"]
+    assert error["type"] == "ValueError" and error["message"], error
+    assert error["cell"] == cli_project.cell_index("failing_step", "%%executor explode") + 1  # 1-based
+    assert Path(error["log"]).is_file(), error
 
 
 def _result_of(project: Any, doc: dict[str, Any]) -> dict[str, Any]:
