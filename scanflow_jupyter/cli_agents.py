@@ -108,7 +108,7 @@ def up(notebook: str, timeout: float, as_json: bool) -> None:
         sys.exit(2)
     if as_json:
         doc = result.to_dict()
-        for key in ("refused", "warnings"):  # cell numbers shown 1-based
+        for key in ("agents", "refused", "warnings"):  # cell numbers shown 1-based
             doc[key] = [{**r, "cell": shown(r.get("cell"))} if isinstance(r, dict) else r for r in doc.get(key) or []]
         click.echo(json.dumps(doc, indent=2, default=str))
         sys.exit(result.exit_code)
@@ -173,7 +173,8 @@ def ls_(as_json: bool, watch: float | None) -> None:
     from scanflow_jupyter.agents.supervisor import ls as agents_ls
 
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in agents_ls()], indent=2, default=str))
+        rows = [{**r.to_dict(), "cell": shown(r.cell)} for r in agents_ls()]  # cell: 1-based
+        click.echo(json.dumps(rows, indent=2, default=str))
         return
     console = _console()
     while True:

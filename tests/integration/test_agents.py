@@ -366,6 +366,7 @@ def test_bad_agent_code_is_refused_with_cell_and_fix_and_the_others_start(agents
     code, doc = project.cli_json("agents", "up", "mixed.ipynb", "--json", timeout=120)
     assert code == 1, doc
     assert [(a["name"], a["state"]) for a in doc["agents"]] == [("good", "running")], json.dumps(doc)
+    assert doc["agents"][0]["cell"] == 3  # `%%agent good` is the 3rd cell (1-based, as users count)
     refused = {r["agent"]: r for r in doc["refused"]}
     assert {name: (r["cell"], r["code"]) for name, r in refused.items()} == {
         "syntax": (4, "syntax-error"), "typo": (5, "unknown-template"), "twice": (6, "sensor-two-triggers"),
