@@ -240,8 +240,40 @@ def distributions_for(module: str) -> list[str]:
     for depth in range(len(parts), 0, -1):  # the most specific module file decides
         owners = [d for d in candidates if _owns(d, ".".join(parts[:depth]))]
         if owners:
-            return owners[:1]
+            return [_preferred_owner(owners, top)]
     return candidates
+
+
+def _preferred_owner(owners: list[str], top: str) -> str:
+    """One owner of a module file that several distributions ship (mlflow, mlflow-skinny, mlflow-tracing).
+
+    Independent of the order the environment lists them in: meta-distributions that require another
+    owner are passed over, then the one shipping most of package `top` wins (ties: by name).
+    """
+    if len(owners) == 1:
+        return owners[0]
+    names = {canonicalize_name(o) for o in owners}
+
+    def requires_another(dist: str) -> bool:
+        return any(canonicalize_name(Requirement(r).name) in names - {canonicalize_name(dist)}
+                   for r in _requires(dist) if _parses(r))
+
+    def files_in_package(dist: str) -> int:
+        try:
+            return sum(1 for f in metadata.files(dist) or [] if str(f).startswith(f"{top}/"))
+        except metadata.PackageNotFoundError:
+            return 0
+
+    base = [o for o in owners if not requires_another(o)] or owners
+    return sorted(base, key=lambda d: (-files_in_package(d), d))[0]
+
+
+def _parses(requirement: str) -> bool:
+    try:
+        Requirement(requirement)
+    except InvalidRequirement:
+        return False
+    return True
 
 
 @cache

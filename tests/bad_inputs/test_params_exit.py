@@ -68,7 +68,7 @@ def test_values_that_do_not_fit_exit_2(results, case_id, args, files, param, fra
         doc = json.loads(proc.stdout)
         assert doc["status"] == "invalid", detail
         (message,) = [m for m in doc["messages"] if m["code"] == "bad-parameter-type"]
-        assert message["cell"] == 0 and message["severity"] == "error"
+        assert message["cell"] == 1 and message["severity"] == "error"  # 1-based: the parameters cell is the first
         text = message["text"]
         assert text.startswith(f"-p {param}: "), detail
         assert "None" in message["fix"], message["fix"]
