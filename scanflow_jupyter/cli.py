@@ -191,7 +191,9 @@ def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str |
         _print_summary(result)
         if explain:
             for name, why in result.explain.items():
-                _console().print(f"  [bold]{name}[/bold] {result.steps[name].status}: {why}")
+                status = result.steps[name].status
+                why = why.removeprefix(f"{status}: ")  # "cached: nothing … changed" says its status already
+                _console().print(f"  [bold]{name}[/bold] {status}: {why}")
     sys.exit(result.exit_code)
 
 
