@@ -584,16 +584,23 @@ _ENV_WORDS = {"kernel": "kernel", "python": "Python version", "image": "--image"
               "outputs": "--outputs", "scanflow": "Scanflow version"}
 
 
-def _files_changed(kind: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, "added" | "removed" | "changed") for every key whose value differs, sorted by name."""
     out = []
-    for path in sorted(set(old) | set(new)):
-        if path not in old:
-            out.append(f"{kind}{path} added")
-        elif path not in new:
-            out.append(f"{kind}{path} no longer used")
-        elif old[path] != new[path]:
-            out.append(f"{kind}{path} changed" if new[path] != "missing" else f"{kind}{path} is missing")
+    for name in sorted(set(old) | set(new)):
+        if name not in old:
+            out.append((name, "added"))
+        elif name not in new:
+            out.append((name, "removed"))
+        elif old[name] != new[name]:
+            out.append((name, "changed"))
     return out
+
+
+def _files_changed(kind: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    words = {"added": "added", "removed": "no longer used", "changed": "changed"}
+    return [f"{kind}{path} is missing" if how == "changed" and new[path] == "missing" else f"{kind}{path} {words[how]}"
+            for path, how in _differences(old, new)]
 
 
 def explain_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -603,14 +610,10 @@ def explain_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         out.append("setup code changed")
     if old.get("code") != new.get("code"):
         out.append("code changed")
-    op, np_ = old.get("params") or {}, new.get("params") or {}
-    for name in sorted(set(op) | set(np_)):
-        if name not in op:
-            out.append(f"now reads parameter {name}")
-        elif name not in np_:
-            out.append(f"no longer reads parameter {name}")
-        elif op[name] != np_[name]:
-            out.append(f"parameter {name} changed")
+    param_words = {"added": "now reads parameter {}", "removed": "no longer reads parameter {}",
+                   "changed": "parameter {} changed"}
+    out += [param_words[how].format(name)
+            for name, how in _differences(old.get("params") or {}, new.get("params") or {})]
     oi, ni = old.get("inputs") or {}, new.get("inputs") or {}
     out += [f"input {var} changed" for var in sorted(set(oi) | set(ni)) if oi.get(var) != ni.get(var)]
     for kind, prefix in (("deps", ""), ("modules", ""), ("notebooks", "%run "), ("data_files", "")):
