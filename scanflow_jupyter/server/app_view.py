@@ -8,13 +8,18 @@ from typing import Any
 from scanflow_jupyter.cell_numbers import message_doc, shown
 
 
-def app_view(notebook: Path, rel_path: str) -> dict[str, Any]:
-    """Parse + validate (no kernel); an unreadable notebook gives `valid: false` and its message."""
-    from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
+def app_view(notebook: Path, rel_path: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parse + validate (no kernel); an unreadable notebook gives `valid: false` and its message.
+    With `content` (the notebook JSON of an unsaved editor model), that is parsed instead of the file."""
+    from scanflow_jupyter.notebook.parser import (
+        NotebookReadError,
+        parse_notebook,
+        parse_notebook_dict,
+    )
     from scanflow_jupyter.notebook.validate import has_errors, validate
 
     try:
-        app = parse_notebook(notebook)
+        app = parse_notebook(notebook) if content is None else parse_notebook_dict(content, str(notebook.resolve()))
     except NotebookReadError as exc:
         return {"path": rel_path, "app": None, "nodes": [], "edges": [], "parameters": [],
                 "messages": [message_doc(exc.message)], "valid": False}

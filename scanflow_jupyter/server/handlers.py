@@ -25,6 +25,11 @@ from scanflow_jupyter.server.app_view import app_view
 from scanflow_jupyter.server.events import follow, read_events
 from scanflow_jupyter.server.jobs import cli_command
 from scanflow_jupyter.server.mlflow_api import MAX_RESULTS_LIMIT, MlflowRequestError
+from scanflow_jupyter.server.output_notebook import (
+    OutputNotebookError,
+    check_notebook_content,
+    read_output_notebook,
+)
 from scanflow_jupyter.server.paths import (
     PathInvalid,
     PathMissing,
@@ -257,6 +262,19 @@ class AppHandler(ScanflowHandler):
         doc = await asyncio.get_running_loop().run_in_executor(None, app_view, nb, path)
         self.reply(doc)
 
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        """Validate an unsaved notebook model (the editor's content) as if saved at `path`."""
+        body = self.json_body()
+        path = body.get("path")
+        nb = self.notebook(path)
+        try:
+            content = check_notebook_content(body.get("notebook"))
+        except ValueError as exc:
+            raise ApiError(400, str(exc), 'send {"path": ..., "notebook": <the notebook JSON>}') from None
+        doc = await asyncio.get_running_loop().run_in_executor(None, app_view, nb, path, content)
+        self.reply(doc)
+
 
 class RunsHandler(ScanflowHandler):
     @tornado.web.authenticated
@@ -391,6 +409,28 @@ class LogsHandler(ScanflowHandler):
         except (LookupError, StoreError) as exc:
             raise ApiError(404, str(exc)) from None
         self.reply(doc)
+
+
+class OutputNotebookHandler(ScanflowHandler):
+    """A step's output notebook JSON, read-only, from the run store (never through the contents API)."""
+
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        state = self.run_state(run_id)
+        step = self.get_query_argument("step", None)
+        if not step:
+            raise ApiError(400, "`step` is required", "pass step=<executor name>")
+        if step not in state.steps:
+            raise ApiError(404, f"run {run_id} has no step '{step}'; its steps: {', '.join(state.steps) or 'none'}")
+        try:
+            step_dir = self.ext.runs.store.step_dir(run_id, step)
+            doc = await asyncio.get_running_loop().run_in_executor(None, read_output_notebook, step_dir, run_id, step)
+        except StoreError as exc:
+            raise ApiError(404, str(exc)) from None
+        except OutputNotebookError as exc:
+            raise ApiError(exc.status, exc.message, exc.fix) from None
+        self.set_header("Cache-Control", "no-store")
+        self.reply({"run_id": run_id, "step": step, "notebook": doc})
 
 
 class ExperimentsHandler(ScanflowHandler):
@@ -598,6 +638,7 @@ def routes(base_url: str) -> list[tuple[str, type]]:
         (url(f"runs/{RUN_ID}/cancel"), CancelHandler),
         (url(f"runs/{RUN_ID}/events"), EventsHandler),
         (url(f"runs/{RUN_ID}/logs"), LogsHandler),
+        (url(f"runs/{RUN_ID}/notebook"), OutputNotebookHandler),
         (url("mlflow/experiments"), ExperimentsHandler),
         (url("mlflow/runs"), MlflowRunsHandler),
         (url("agents"), AgentsHandler),

@@ -79,6 +79,7 @@ class MlflowService:
         from mlflow.exceptions import MlflowException
 
         client = self.client()
+        clauses: list[str] = []
         try:
             if experiment:
                 exp = client.get_experiment_by_name(experiment)
@@ -89,17 +90,57 @@ class MlflowService:
                 ids = [e["experiment_id"] for e in self._experiments()]
             if not ids:
                 return {"runs": [], "next_page_token": None}
-            clauses = [filter_string.strip()] if filter_string.strip() else []
+            user = filter_string.strip()
+            if user:
+                _check_filter(user)
+            clauses = [user] if user else []
             if parent:
                 clauses.append(f"tags.`{PARENT_TAG}` = '{_quote(parent)}'")
             elif not nested:
+                if user:
+                    # metrics sit on step runs: a parent matches when it, or one of its steps, does
+                    clauses = [_parents_of_matches(client, ids, user)]
                 clauses.append(f"tags.`{PARENT_TAG}` IS NULL")
             page = client.search_runs(ids, filter_string=" and ".join(clauses), max_results=max_results,
                                       order_by=order_by or None, page_token=page_token or None)
         except MlflowException as exc:
-            raise MlflowRequestError(exc.message if hasattr(exc, "message") else str(exc)) from None
+            message = exc.message if hasattr(exc, "message") else str(exc)
+            if clauses:  # the clauses the server added are not the user's to fix
+                message = message.replace(" and ".join(clauses), filter_string.strip())
+            raise MlflowRequestError(message) from None
         token = page.token.decode() if isinstance(page.token, bytes) else page.token
         return {"runs": [run_dict(r) for r in page], "next_page_token": token or None}
+
+
+MAX_MATCHED_PARENTS = 1000  # parents a filter can select through their step runs
+
+
+def _check_filter(user: str) -> None:
+    """Parse the user's filter alone, so an error quotes only what the user wrote."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
+
+    try:
+        SearchUtils.parse_search_filter(user)
+    except MlflowException as exc:
+        raise MlflowRequestError(exc.message if hasattr(exc, "message") else str(exc)) from None
+
+
+def _parents_of_matches(client: Any, ids: list[str], user: str) -> str:
+    """`attributes.run_id IN (...)`: the top-level runs that match `user`, or whose step runs do."""
+    wanted: list[str] = []
+    token = None
+    while len(wanted) < MAX_MATCHED_PARENTS:
+        page = client.search_runs(ids, filter_string=user, max_results=MAX_RESULTS_LIMIT, page_token=token)
+        for run in page:
+            found = run.data.tags.get(PARENT_TAG) or run.info.run_id
+            if found not in wanted:
+                wanted.append(found)
+        token = page.token
+        if not token:
+            break
+    quoted = ", ".join(f"'{_quote(r)}'" for r in wanted[:MAX_MATCHED_PARENTS]) or "''"
+    return f"attributes.run_id IN ({quoted})"
 
 
 def _quote(value: str) -> str:

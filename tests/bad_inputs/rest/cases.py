@@ -107,6 +107,7 @@ def _run_routes(run_id: str, code: int, label: str) -> list[Case]:
     return [
         Case(f"run-{label}", "GET", f"runs/{rid}", None, code),
         Case(f"logs-{label}", "GET", f"runs/{rid}/logs?step=a", None, code),
+        Case(f"notebook-{label}", "GET", f"runs/{rid}/notebook?step=a", None, code),
         Case(f"events-json-{label}", "GET", f"runs/{rid}/events?format=json", None, code),
         Case(f"events-sse-{label}", "GET", f"runs/{rid}/events", None, code),
         Case(f"cancel-{label}", "POST", f"runs/{rid}/cancel", b"{}", code),
@@ -186,6 +187,14 @@ def build_cases() -> list[Case]:
         Case("good-logs-long-step", "GET", _q(f"runs/{GOOD_RUN}/logs", step="s" * 300), None, 404),
         Case("good-logs-nul-step", "GET", _q(f"runs/{GOOD_RUN}/logs", step="a\0"), None, 200),  # tornado: "a "
         Case("good-logs-step", "GET", _q(f"runs/{GOOD_RUN}/logs", step="a"), None, 200),
+        Case("good-notebook-no-step", "GET", f"runs/{GOOD_RUN}/notebook", None, 400),
+        Case("good-notebook-unknown-step", "GET", _q(f"runs/{GOOD_RUN}/notebook", step="nope"), None, 404),
+        Case("good-notebook-dotdot-step", "GET", _q(f"runs/{GOOD_RUN}/notebook", step="../../../etc"), None, 404),
+        Case("good-notebook-not-executed", "GET", _q(f"runs/{GOOD_RUN}/notebook", step="a"), None, 404),
+        Case("post-app-no-notebook", "POST", "app", _j({"path": "diamond.ipynb"}), 400),
+        Case("post-app-cells-not-list", "POST", "app", _j({"path": "diamond.ipynb", "notebook": {"cells": {}}}), 400),
+        Case("post-app-huge-body", "POST", "app", b"x" * HUGE, 413),
+        Case("post-app-deep-body", "POST", "app", DEEP_BODY, 400),
     ]
     # agents
     cases += _query_paths("GET", "agents", blank_ok=True)  # no path: the agents of every notebook
