@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 
 from scanflow_jupyter.cell_numbers import message_doc
 from scanflow_jupyter.model import Application, Executor, Message
+from scanflow_jupyter.notebook import ipython_source
 
 #: What every step image needs to execute a notebook (installed before the step's packages).
 RUNTIME_DISTRIBUTIONS = ("ipykernel", "nbclient", "nbformat", "cloudpickle", "xxhash", "mlflow-skinny", "papermill")
@@ -43,7 +44,6 @@ SERIALIZER_EXTRAS = {"pandas": ("pyarrow",)}
 #: Distributions whose presence matters for loading a step's inputs (see data/serializers.py).
 SERIALIZER_LIBRARIES = {"numpy", "pandas", "pyarrow", "scikit-learn", "joblib", "torch", "cloudpickle"}
 
-_MAGIC_LINE = re.compile(r"^(\s*)[%!].*$")
 _IMPORT_LINE = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*))")
 
 
@@ -123,11 +123,6 @@ def _number(cell: int | None) -> str:
     return "?" if cell is None else str(cell + 1)
 
 
-def _python_only(source: str) -> str:
-    """IPython magic and shell lines become `pass` (same indentation), so `ast` can parse."""
-    return "\n".join(_MAGIC_LINE.sub(r"\1pass", line) for line in source.split("\n"))
-
-
 def _catches_import_error(handler: ast.ExceptHandler) -> bool:
     names: list[str] = []
     kinds = handler.type
@@ -149,7 +144,7 @@ def imported_modules(source: str) -> list[tuple[str, bool]]:
     scanned line by line.
     """
     try:
-        tree = ast.parse(_python_only(source))  # serialized process-wide by scanflow_jupyter._ast_guard
+        tree = ipython_source.parse(source)  # IPython syntax read as the kernel reads it
     except SyntaxError:
         found = []
         for line in source.split("\n"):
@@ -184,7 +179,7 @@ def step_imports(app: Application, ex: Executor, include_setup: bool = True) -> 
     out: list[ImportedModule] = []
     seen: set[tuple[str, str]] = set()
     blocks = [("setup", b.cell, b.source) for b in app.setup] if include_setup else []
-    blocks.append(("body", ex.cell, ex.source))
+    blocks += [("body", part.cell, part.source) for part in ex.code_parts()]  # a cell magic starts its part
     for where, cell, source in blocks:
         for module, optional in imported_modules(step_source(source)):
             top = module.split(".")[0]

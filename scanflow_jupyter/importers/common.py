@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter.notebook.parser import strip_magic_lines
+from scanflow_jupyter.notebook import ipython_source
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
@@ -141,20 +141,11 @@ def executor_cells(step: Step, continuation: bool | None = None) -> list[dict[st
 
 
 def _tree(source: str) -> ast.Module | None:
-    """The code's AST; IPython syntax (`x = !ls`, magics) through IPython's own input transformer."""
-    candidates = [lambda: source, lambda: _ipython_transformed(source), lambda: strip_magic_lines(source)]
-    for candidate in candidates:
-        try:
-            return ast.parse(candidate())
-        except (SyntaxError, ValueError, RecursionError):
-            continue
-    return None
-
-
-def _ipython_transformed(source: str) -> str:
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
+    """The code's analysis tree (`notebook.ipython_source`: `x = !ls` assigns x), None if unreadable."""
+    try:
+        return ipython_source.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
 
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
@@ -212,7 +203,7 @@ def free_names(source: str) -> list[str]:
 def infer_io(steps: list[Step], known: set[str]) -> None:
     """Inputs: names a step reads that an earlier step defines (nearest producer above wins);
     the producer gets them as outputs. `known` (setup, parameters, builtins) is never passed."""
-    skip = known | set(dir(builtins)) | {"get_ipython", "display", "In", "Out"}
+    skip = known | set(dir(builtins)) | {"get_ipython", "display", "In", "Out", ipython_source.MAGIC_CALL}
     defined: list[set[str]] = [defined_names(s.source) for s in steps]
     for i, step in enumerate(steps):
         for name in free_names(step.source):

@@ -25,6 +25,7 @@ from scanflow_jupyter.model import (
     Resources,
     Service,
 )
+from scanflow_jupyter.notebook import ipython_source
 from scanflow_jupyter.notebook.magic_args import (
     CELL_MAGICS,
     LINE_MAGICS,
@@ -270,16 +271,8 @@ def _add_cell(app: Application, index: int, magic: str, args: Any, body: str) ->
 
 
 def strip_magic_lines(source: str) -> str:
-    """Source with IPython magic/shell lines turned into harmless placeholders for `ast`."""
-    out = []
-    for line in source.split("\n"):
-        stripped = line.lstrip()
-        if stripped.startswith(("%", "!")):
-            indent = line[: len(line) - len(stripped)]
-            out.append(f"{indent}pass  # {stripped}")
-        else:
-            out.append(line)
-    return "\n".join(out)
+    """Plain Python text with the lines of `source` (see `ipython_source.python_text`)."""
+    return ipython_source.python_text(source)
 
 
 def _parse_parameters(app: Application, index: int, source: str, line_offset: int = 0) -> None:
@@ -290,14 +283,14 @@ def _parse_parameters(app: Application, index: int, source: str, line_offset: in
         return
     app.parameters_cell = index
     try:
-        tree = ast.parse(strip_magic_lines(source))
+        tree = ipython_source.parse(source)
     except SyntaxError as exc:
         app.messages.append(Message("error", "syntax-error", f"syntax error in the parameters cell, line {(exc.lineno or 0) + line_offset}: {exc.msg}.",
                                     "fix the Python syntax of that line.", index))
         return
     for node in tree.body:
-        if isinstance(node, ast.Pass):
-            continue
+        if isinstance(node, ast.Pass) or ipython_source.is_magic(node):
+            continue  # a magic or shell line: not a parameter
         targets: list[ast.expr]
         if isinstance(node, ast.Assign):
             targets, value = node.targets, node.value

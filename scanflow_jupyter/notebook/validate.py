@@ -12,7 +12,7 @@ import keyword
 import re
 
 from scanflow_jupyter.model import Application, Executor, Message
-from scanflow_jupyter.notebook.parser import strip_magic_lines
+from scanflow_jupyter.notebook import ipython_source
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 CPU_RE = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
@@ -23,7 +23,7 @@ IMAGE_RE = re.compile(
 )
 MODEL_URI_RE = re.compile(r"^(models:/[^/@]+(/\d+|@[\w-]+)|runs:/[0-9a-f]+/.+|[a-z0-9+]+://.+)$")
 RESERVED_NAMES = {"__scanflow__", "_scanflow"}
-KERNEL_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__file__"}
+KERNEL_NAMES = {"display", "get_ipython", "In", "Out", "exit", "quit", "__file__", ipython_source.MAGIC_CALL}
 
 
 def has_errors(messages: list[Message]) -> bool:
@@ -93,7 +93,7 @@ def _check_code(app: Application) -> list[Message]:
     blocks += [(f"agent '{a.name}'", a.cell, a.source) for a in app.agents]
     for what, cell, source in blocks:
         try:
-            ast.parse(strip_magic_lines(source))
+            ipython_source.parse(source)
         except SyntaxError as exc:
             line = (exc.lineno or 0) + 1  # +1: the magic line
             msgs.append(Message("error", "syntax-error", f"syntax error in {what}, line {line} of the cell: {exc.msg}.",
@@ -276,7 +276,7 @@ def _read_before_assigned(source: str) -> set[str]:
     first_store: dict[str, tuple[int, int]] = {}
     loads: list[tuple[str, tuple[int, int]]] = []
     try:
-        tree = ast.parse(strip_magic_lines(source))
+        tree = ipython_source.parse(source)
     except SyntaxError:
         return set()
     for node in ast.walk(tree):
@@ -292,7 +292,7 @@ def _read_before_assigned(source: str) -> set[str]:
 def _defined_names(source: str) -> set[str]:
     """Names a piece of code binds anywhere (assignments, imports, defs, loops, with, walrus)."""
     try:
-        tree = ast.parse(strip_magic_lines(source))
+        tree = ipython_source.parse(source)
     except SyntaxError:
         return set()
     names: set[str] = set()
@@ -312,7 +312,7 @@ def _defined_names(source: str) -> set[str]:
 
 def _loaded_names(source: str) -> list[tuple[str, int]]:
     try:
-        tree = ast.parse(strip_magic_lines(source))
+        tree = ipython_source.parse(source)
     except SyntaxError:
         return []
     return [(n.id, n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]

@@ -3,7 +3,8 @@
 A step's key hashes its *ingredients* (`StepKeys.ingredients`):
 
 * ``setup`` / ``code`` — the normalized code of the `%%setup` cells and of the body
-  (comments, blank lines and formatting ignored; magic lines kept);
+  (comments, blank lines and formatting ignored; magics kept — read, like every other
+  analysis, through `notebook.ipython_source`);
 * ``params`` — only the parameters the step's code (setup, body, `%run` code) reads;
 * ``inputs`` — the content digests of its inputs;
 * ``deps`` — every file matched by `--deps PATH ...` (files, folders, globs);
@@ -35,35 +36,32 @@ from typing import Any
 
 from scanflow_jupyter import __version__
 from scanflow_jupyter.model import Application, Executor
+from scanflow_jupyter.notebook import ipython_source
 
 #: Folders never looked into for modules, data files or `--deps` folders.
 SKIP_DIRS = {".scanflow", ".git", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules"}
 #: Calls that can read any global: a step using them depends on every parameter.
 DYNAMIC_READS = {"globals", "locals", "vars", "eval", "exec", "get_ipython"}
-_RUN_LINE = re.compile(r"^\s*%run\s+(.*)$")
 _RUN_OPTS_WITH_VALUE = {"-p", "-G", "-d"}  # `%run` options that take a value
 #: A file whose mtime is this close to when it was hashed is hashed again next time.
 RACY_NS = 100_000_000
 
 
-def _magic_safe(source: str) -> str:
-    """Turn IPython magic/shell lines into calls so they take part in the key."""
-    out = []
-    for line in source.split("\n"):
-        stripped = line.lstrip()
-        if stripped.startswith(("%", "!")):
-            out.append(f"{line[: len(line) - len(stripped)]}__magic__({stripped!r})")
-        else:
-            out.append(line)
-    return "\n".join(out)
-
-
 def normalize_code(source: str) -> str:
-    """Code with comments, blank lines and formatting removed (a comment never busts the cache)."""
+    """Code with comments, blank lines and formatting removed (a comment never busts the cache).
+
+    Plain Python gives `ast.unparse(ast.parse(source))`. Each magic adds a line naming it: its
+    text too unless it runs Python that the tree already holds (`%time STMT`, `%%capture`).
+    """
     try:
-        return ast.unparse(ast.parse(_magic_safe(source)))
+        code = ipython_source.analyse(source)
     except SyntaxError:
         return "\n".join(line.rstrip() for line in source.split("\n") if line.strip())
+    lines = [ast.unparse(code.tree)]
+    for m in code.magics:
+        runs_code = m.name in (ipython_source.CODE_CELL_MAGICS if m.kind == "cell" else ipython_source.CODE_LINE_MAGICS)
+        lines.append(f"# {m.kind} {m.name}" if runs_code and m.kind in ("line", "cell") else f"# {m.kind} {m.name} {m.text!r} {m.body!r}")
+    return "\n".join(lines)
 
 
 def _sha(value: Any) -> str:
@@ -217,26 +215,21 @@ class _CodeFacts:
     """What one piece of code reads: names, imports, `%run` targets, string literals."""
 
     def __init__(self, source: str, *, is_module: bool = False) -> None:
-        from scanflow_jupyter.notebook.parser import strip_magic_lines
-
         self.names: set[str] = set()
         self.dynamic = False
         self.imports: list[tuple[str, int, list[str]]] = []  # (module, level, imported names)
         self.literals: set[str] = set()
         self.runs: list[str] = []  # %run arguments (path or -m module)
         self.magic_text = ""
-        magic_lines = []
-        for line in source.split("\n"):
-            if line.lstrip().startswith(("%", "!")):
-                magic_lines.append(line)
-                match = _RUN_LINE.match(line)
-                if match and not is_module:
-                    self.runs.append(match.group(1))
-        self.magic_text = "\n".join(magic_lines)
-        tree = _parse(strip_magic_lines(source)) or _parse(_ipython_transformed(source))
-        if tree is None:
+        try:
+            code = ipython_source.analyse(source)
+        except (SyntaxError, ValueError, RecursionError):
             self.dynamic = True  # cannot tell what it reads: depend on everything
             return
+        tree = code.tree
+        self.magic_text = code.magic_text()  # names a magic or `!cmd {x}` may interpolate
+        if not is_module:
+            self.runs = code.runs()
         for node in ast.walk(tree):
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
                 self.names.add(node.id)
@@ -252,34 +245,16 @@ class _CodeFacts:
                     self.literals.add(text)
 
 
-def _parse(source: str | None) -> ast.Module | None:
-    if source is None:
-        return None
-    try:
-        return ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError):
-        return None
-
-
-def _ipython_transformed(source: str) -> str | None:
-    """IPython's own translation (`x = !ls` -> `x = get_ipython().getoutput('ls')`), if it parses."""
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        return TransformerManager().transform_cell(source)
-    except Exception:  # noqa: BLE001 - IPython missing or the code is not IPython either
-        return None
-
-
-def _notebook_code(path: Path) -> str:
+def _notebook_cells(path: Path) -> list[str]:
+    """The code cells of a notebook (each read on its own: a cell magic starts its cell)."""
     try:
         nb = json.loads(path.read_text(encoding="utf-8"))
         cells = nb.get("cells", []) if isinstance(nb, dict) else []
     except (OSError, ValueError):
-        return ""
+        return []
     from scanflow_jupyter.notebook.parser import cell_source
 
-    return "\n".join(cell_source(c) for c in cells if isinstance(c, dict) and c.get("cell_type") == "code")
+    return [cell_source(c) for c in cells if isinstance(c, dict) and c.get("cell_type") == "code"]
 
 
 class _Follower:
@@ -399,13 +374,14 @@ class _Follower:
         if not path.is_file():
             return
         if path.suffix == ".ipynb":
-            source = _notebook_code(path)
+            sources = _notebook_cells(path)
         else:
             try:
-                source = path.read_text(encoding="utf-8")
+                sources = [path.read_text(encoding="utf-8")]
             except (OSError, UnicodeDecodeError):
                 return
-        self.code(source, where=path)  # %run code shares the kernel's names (parameters included)
+        for source in sources:
+            self.code(source, where=path)  # %run code shares the kernel's names (parameters included)
 
 
 def environment_signature() -> list[Any]:
@@ -485,7 +461,8 @@ class StepKeys:
         follower = _Follower(self.root, self.files)
         for block in self.app.setup:
             follower.code(block.source)
-        follower.code(ex.source)
+        for part in ex.code_parts():  # each part on its own: a cell magic starts its part
+            follower.code(part.source)
         if follower.dynamic:
             read = list(self.params)
         else:

@@ -137,3 +137,10 @@ def test_services_and_agents_resolve_their_own_cell(include_setup: bool) -> None
     assert ("numpy" in names) is include_setup
     agent = resolve_step(app, as_executor(service), include_setup=False, kind="agent")
     assert {"croniter", "httpx", "scikit-learn"} <= {p.name for p in agent.direct}
+
+
+def test_imports_inside_magics_are_found_as_the_kernel_runs_them() -> None:
+    """`%time import x` and a `%%capture` body import for real; a `%%bash` body does not."""
+    assert imported_modules("%time import yaml\nfiles = !ls\nfrom json import loads") == [("yaml", False), ("json", False)]
+    assert imported_modules("%%capture out\nimport packaging\n!pip list") == [("packaging", False)]
+    assert imported_modules("%%bash\nimport yaml") == []

@@ -194,7 +194,11 @@ def test_code_with_ipython_syntax_inside_statements_is_still_followed(tmp_path):
     app, ex = _project(tmp_path, "files = !ls\nimport helpers\nd = open('data.csv').read()")
     ing = inspect_ingredients(app, ex)
     assert list(ing["local_modules"]) == ["helpers.py"] and list(ing["data_files"]) == ["data.csv"]
-    assert ing["params_read"] == ["lr", "n"]  # get_ipython() can read anything: every parameter counts
+    assert ing["params_read"] == []  # `!ls` names no parameter
+    app, ex = _project(tmp_path, "files = !ls {n}\nget_ipython().user_ns")
+    assert inspect_ingredients(app, ex)["params_read"] == ["lr", "n"]  # the user's own get_ipython() can read anything
+    app, ex = _project(tmp_path, "files = !ls {n}")
+    assert inspect_ingredients(app, ex)["params_read"] == ["n"]  # a command interpolates the names it spells
 
 
 def test_deps_match_agrees_with_resolve_deps(tmp_path):

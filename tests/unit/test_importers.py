@@ -116,7 +116,7 @@ def test_bound_names_are_the_global_ones():
 
 def test_free_names_follow_statement_order_and_ignore_local_scopes():
     code = "x = a + 1\nb = [i for i in x]\ndef f(y):\n    return y + c\nz = lambda q: q + d\nfiles = !ls\nprint(x, e)"
-    assert free_names(code) == ["a", "c", "d", "get_ipython", "print", "e"]  # `!ls` through IPython's transformer
+    assert free_names(code) == ["a", "c", "d", "__ipython_magic__", "print", "e"]  # `!ls` through notebook.ipython_source
 
 
 def test_elyra_nodes_links_and_resources(tmp_path):

@@ -238,8 +238,15 @@ def test_output_counts_as_assigned(body):
     assert not has_errors(validate(app))
 
 
-def test_output_assigned_only_inside_a_line_magic_is_not_seen():
-    app = parse("%%executor a --outputs model\n%time model = 1")
+def test_output_assigned_inside_time_or_shell_capture_is_seen():
+    """`%time model = f()` and `files = !ls` assign (IPython runs them in the user's namespace)."""
+    app = parse("%%executor a --outputs model files\n%time model = 1\nfiles = !ls")
+    assert codes(app) == []
+
+
+def test_output_assigned_only_inside_timeit_is_not_seen():
+    """`%timeit` runs its statement in a function of its own: nothing is assigned."""
+    app = parse("%%executor a --outputs model\n%timeit model = 1")
     assert ("error", "output-not-assigned", 0) in codes(app)
 
 
@@ -493,3 +500,42 @@ def test_exploration_cell_is_fine_when_the_part_reassigns_or_it_is_outside_the_s
 def test_exploration_warning_for_augmented_assignment_reads_first():
     app = parse("%%executor a --outputs m\nm = 1", "m = 10", "%%executor a\nm = m + 1")
     assert [m.code for m in validate(app)] == ["exploration-feeds-step"]
+
+
+# --- IPython syntax in bodies (notebook.ipython_source) ----------------------------------------
+
+
+def test_ipython_syntax_in_an_executor_body_is_accepted():
+    """`!cmd`, `x = !cmd`, line magics, `obj?` and a `%%capture` first line: no syntax error, no warning."""
+    app = parse(
+        "%%executor a --outputs files took\n!echo hi\nfiles = !ls\n%time took = len(files)\nfiles?\n%matplotlib inline",
+        "%%executor b --inputs files took --outputs report\n%%capture log\nreport = [f for f in files]\nprint(took)",
+    )
+    assert codes(app) == []
+
+
+def test_a_name_assigned_by_a_magic_feeds_a_later_part_and_a_consumer():
+    app = parse(
+        "%%executor a --outputs listing\nlisting = !ls",
+        "%%executor b --inputs listing --outputs n\n%time n = len(listing)",
+        "%%executor c\nprint(n)",
+    )
+    assert ("warning", "undefined-name", 2) in codes(app)  # c reads n without --inputs: still seen as a read
+    assert [m for m in codes(app) if m[2] in (0, 1)] == []
+
+
+def test_syntax_error_after_a_magic_names_cell_and_line():
+    app = parse("%%executor a\nfiles = !ls\nx = (1 +")
+    [msg] = [m for m in validate(app) if m.code == "syntax-error"]
+    assert msg.cell == 0 and "line 3 of the cell" in msg.text
+
+
+def test_syntax_error_inside_a_capture_body_names_its_line():
+    app = parse("%%executor a\n%%capture\nx = 1\ny = ]")
+    [msg] = [m for m in validate(app) if m.code == "syntax-error"]
+    assert "line 4 of the cell" in msg.text
+
+
+def test_magic_lines_in_the_parameters_cell_are_not_parameters():
+    app = parse({"source": "%config InlineBackend.figure_format = 'png'\nn = 3", "tags": ["parameters"]}, "%%executor a\nx = n")
+    assert app.parameters == {"n": 3} and codes(app) == []
