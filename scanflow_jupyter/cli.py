@@ -242,5 +242,10 @@ from scanflow_jupyter.cli_tracking import attach as attach_runs_sync  # noqa: E4
 attach_runs_sync(main)  # `scanflow runs sync [RUN_ID]`; `scanflow runs` ends dead runners' MLflow runs
 main.add_command(__import__("scanflow_jupyter.cli_import").cli_import.import_command)  # `scanflow import --from ...`
 
+from scanflow_jupyter.cli_services import serve, services  # noqa: E402 - `scanflow serve`, `scanflow services`
+
+main.add_command(serve)
+main.add_command(services)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,117 @@
+"""The inference log: sampled requests and predictions as parquet under `.scanflow/services/NAME/inference/`.
+
+Each row: `ts` (UTC timestamp), `service`, `model_version`, `latency_ms`, `status` (HTTP),
+`inputs` (JSON of the parsed inputs: a DataFrame as records), `predictions` (JSON), `truncated`
+(a field longer than `max_field_chars` was cut). Rows are buffered and written by a background
+thread as `part-<ns>.parquet` files (written to a hidden temporary name, then renamed, so a
+reader never sees half a file; `pandas.read_parquet(folder)` reads them all). Sampling keeps a
+fraction `sample` of the requests; rotation deletes the oldest parts once the folder exceeds
+`max_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["InferenceLog"]
+
+_log = logging.getLogger("scanflow.services")
+_STOP = object()
+
+
+def _json(value: Any, limit: int) -> tuple[str, bool]:
+    from scanflow_jupyter.services.schema import jsonable
+
+    try:
+        text = json.dumps(jsonable(value))
+    except (TypeError, ValueError):
+        text = json.dumps(repr(value))
+    return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+class InferenceLog:
+    """Append-only, sampled, size-bounded parquet log of one service."""
+
+    def __init__(self, folder: Path, service: str, *, sample: float = 1.0, max_bytes: int = 64 * 2**20,
+                 flush_rows: int = 500, flush_s: float = 2.0, max_field_chars: int = 16384) -> None:
+        self.folder, self.service = Path(folder), service
+        self.sample, self.max_bytes = sample, max_bytes
+        self.flush_rows, self.flush_s, self.max_field_chars = flush_rows, flush_s, max_field_chars
+        self.rows_written = 0
+        self.error: str | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=100_000)
+        self._thread = threading.Thread(target=self._run, name=f"inference-log-{service}", daemon=True)
+        self._thread.start()
+
+    def record(self, inputs: Any, predictions: Any, *, version: str | None, latency_ms: float, status: int) -> None:
+        """Queue one request (kept with probability `sample`; dropped if the writer is far behind)."""
+        if self.sample < 1.0 and random.random() >= self.sample:  # noqa: S311 - sampling, not security
+            return
+        try:
+            self._queue.put_nowait((time.time(), inputs, predictions, version, latency_ms, status))
+        except queue.Full:
+            pass
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is buffered and stop the writer."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        batch: list[Any] = []
+        deadline = time.monotonic() + self.flush_s
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is not None and item is not _STOP:
+                batch.append(item)
+            if batch and (item is _STOP or len(batch) >= self.flush_rows or time.monotonic() >= deadline):
+                self._write(batch)
+                batch = []
+            if item is None or not batch:
+                deadline = time.monotonic() + self.flush_s
+            if item is _STOP:
+                return
+
+    def _write(self, batch: list[Any]) -> None:
+        import pandas as pd
+
+        rows = []
+        for ts, inputs, predictions, version, latency_ms, status in batch:
+            inputs_json, cut_in = _json(inputs, self.max_field_chars)
+            preds_json, cut_out = _json(predictions, self.max_field_chars)
+            rows.append({"ts": pd.Timestamp(ts, unit="s", tz="UTC"), "service": self.service,
+                         "model_version": version, "latency_ms": float(latency_ms), "status": int(status),
+                         "inputs": inputs_json, "predictions": preds_json, "truncated": cut_in or cut_out})
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = f"part-{time.time_ns()}.parquet"
+            tmp = self.folder / f".{name}.tmp"
+            pd.DataFrame(rows).astype({"model_version": "string"}).to_parquet(tmp, index=False)
+            os.replace(tmp, self.folder / name)
+            self.rows_written += len(rows)
+            self._rotate()
+            self.error = None
+        except Exception as exc:  # a full disk must not stop the service
+            self.error = f"{type(exc).__name__}: {exc}"
+            _log.warning("inference log of %s: %s", self.service, self.error)
+
+    def _rotate(self) -> None:
+        parts = sorted(self.folder.glob("part-*.parquet"))
+        sizes = [p.stat().st_size for p in parts]
+        total = sum(sizes)
+        for part, size in zip(parts[:-1], sizes[:-1], strict=True):  # never the newest
+            if total <= self.max_bytes:
+                break
+            part.unlink(missing_ok=True)
+            total -= size
