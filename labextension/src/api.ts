@@ -15,6 +15,7 @@ import type {
   IDeployments,
   IJob,
   IMlflowRunPage,
+  IOutputNotebook,
   IRunEvent,
   IRunSummary,
   IStepLog,
@@ -198,6 +199,16 @@ export class ScanflowClient {
 
   app(path: string): Promise<IAppInfo> {
     return this.request('GET', 'app', { path });
+  }
+
+  /** Validate the editor's (unsaved) notebook content as if saved at `path`. */
+  validate(path: string, notebook: unknown): Promise<IAppInfo> {
+    return this.request('POST', 'app', {}, { path, notebook });
+  }
+
+  /** A step's output notebook (read-only, from the run store). */
+  outputNotebook(runId: string, step: string): Promise<IOutputNotebook> {
+    return this.request('GET', `runs/${runId}/notebook`, { step });
   }
 
   async runs(path?: string, limit = 50): Promise<IRunSummary[]> {

@@ -1,14 +1,20 @@
-/** Status badges on %%executor / %%service / %%agent cells, updated live from the notebook's model. */
+/**
+ * Status badges of %%executor / %%service / %%agent cells, updated live from the notebook's model.
+ *
+ * A badge sits in its cell's header row (above the code, aligned with it), so it never covers code
+ * or the cell toolbar. Every cell of a multi-cell step gets one. A finished step whose cell changed
+ * since the run was shown is `stale`.
+ */
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import type { IDisposable } from '@lumino/disposable';
 
-import { findCellIndex } from './cells';
+import { stepCellIndices } from './cells';
 import type { NotebookScanflowModel } from './model';
-import { formatDuration, stepElapsed, type IStepState } from './state';
+import { FINAL_STEP_STATUSES, formatDuration, stepElapsed, type IStepState } from './state';
 import type { IAppNode, IStepError } from './types';
 
 export const BADGE_CLASS = 'sf-cell-badge';
-const HAS_BADGE = 'sf-has-badge';
+const ROW_CLASS = 'sf-badge-row';
 
 export type ShowLog = (runId: string, step: string, error: IStepError | null) => void;
 
@@ -32,8 +38,31 @@ export function badgeText(node: Pick<IAppNode, 'id' | 'kind'>, step: IStepState 
   return text;
 }
 
+/** Text of a stale badge: what the step was before its cell changed. */
+export function staleText(step: IStepState): string {
+  return `stale · was ${step.status}`;
+}
+
+/** A cell's code as compared for staleness (trailing whitespace does not count). */
+export function normalizedSource(sources: string[]): string {
+  return sources.map(s => s.replace(/\s+$/g, '').replace(/[ \t]+\n/g, '\n')).join('\n\u0000\n');
+}
+
+/** Whether a step's badge is stale: it finished in the shown run and its cells changed since. */
+export function isStale(step: IStepState | undefined, ranSource: string | undefined, source: string): boolean {
+  return !!step && FINAL_STEP_STATUSES.has(step.status) && ranSource !== undefined && ranSource !== source;
+}
+
+interface IBadge {
+  el: HTMLElement;
+  row: HTMLElement;
+}
+
 export class CellBadges implements IDisposable {
-  private readonly badges = new Map<string, { el: HTMLElement; host: HTMLElement }>();
+  private readonly badges = new Map<string, IBadge>();
+  /** Source of each step's cells when the shown run was adopted (run id → step → source). */
+  private snapshotRun: string | null = null;
+  private readonly snapshot = new Map<string, string>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private _isDisposed = false;
 
@@ -44,6 +73,7 @@ export class CellBadges implements IDisposable {
   ) {
     model.changed.connect(this.update, this);
     panel.content.model?.cells.changed.connect(this.update, this);
+    panel.content.model?.contentChanged.connect(this.update, this);
     this.update();
   }
 
@@ -66,12 +96,11 @@ export class CellBadges implements IDisposable {
     this._isDisposed = true;
     this.model.changed.disconnect(this.update, this);
     this.panel.content.model?.cells.changed.disconnect(this.update, this);
+    this.panel.content.model?.contentChanged.disconnect(this.update, this);
     this.setTicking(false);
-    for (const { el, host } of this.badges.values()) {
-      el.remove();
-      host.classList.remove(HAS_BADGE);
+    for (const key of [...this.badges.keys()]) {
+      this.remove(key);
     }
-    this.badges.clear();
   }
 
   private setTicking(on: boolean): void {
@@ -83,61 +112,102 @@ export class CellBadges implements IDisposable {
     }
   }
 
+  private remove(key: string): void {
+    const entry = this.badges.get(key);
+    if (entry) {
+      entry.el.remove();
+      if (!entry.row.querySelector(`.${BADGE_CLASS}`)) {
+        entry.row.remove();
+      }
+      this.badges.delete(key);
+    }
+  }
+
+  /** The badge row of a cell: in its (empty) header widget, created on first use. */
+  private rowOf(cellNode: HTMLElement, inputNode: HTMLElement | null): HTMLElement {
+    const existing = cellNode.querySelector<HTMLElement>(`.${ROW_CLASS}`);
+    if (existing) {
+      return existing;
+    }
+    const row = document.createElement('div');
+    row.className = ROW_CLASS;
+    const header = cellNode.querySelector<HTMLElement>(':scope > .jp-Cell-header');
+    if (header) {
+      header.appendChild(row);
+    } else {
+      cellNode.insertBefore(row, inputNode?.closest('.jp-Cell-inputWrapper') ?? cellNode.firstChild);
+    }
+    return row;
+  }
+
   update(): void {
     if (this._isDisposed) {
       return;
     }
     const app = this.model.app;
     const run = this.model.run;
+    if ((run?.runId ?? null) !== this.snapshotRun) {
+      this.snapshotRun = run?.runId ?? null;
+      this.snapshot.clear();
+    }
     const notebook = this.panel.content;
     const seen = new Set<string>();
     const nowS = Date.now() / 1000;
     let ticking = false;
     for (const node of app?.nodes ?? []) {
-      const index = findCellIndex(notebook, node);
-      const cell = index >= 0 ? notebook.widgets[index] : undefined;
-      if (!cell) {
+      const indices = stepCellIndices(notebook, node).filter(i => notebook.widgets[i]);
+      if (!indices.length) {
         continue;
       }
-      seen.add(node.id);
-      // Anchor to the input area (bottom right, clear of the active cell's toolbar at the top).
-      const host = cell.inputArea?.node ?? cell.node;
-      let entry = this.badges.get(node.id);
-      if (!entry || entry.host !== host) {
-        entry?.el.remove();
-        entry?.host.classList.remove(HAS_BADGE);
-        const el = document.createElement('button');
-        el.className = BADGE_CLASS;
-        el.dataset.step = node.id;
-        el.addEventListener('click', event => {
-          event.stopPropagation();
-          this.onClick(node.id);
-        });
-        host.classList.add(HAS_BADGE);
-        host.appendChild(el);
-        entry = { el, host };
-        this.badges.set(node.id, entry);
-      }
+      const source = normalizedSource(indices.map(i => notebook.widgets[i].model.sharedModel.getSource()));
       const step = run?.steps[node.id];
-      const status = step?.status ?? 'none';
+      if (run && step && !this.snapshot.has(node.id)) {
+        this.snapshot.set(node.id, source);
+      }
+      const stale = isStale(step, this.snapshot.get(node.id), source);
+      const status = stale ? 'stale' : step?.status ?? 'none';
       if (status === 'running' || status === 'retrying') {
         ticking = true;
       }
-      entry.el.dataset.status = status;
-      entry.el.className = `${BADGE_CLASS} sf-status-${status}`;
-      const text = badgeText(node, step, nowS);
-      if (entry.el.textContent !== text) {
-        entry.el.textContent = text;
-      }
-      entry.el.title = step
-        ? `${node.kind} ${node.id}: ${step.note ?? step.status} — click for the step log`
-        : `${node.kind} ${node.id}: not run yet`;
+      const text = stale ? staleText(step!) : badgeText(node, step, nowS);
+      const title = stale
+        ? `${node.kind} ${node.id}: the cell changed after run ${run!.runId} (${step!.status}); run again to refresh — click for that run's log`
+        : step
+          ? `${node.kind} ${node.id}: ${step.note ?? step.status} — click for the step log`
+          : `${node.kind} ${node.id}: not run yet`;
+      indices.forEach((index, part) => {
+        const cell = notebook.widgets[index];
+        const key = `${node.id}#${part}`;
+        seen.add(key);
+        const row = this.rowOf(cell.node, cell.inputArea?.node ?? null);
+        let entry = this.badges.get(key);
+        if (!entry || entry.row !== row || !row.contains(entry.el)) {
+          this.remove(key);
+          const el = document.createElement('button');
+          el.type = 'button';
+          el.className = BADGE_CLASS;
+          el.dataset.step = node.id;
+          el.dataset.part = String(part + 1);
+          el.addEventListener('click', event => {
+            event.stopPropagation();
+            this.onClick(node.id);
+          });
+          row.appendChild(el);
+          entry = { el, row };
+          this.badges.set(key, entry);
+        }
+        entry.el.dataset.status = status;
+        entry.el.className = `${BADGE_CLASS} sf-status-${status}`;
+        const shown = indices.length > 1 ? `${text} (part ${part + 1}/${indices.length})` : text;
+        if (entry.el.textContent !== shown) {
+          entry.el.textContent = shown;
+        }
+        entry.el.title = title;
+      });
     }
-    for (const [id, entry] of this.badges) {
-      if (!seen.has(id)) {
-        entry.el.remove();
-        entry.host.classList.remove(HAS_BADGE);
-        this.badges.delete(id);
+    for (const key of [...this.badges.keys()]) {
+      if (!seen.has(key)) {
+        this.remove(key);
       }
     }
     this.setTicking(ticking);

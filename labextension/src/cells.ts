@@ -42,3 +42,22 @@ export async function revealCell(notebook: Notebook, index: number): Promise<voi
   notebook.deselectAll();
   await notebook.scrollToItem(index, 'center');
 }
+
+/**
+ * Positions (0-based) of every cell of a step: the code cells that declare its name (a multi-cell
+ * step repeats `%%executor NAME`), else the server's 1-based `cells`, else its `cell`.
+ */
+export function stepCellIndices(notebook: Notebook, node: Pick<IAppNode, 'id' | 'cell' | 'cells'>): number[] {
+  const cells = notebook.widgets;
+  const found: number[] = [];
+  for (let i = 0; i < cells.length; i++) {
+    if (cells[i].model.type === 'code' && declaredName(cells[i].model.sharedModel.getSource()) === node.id) {
+      found.push(i);
+    }
+  }
+  if (found.length) {
+    return found;
+  }
+  const numbers = node.cells?.length ? node.cells : [node.cell];
+  return numbers.map(n => cellIndexOf(n, cells.length)).filter(i => i >= 0);
+}

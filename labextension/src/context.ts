@@ -20,6 +20,8 @@ export interface ISidebarContext {
   settings: () => IScanflowSettings;
   settingsChanged: ISignal<unknown, unknown>;
   openPath: (path: string) => void;
+  /** Open a step's output notebook read-only (through the Scanflow API). */
+  openOutput: (runId: string, step: string) => void;
   showLog: (runId: string, step: string, error: IStepError | null) => void;
   activate: (panel: NotebookPanel) => void;
 }

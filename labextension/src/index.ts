@@ -4,6 +4,7 @@ import { ILabShell } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { INotebookTracker, type NotebookPanel } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Signal } from '@lumino/signaling';
@@ -13,6 +14,8 @@ import { CellBadges } from './badges';
 import { showStepLog } from './logview';
 import { ScanflowModels } from './model';
 import { reportError } from './notify';
+import { openOutputNotebook, type IViewerShell } from './outputviewer';
+import { validateAsYouType } from './typing';
 import { ScanflowSidebar, type IScanflowSettings } from './sidebar';
 import type { BackendName } from './types';
 
@@ -38,12 +41,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Scanflow pipelines in JupyterLab: DAG sidebar, live cell badges, runs and agents.',
   autoStart: true,
-  requires: [INotebookTracker, IDocumentManager],
+  requires: [INotebookTracker, IDocumentManager, IRenderMimeRegistry],
   optional: [ISettingRegistry, ICommandPalette, ILabShell],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     docManager: IDocumentManager,
+    rendermime: IRenderMimeRegistry,
     settingRegistry: ISettingRegistry | null,
     palette: ICommandPalette | null
   ) => {
@@ -70,8 +74,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const openPath = (path: string) => {
       docManager.openOrReveal(path);
     };
+    const shell: IViewerShell = {
+      add: (widget, area) => app.shell.add(widget, area),
+      activateById: id => app.shell.activateById(id),
+      widgetExists: id => {
+        for (const w of app.shell.widgets('main')) {
+          if (w.id === id) {
+            return true;
+          }
+        }
+        return false;
+      }
+    };
+    const openOutput = (runId: string, step: string) =>
+      void openOutputNotebook(client, rendermime, shell, runId, step, reportError);
     const showLog = (runId: string, step: string, error: Parameters<typeof showStepLog>[3]) =>
-      showStepLog(client, runId, step, error, openPath);
+      showStepLog(client, runId, step, error, () => openOutput(runId, step));
 
     const sidebar = new ScanflowSidebar({
       models,
@@ -79,6 +97,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       settings: () => settings,
       settingsChanged,
       openPath,
+      openOutput,
       showLog,
       activate: (panel: NotebookPanel) => app.shell.activateById(panel.id)
     });
@@ -93,13 +112,26 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         const badges = new CellBadges(panel, models.get(panel.context.path), showLog);
-        panel.context.pathChanged.connect((_ctx, path) => badges.setModel(models.get(path)));
+        // Runs started elsewhere (CLI, agents, another tab) show up while the notebook is open.
+        models.get(panel.context.path).watch();
+        panel.context.pathChanged.connect((_ctx, path) => {
+          badges.setModel(models.get(path));
+          models.get(path).watch();
+        });
         panel.context.saveState.connect((ctx, state) => {
           if (state === 'completed') {
             void models.get(ctx.path).refresh();
           }
         });
-        panel.disposed.connect(() => badges.dispose());
+        const stopTyping = validateAsYouType(panel, (path, notebook) => void models.get(path).validateContent(notebook));
+        panel.disposed.connect(() => {
+          badges.dispose();
+          stopTyping();
+          const path = panel.context.path;
+          if (!tracker.find(other => other !== panel && other.context.path === path)) {
+            models.get(path).unwatch();
+          }
+        });
       });
     });
 

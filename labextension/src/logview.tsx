@@ -35,9 +35,9 @@ function LogBody(props: {
         {log?.output_notebook && (
           <>
             {' · '}
-            <a className="sf-link sf-open-output" onClick={() => props.onNotebook(log.output_notebook!)}>
+            <button className="sf-link sf-open-output" onClick={() => props.onNotebook(log.output_notebook!)}>
               open output notebook
-            </a>
+            </button>
           </>
         )}
       </div>

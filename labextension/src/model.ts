@@ -20,9 +20,18 @@ export class NotebookScanflowModel {
   agentsError: ApiError | null = null;
   /** Action name → true while its request is in flight. */
   busy: Record<string, boolean> = {};
-  /** Bumped when a run finishes, so the Runs section reloads. */
+  /** Bumped when a run starts or finishes (here or elsewhere), so the Runs section reloads. */
   runsVersion = 0;
+  /** The backend picked in the sidebar (null: the default); kept across tab switches. */
+  backend: BackendName | null = null;
+  /** Parameter values edited in the sidebar's form; kept across tab switches. */
+  edits: Record<string, string | boolean> = {};
+  /** Where `app` comes from: the saved file or the editor's unsaved content. */
+  appSource: 'saved' | 'editor' = 'saved';
   private follower: RunFollower | null = null;
+  private watchTimer: ReturnType<typeof setInterval> | null = null;
+  private runsSignature: string | null = null;
+  private validating = 0;
   private readonly _changed = new Signal<this, void>(this);
   private disposed = false;
 
@@ -48,31 +57,112 @@ export class NotebookScanflowModel {
 
   dispose(): void {
     this.disposed = true;
+    this.unwatch();
     this.follower?.dispose();
     Signal.clearData(this);
   }
 
+  setBackend(backend: BackendName): void {
+    this.backend = backend;
+    this.emit();
+  }
+
+  setEdits(edits: Record<string, string | boolean>): void {
+    this.edits = edits;
+    this.emit();
+  }
+
   /** Reload the app description (after a save) and pick up the notebook's latest run. */
   async refresh(): Promise<void> {
+    const validating = this.validating;
     try {
-      this.app = await this.client.app(this.path);
+      const app = await this.client.app(this.path);
+      if (validating === this.validating) {
+        this.app = app;
+        this.appSource = 'saved';
+      }
       this.appError = null;
     } catch (err) {
       this.app = null;
       this.appError = err instanceof ApiError ? err : new ApiError(0, String(err));
     }
     this.emit();
-    if (!this.follower) {
-      try {
-        const runs = await this.client.runs(this.path, 1);
-        if (runs.length) {
-          this.adoptRun(runs[0]);
-        }
-      } catch {
-        // The app error (or a notification from elsewhere) already tells the user.
+    await this.checkRuns();
+    void this.refreshAgents();
+  }
+
+  /**
+   * Validate the editor's unsaved content (validation as you type). Outputs are left out (they
+   * play no part and can be large); content over the API's 1 MiB body limit is left to the save.
+   */
+  async validateContent(notebook: { cells?: any[]; [key: string]: unknown }): Promise<void> {
+    const slim = { ...notebook, cells: (notebook.cells ?? []).map(c => ({ ...c, outputs: [], attachments: undefined })) };
+    if (JSON.stringify(slim).length > 1000000) {
+      return;
+    }
+    const ticket = ++this.validating;
+    try {
+      const app = await this.client.validate(this.path, slim);
+      if (ticket === this.validating && !this.disposed) {
+        this.app = app;
+        this.appSource = 'editor';
+        this.appError = null;
+        this.emit();
+      }
+    } catch {
+      // The saved notebook's view stays; a save re-reads it and reports problems.
+    }
+  }
+
+  /**
+   * Look at the notebook's runs in the store: a newer run (from the CLI, an agent or another tab)
+   * is shown and followed; a new or finished run reloads the Runs section.
+   */
+  async checkRuns(): Promise<void> {
+    let runs: IRunSummary[];
+    try {
+      runs = await this.client.runs(this.path, 5);
+    } catch {
+      return; // the app error (or a notification from elsewhere) already tells the user
+    }
+    if (this.disposed) {
+      return;
+    }
+    const signature = runs.map(r => `${r.run_id}:${r.status}`).join(',');
+    let changed = false;
+    if (signature !== this.runsSignature) {
+      changed = this.runsSignature !== null;
+      this.runsSignature = signature;
+      if (changed) {
+        this.runsVersion++;
       }
     }
-    void this.refreshAgents();
+    const newer = newerRun(this.runSummary, runs);
+    if (newer) {
+      this.adoptRun(newer);
+    } else if (changed) {
+      this.emit();
+    }
+  }
+
+  /** Poll the run store every `intervalMs` while the notebook is open (runs started elsewhere). */
+  watch(intervalMs = 3000): void {
+    if (this.watchTimer === null && !this.disposed) {
+      this.watchTimer = setInterval(() => void this.checkRuns(), intervalMs);
+    }
+  }
+
+  unwatch(): void {
+    if (this.watchTimer !== null) {
+      clearInterval(this.watchTimer);
+      this.watchTimer = null;
+    }
+  }
+
+  /** ⟳: re-read the notebook, the runs and (through runsVersion) the Runs section. */
+  async reload(): Promise<void> {
+    this.runsVersion++;
+    await this.refresh();
   }
 
   async refreshAgents(): Promise<void> {
@@ -188,6 +278,33 @@ export class NotebookScanflowModel {
       }
     }
   }
+}
+
+/** Run ids start with their UTC start time (`20260101T120000-abcdef`), so they sort by age. */
+function age(run: Pick<IRunSummary, 'run_id' | 'created_at'>): [number, string] {
+  return [run.created_at ?? 0, run.run_id];
+}
+
+/**
+ * The run to show instead of `current`: the newest of `runs` (newest first) when it is another,
+ * newer run; null to keep `current`.
+ */
+export function newerRun(
+  current: Pick<IRunSummary, 'run_id' | 'created_at'> | null,
+  runs: IRunSummary[]
+): IRunSummary | null {
+  const top = runs[0];
+  if (!top || top.status === 'unreadable' as string) {
+    return null;
+  }
+  if (!current) {
+    return top;
+  }
+  if (top.run_id === current.run_id) {
+    return null;
+  }
+  const [a, b] = [age(top), age(current)];
+  return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]) ? top : null;
 }
 
 /** One model per notebook path, created on demand. */

@@ -79,3 +79,44 @@ export function parseParameters(
   }
   return { values, errors };
 }
+
+/** Names of the parameters whose edited value differs from the notebook's (a value typed back is not). */
+export function changedParams(params: IParameter[], edits: Record<string, string | boolean>): Set<string> {
+  const changed = new Set<string>();
+  for (const p of params) {
+    if (!(p.name in edits)) {
+      continue;
+    }
+    const edit = edits[p.name];
+    const original = displayValue(p);
+    const kind = inputKind(p);
+    if (kind === 'int' || kind === 'float') {
+      const text = String(edit).trim();
+      if (text === '' || Number(text) !== Number(original)) {
+        changed.add(p.name);
+      }
+    } else if (kind === 'json') {
+      try {
+        if (JSON.stringify(JSON.parse(String(edit))) !== JSON.stringify(p.value)) {
+          changed.add(p.name);
+        }
+      } catch {
+        changed.add(p.name);
+      }
+    } else if (edit !== original) {
+      changed.add(p.name);
+    }
+  }
+  return changed;
+}
+
+/** Disabled buttons' reasons as lines to show (buttons with the same reason share a line). */
+export function reasonLines(blocked: Array<[string, string | null | undefined]>): string[] {
+  const byReason = new Map<string, string[]>();
+  for (const [label, reason] of blocked) {
+    if (reason) {
+      byReason.set(reason, [...(byReason.get(reason) ?? []), label]);
+    }
+  }
+  return [...byReason.entries()].map(([reason, labels]) => `${labels.join(', ')}: ${reason}`);
+}

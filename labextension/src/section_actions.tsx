@@ -6,7 +6,7 @@ import * as React from 'react';
 import type { ISidebarContext } from './context';
 import type { NotebookScanflowModel } from './model';
 import { reportError } from './notify';
-import { displayValue, inputKind, parseParameters } from './params';
+import { changedParams, displayValue, inputKind, parseParameters, reasonLines } from './params';
 import { canResume } from './state';
 import type { BackendName, IJob } from './types';
 import { Btn } from './widgets';
@@ -96,17 +96,35 @@ function ConfigSummary(props: { ctx: ISidebarContext }): JSX.Element | null {
   );
 }
 
+/** Why buttons are disabled, visible (not only on hover). */
+function Reasons(props: { lines: string[] }): JSX.Element | null {
+  if (!props.lines.length) {
+    return null;
+  }
+  return (
+    <ul className="sf-reasons">
+      {props.lines.map(line => (
+        <li key={line}>{line}</li>
+      ))}
+    </ul>
+  );
+}
+
 export function ActionsSection(props: { model: NotebookScanflowModel; panel: NotebookPanel; ctx: ISidebarContext }): JSX.Element {
   const { model, panel, ctx } = props;
   const models = ctx.models;
   const settings = ctx.settings();
   const preferred = settings.defaultBackend || models.config?.default_backend || 'local';
-  const [backend, setBackend] = React.useState<BackendName>(preferred);
-  const [edits, setEdits] = React.useState<Record<string, string | boolean>>({});
+  // Backend and edits live in the notebook's model: they survive tab switches.
+  const backend: BackendName = model.backend ?? preferred;
+  const setBackend = (name: BackendName) => model.setBackend(name);
+  const edits = model.edits;
+  const setEdits = (next: Record<string, string | boolean>) => model.setEdits(next);
   const [jobBusy, setJobBusy] = React.useState<string | null>(null);
   const app = model.app;
   const params = app?.parameters ?? [];
   const parsed = parseParameters(params, edits);
+  const changed = changedParams(params, edits);
   const paramErrors = Object.values(parsed.errors);
   const availability = (name: BackendName) => models.availability(name);
   const chosen = availability(backend);
@@ -126,6 +144,10 @@ export function ActionsSection(props: { model: NotebookScanflowModel; panel: Not
   const allRunning = agentNames.length > 0 && agentNames.every(n => runningAgents.includes(n));
   const docker = availability('docker');
   const kube = availability('kubernetes');
+  const invalid = hasErrors ? 'fix the validation errors listed above first' : null;
+  const buildBlocked = noApp ?? invalid ?? (docker.available ? null : `docker: ${docker.reason}`);
+  const deployBlocked = noApp ?? invalid ?? (kube.available ? null : `kubernetes: ${kube.reason}`);
+  const undeployBlocked = noApp ?? (kube.available ? null : `kubernetes: ${kube.reason}`);
   const saveFirst = async () => {
     if (panel.context.model.dirty) {
       await panel.context.save();
@@ -174,9 +196,27 @@ export function ActionsSection(props: { model: NotebookScanflowModel; panel: Not
           {params.map(p => {
             const kind = inputKind(p);
             const shown = p.name in edits ? edits[p.name] : displayValue(p);
+            const differs = changed.has(p.name);
+            const reset = () => {
+              const next = { ...edits };
+              delete next[p.name];
+              setEdits(next);
+            };
             return (
-              <label key={p.name} className="sf-row sf-param" title={`${p.name}: ${p.type} (default ${JSON.stringify(p.value)})`}>
-                <span className="sf-label">{p.name}</span>
+              <label
+                key={p.name}
+                className={`sf-row sf-param ${differs ? 'sf-changed' : ''}`}
+                data-param={p.name}
+                title={`${p.name}: ${p.type} (notebook: ${JSON.stringify(p.value)})`}
+              >
+                <span className="sf-label">
+                  {differs && (
+                    <span className="sf-changed-mark" aria-label="changed">
+                      ●{' '}
+                    </span>
+                  )}
+                  {p.name}
+                </span>
                 {kind === 'bool' ? (
                   <input
                     type="checkbox"
@@ -193,6 +233,20 @@ export function ActionsSection(props: { model: NotebookScanflowModel; panel: Not
                     value={String(shown)}
                     onChange={e => setEdits({ ...edits, [p.name]: e.target.value })}
                   />
+                )}
+                {differs && (
+                  <button
+                    type="button"
+                    className="sf-link sf-param-reset"
+                    title={`Back to the notebook's value ${JSON.stringify(p.value)}`}
+                    aria-label={`Reset ${p.name} to the notebook's value`}
+                    onClick={e => {
+                      e.preventDefault();
+                      reset();
+                    }}
+                  >
+                    ↺
+                  </button>
                 )}
               </label>
             );
@@ -227,11 +281,12 @@ export function ActionsSection(props: { model: NotebookScanflowModel; panel: Not
           onClick={() => void model.cancel()}
         />
       </div>
+      <Reasons lines={runBlocked && !running && chosen.available ? reasonLines([['Run', runBlocked]]) : []} />
       <div className="sf-buttons">
         <Btn
           label="Build images"
           busy={jobBusy === 'Build images'}
-          disabledReason={noApp ?? (docker.available ? null : `docker: ${docker.reason}`)}
+          disabledReason={buildBlocked}
           onClick={() =>
             void job('Build images', () => followJob('Image build', () => client.build(model.path), id => client.buildStatus(id)))
           }
@@ -239,16 +294,23 @@ export function ActionsSection(props: { model: NotebookScanflowModel; panel: Not
         <Btn
           label="Deploy"
           busy={jobBusy === 'Deploy'}
-          disabledReason={noApp ?? (kube.available ? null : `kubernetes: ${kube.reason}`)}
+          disabledReason={deployBlocked}
           onClick={() => void job('Deploy', () => followJob('Deploy', () => client.deploy(model.path), id => client.deploymentJob(id)))}
         />
         <Btn
           label="Undeploy"
           busy={jobBusy === 'Undeploy'}
-          disabledReason={noApp ?? (kube.available ? null : `kubernetes: ${kube.reason}`)}
+          disabledReason={undeployBlocked}
           onClick={() => void job('Undeploy', () => followJob('Undeploy', () => client.undeploy(model.path), id => client.deploymentJob(id)))}
         />
       </div>
+      <Reasons
+        lines={reasonLines([
+          ['Build images', buildBlocked],
+          ['Deploy', deployBlocked],
+          ['Undeploy', undeployBlocked]
+        ])}
+      />
       <div className="sf-buttons">
         <Btn
           label="Start agents"

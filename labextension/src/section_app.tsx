@@ -61,6 +61,12 @@ export function ApplicationSection(props: { model: NotebookScanflowModel; panel:
     <div>
       <div className="sf-app-name">
         app <b>{app.app.name || '(unnamed)'}</b> · {app.nodes.length} step{app.nodes.length === 1 ? '' : 's'}
+        {model.appSource === 'editor' && (
+          <span className="sf-muted sf-unsaved" title="Validated from the editor's unsaved content">
+            {' '}
+            · unsaved
+          </span>
+        )}
         {model.run && (
           <>
             {' · last run '}
@@ -87,10 +93,9 @@ export function ApplicationSection(props: { model: NotebookScanflowModel; panel:
                   </span>
                 )}
                 {m.cell !== null && (
-                  <a className="sf-link sf-cell-link" onClick={() => gotoCell(m.cell!)}>
-                    {' '}
+                  <button className="sf-link sf-cell-link" title={`Go to cell ${m.cell}`} onClick={() => gotoCell(m.cell!)}>
                     cell {m.cell}
-                  </a>
+                  </button>
                 )}
               </span>
             </li>

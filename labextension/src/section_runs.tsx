@@ -1,11 +1,9 @@
 /** Runs section: the app's MLflow runs (paged, filterable), each expandable into its step runs. */
-import { Notification } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { ApiError } from './api';
 import type { ISidebarContext } from './context';
 import type { NotebookScanflowModel } from './model';
-import { reportError } from './notify';
 import { formatDuration } from './state';
 import type { IAppNode, IMlflowRun } from './types';
 import { Btn, StatusPill } from './widgets';
@@ -64,18 +62,7 @@ function StepRuns(props: { parent: IMlflowRun; model: NotebookScanflowModel; ctx
       .catch(err => setError(err instanceof ApiError ? err.userText : String(err)));
   }, [props.parent.run_id]);
   const runId = props.parent.tags?.['scanflow.run_id'];
-  const openOutput = async (step: string) => {
-    try {
-      const log = await props.model.client.logs(runId!, step);
-      if (log.output_notebook) {
-        props.ctx.openPath(log.output_notebook);
-      } else {
-        Notification.warning(`Step ${step} of run ${runId} has no output notebook (it did not execute).`, { autoClose: 5000 });
-      }
-    } catch (err) {
-      reportError(err, 'Output notebook');
-    }
-  };
+  const openOutput = (step: string) => props.ctx.openOutput(runId!, step);
   if (error) {
     return <div className="sf-error-text">{error}</div>;
   }
@@ -98,12 +85,16 @@ function StepRuns(props: { parent: IMlflowRun; model: NotebookScanflowModel; ctx
             <span className="sf-muted sf-step-duration">{formatDuration(s.duration_s)}</span>
             {runId && (
               <>
-                <a className="sf-link" onClick={() => props.ctx.showLog(runId, name, null)}>
+                <button className="sf-link sf-step-log" onClick={() => props.ctx.showLog(runId, name, null)}>
                   log
-                </a>
-                <a className="sf-link" onClick={() => void openOutput(name)}>
+                </button>
+                <button
+                  className="sf-link sf-step-notebook"
+                  title={`Open the output notebook of ${name} (read-only)`}
+                  onClick={() => openOutput(name)}
+                >
                   notebook
-                </a>
+                </button>
               </>
             )}
             {err && (
@@ -129,6 +120,8 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
   const [error, setError] = React.useState<string | null>(null);
   const [loading, setLoading] = React.useState(false);
   const [expanded, setExpanded] = React.useState<string | null>(null);
+  /** Bumped by Filter: the same filter applied again reloads too. */
+  const [reloads, setReloads] = React.useState(0);
   const load = async (pageToken: string | null, replace: boolean) => {
     if (!experiment) {
       return;
@@ -158,7 +151,7 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
   };
   React.useEffect(() => {
     void load(null, true);
-  }, [experiment, applied, model.runsVersion, props.ctx.settings().trackingUri]);
+  }, [experiment, applied, reloads, model.runsVersion, props.ctx.settings().trackingUri]);
   if (!experiment) {
     return <div className="sf-muted">Runs appear once the notebook declares an app.</div>;
   }
@@ -169,6 +162,7 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
         onSubmit={e => {
           e.preventDefault();
           setApplied(filter.trim());
+          setReloads(n => n + 1);
         }}
       >
         <input
@@ -182,14 +176,30 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
         </button>
       </form>
       {error && <div className="sf-error-text sf-filter-error">{error}</div>}
-      {!error && !runs.length && !loading && <div className="sf-muted">No runs in experiment “{experiment}” yet.</div>}
+      {!error && !runs.length && !loading && (
+        <div className="sf-muted sf-runs-empty">
+          {applied ? `No runs match “${applied}”.` : `No runs in experiment “${experiment}” yet.`}
+        </div>
+      )}
       <ul className="sf-run-list">
         {runs.map(r => {
           const st = mlflowStatus(r);
           const open = expanded === r.run_id;
           return (
             <li key={r.run_id} className={`sf-run ${open ? 'sf-expanded' : ''}`} data-run={r.run_id}>
-              <div className="sf-run-head" onClick={() => setExpanded(open ? null : r.run_id)}>
+              <div
+                className="sf-run-head"
+                role="button"
+                tabIndex={0}
+                aria-expanded={open}
+                onClick={() => setExpanded(open ? null : r.run_id)}
+                onKeyDown={e => {
+                  if (e.key === 'Enter' || e.key === ' ') {
+                    e.preventDefault();
+                    setExpanded(open ? null : r.run_id);
+                  }
+                }}
+              >
                 <span className={`sf-caret ${open ? 'sf-open' : ''}`}>▸</span>
                 <StatusPill status={st} />
                 <span className="sf-run-name" title={`MLflow run ${r.run_id}`}>

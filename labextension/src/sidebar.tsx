@@ -21,12 +21,17 @@ function NotebookView(props: { panel: NotebookPanel; ctx: ISidebarContext }): JS
     <div className="sf-notebook" data-path={model.path}>
       <div className="sf-notebook-path" title={model.path}>
         {model.path}
-        <a className="sf-link sf-refresh" title="Re-read the notebook and the server configuration" onClick={() => {
-          void ctx.models.loadConfig();
-          void model.refresh();
-        }}>
+        <button
+          className="sf-link sf-refresh"
+          title="Reload: the notebook, its runs and the server configuration"
+          aria-label="Reload the notebook, its runs and the server configuration"
+          onClick={() => {
+            void ctx.models.loadConfig();
+            void model.reload();
+          }}
+        >
           ⟳
-        </a>
+        </button>
       </div>
       <Section title="Application" id="application">
         <ApplicationSection model={model} panel={panel} ctx={ctx} />
@@ -41,9 +46,9 @@ function NotebookView(props: { panel: NotebookPanel; ctx: ISidebarContext }): JS
         title="Agents"
         id="agents"
         extra={
-          <a className="sf-link" title="Refresh agent status" onClick={() => void model.refreshAgents()}>
+          <button className="sf-link sf-refresh-agents" title="Refresh agent status" aria-label="Refresh agent status" onClick={() => void model.refreshAgents()}>
             ⟳
-          </a>
+          </button>
         }
       >
         <AgentsSection model={model} />

@@ -26,6 +26,8 @@ export interface IAppNode {
   kind: NodeKind;
   /** 1-based cell number (as users count cells); navigate with cells.cellIndexOf. */
   cell: number;
+  /** Executors: every cell of the step (1-based; a multi-cell step has several). */
+  cells?: number[];
   inputs: string[];
   outputs: string[];
 }
@@ -160,4 +162,18 @@ export interface IDeployments {
   available: boolean;
   reason: string | null;
   objects: Record<string, unknown>[];
+}
+
+/** A cell of an nbformat 4 notebook, as much as the output viewer reads. */
+export interface INotebookCell {
+  cell_type: string;
+  source: string | string[];
+  execution_count?: number | null;
+  outputs?: unknown[];
+}
+
+export interface IOutputNotebook {
+  run_id: string;
+  step: string;
+  notebook: { cells: INotebookCell[]; metadata?: Record<string, unknown> };
 }
