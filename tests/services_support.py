@@ -80,9 +80,9 @@ class Http:
                                      headers={"Content-Type": "application/json", **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - test server
-                status, text, hdrs = resp.status, resp.read().decode(), dict(resp.headers)
+                status, text, hdrs = resp.status, resp.read().decode(), {k.lower(): v for k, v in resp.headers.items()}
         except urllib.error.HTTPError as exc:
-            status, text, hdrs = exc.code, exc.read().decode(), dict(exc.headers)
+            status, text, hdrs = exc.code, exc.read().decode(), {k.lower(): v for k, v in exc.headers.items()}
         try:
             doc = json.loads(text)
         except ValueError:
