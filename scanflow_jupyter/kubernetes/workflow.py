@@ -17,7 +17,10 @@ dependents of a failed task). Each task's pod:
   backend does;
 * mounts the run store at `/scanflow/store` (`<store>/<run_id>/<step>/{input.ipynb,
   output.ipynb, log.txt, outputs/}`) from an existing PVC (`store_claim`) or from a
-  `volumeClaimTemplates` entry created (and garbage-collected) with the Workflow;
+  `volumeClaimTemplates` entry created (and garbage-collected) with the Workflow — or, with
+  `object_store` (`s3://bucket/prefix`, the team environment's run store), a scratch emptyDir:
+  the step downloads its inputs from and uploads its folder to the object store
+  (`--object-store`); `--mlflow-run-id` names the step's MLflow run, created by the runner;
 * gets `MLFLOW_TRACKING_URI` & co. from the team environment ConfigMap (`envFrom`) and the S3
   keys from its Secret (`secretKeyRef`): never a literal credential; both are optional, so a
   namespace without a deployed team environment still runs (steps then track nowhere);
@@ -131,6 +134,8 @@ class WorkflowOptions:
     secret: str | None = DEFAULT_SECRET
     service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
+    object_store: str | None = None  # s3://bucket/prefix: the run store (then a scratch emptyDir in each pod)
+    mlflow_run_ids: Mapping[str, str] = field(default_factory=dict)  # step -> its MLflow run (made by the runner)
     pod_metadata: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
 
 
@@ -212,6 +217,10 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
         args = ["--step", step, "--store", STORE_MOUNT, "--run-id", run_id or "{{workflow.name}}"]
         for var, producer in app.input_producers(ex).items():  # the nearest producer above
             args += ["--input", f"{var}={producer}"]
+        if options.object_store:
+            args += ["--object-store", options.object_store]
+        if options.mlflow_run_ids.get(step):
+            args += ["--mlflow-run-id", options.mlflow_run_ids[step]]
         env = [
             m.EnvVar(name="SCANFLOW_RUN_ID", value=run_id or "{{workflow.name}}"),
             m.EnvVar(name="SCANFLOW_STEP_NAME", value=step),
@@ -252,7 +261,9 @@ def compile_workflow(app: Application, options: WorkflowOptions) -> dict[str, An
     ])
     volumes = None
     claims = None
-    if options.store_claim:
+    if options.object_store and not options.store_claim:
+        volumes = [m.Volume(name=STORE_VOLUME, empty_dir=m.EmptyDirVolumeSource())]
+    elif options.store_claim:
         volumes = [m.Volume(name=STORE_VOLUME,
                             persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(claim_name=options.store_claim))]
     else:

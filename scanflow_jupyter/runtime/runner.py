@@ -197,6 +197,7 @@ class PipelineRun:
         self._reused_step: dict[str, str] = {}  # cached step -> the step of `cached_from` it reuses
         self._store_wait: Any = None  # asyncio task: the tracking store is being created
         self._store_pending = False
+        self._remote_target: Any = None  # backends.TrackingTarget when the backend names the tracker
         self.keys: Any = None  # runtime.cache.StepKeys, set by plan()
         self.explain: dict[str, str] = {}  # step -> why it ran or was cached (--explain)
         self._ingredients: dict[str, dict[str, Any]] = {}
@@ -306,11 +307,17 @@ class PipelineRun:
         journal = EventJournal(self.store.run_dir(run_id))
         self.bus.subscribe(journal)
         self._save()
-        self._start_tracking()
+        backend_cls = load_backend(self.backend_name)
+        self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel})
+        target = None
+        try:
+            target = await asyncio.to_thread(self.backend.tracking_target)
+        except Exception as exc:  # noqa: BLE001 - the configured tracker then; said at the end
+            self._tracking_problem(f"the {self.backend_name} backend's tracker: {exc}")
+        self._start_tracking(target)
+        self.backend.options["tracking_uri"] = self.tracking_uri
         if self._store_pending:
             self._store_wait = asyncio.ensure_future(asyncio.to_thread(self._wait_store))
-        backend_cls = load_backend(self.backend_name)
-        self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel, "tracking_uri": self.tracking_uri})
         self.bus.emit("run_started", app=self.app.name, notebook=self.app.notebook, backend=self.backend_name,
                       steps=list(steps), params=self.params, run_dir=str(self.store.run_dir(run_id)))
         settled: dict[str, str] = {}
@@ -318,11 +325,10 @@ class PipelineRun:
             if reuse and name in steps:
                 settled[name] = self._settle_reused(name, reuse)
         self._will_run = self._predict_executions(settled)
-        if getattr(self.backend, "whole_pipeline", False):
-            # Hook for backends that schedule the whole DAG themselves (kubernetes: one Argo
-            # Workflow). `run_pipeline(self)` updates self.state and emits step events; the
-            # cancellation and finishing code below is shared.
-            task = asyncio.ensure_future(self.backend.run_pipeline(self))
+        if self.backend.execution == "whole_pipeline":
+            # the backend schedules the DAG itself (kubernetes: one Argo Workflow); it reports
+            # through PipelineReporter, which drives the same state machine as the scheduler
+            task = asyncio.ensure_future(self._run_whole_pipeline(settled))
         else:
             scheduler = Scheduler(self.pipeline, list(steps), settled, self._run_step, self.max_parallel,
                                   on_queued=self._queued, on_skipped=self._skipped,
@@ -360,7 +366,7 @@ class PipelineRun:
                 step.status = "killed" if killed else "skipped"
                 if step.status == "killed":
                     self.bus.emit("step_killed", name)
-                self._track_step(name, None)
+                self._track_step(name, step.mlflow_run_id)
         statuses = [s.status for s in self.state.steps.values()]
         if killed or "killed" in statuses:
             status = "killed"
@@ -376,6 +382,8 @@ class PipelineRun:
             self.state.mlflow_run_id = fut.result()  # readers of the first final save see the MLflow run too
         self._save()  # final status on disk before tracking finishes (a crash there loses nothing)
         self._finish_tracking(status)
+        if self._remote_target is not None and self._remote_target.close is not None:
+            self._remote_target.close()
         self._save()
         self.bus.emit("run_finished", status=status, mlflow_run_id=self.state.mlflow_run_id,
                       duration_s=self.state.finished_at - (self.state.started_at or now))
@@ -402,7 +410,7 @@ class PipelineRun:
         step.status = "skipped"
         self._save()
         self.bus.emit("step_skipped", name, reason=f"upstream step '{because}' did not succeed", upstream=because)
-        self._track_step(name, None)
+        self._track_step(name, step.mlflow_run_id)
 
     def _settle_reused(self, name: str, reuse: dict[str, Any]) -> str:
         step = self.state.steps[name]
@@ -510,6 +518,121 @@ class PipelineRun:
         self._track_step(name, mlflow_id)
         return step.status
 
+    # ------------------------------------------------------------------ whole-pipeline backends
+    async def _run_whole_pipeline(self, settled: dict[str, str]) -> None:
+        """Settle what the cache serves, hand the rest to the backend as one job, skip what it never ran.
+
+        A step whose key is known before submission (its inputs come from settled steps) is
+        looked up in the cache like on the local backend; a step below one that executes always
+        executes (its inputs' digests exist only after the backend ran its upstream).
+        """
+        from scanflow_jupyter.runtime.backends import PipelineJob
+        from scanflow_jupyter.runtime.cache import key_of
+
+        if self._store_wait is not None:
+            await asyncio.shield(self._store_wait)
+        for name in self.selected:
+            if name in settled:
+                continue
+            ex = self.pipeline.steps[name].executor
+            cacheable = ex.cache and not self.no_cache and name not in self.only
+            upstream = self._upstream_digests(name, {n: self.state.steps[n].outputs for n in settled})
+            if upstream is None or any(d not in settled for d in self.pipeline.steps[name].depends_on):
+                self.explain[name] = "an upstream step executes (steps below it execute too on this backend)"
+                continue
+            ingredients = self._ingredients[name] = await asyncio.to_thread(self.keys.ingredients, ex, upstream)
+            key = key_of(ingredients)
+            entry = self.store.cache_lookup(key) if cacheable else None
+            if entry is not None:
+                self.explain[name] = f"cached: nothing it depends on changed since run {entry.run_id}"
+                settled[name] = self._settle_reused(name, {"outputs": entry.outputs, "cached_from": entry.run_id,
+                                                           "cache_key": key, "step": entry.step})
+            elif cacheable:
+                self.explain[name] = self.keys.why_not_cached(name, ingredients)
+            else:
+                self.explain[name] = ("--no-cache" if self.no_cache else "--no-cache on its %%executor line"
+                                      if not ex.cache else "--only re-executes the steps it names")
+        to_run = [n for n in self.selected if n not in settled and self.state.steps[n].status == "pending"]
+        if not to_run:
+            return
+        for name in to_run:
+            self._queued(name)
+            if _uses_mlflow(self.app, self.pipeline.steps[name].executor) or self._remote_target is not None:
+                try:  # created now: the backend passes the id to the step, so its mlflow.log_* land there
+                    self.state.steps[name].mlflow_run_id = await asyncio.to_thread(self._start_step_run, name)
+                except Exception as exc:  # noqa: BLE001 - tracking trouble must not stop the pipeline
+                    self._tracking_problem(f"step {name}: {exc}")
+        self._save()
+        job = PipelineJob(
+            run_id=self.state.run_id, steps=to_run,
+            depends_on={n: list(self.pipeline.steps[n].depends_on) for n in to_run}, params=dict(self.params),
+            inputs={n: dict(self.app.input_producers(self.pipeline.steps[n].executor)) for n in to_run},
+            reused={n: self.store.outputs_dir(self.state.run_id, n) for n in settled},
+            mlflow_run_ids={n: self.state.steps[n].mlflow_run_id for n in to_run},
+            tracking_uri=self.tracking_uri, run_dir=self.store.run_dir(self.state.run_id), report=_Reporter(self))
+        await self.backend.run_pipeline(job)
+        for name in to_run:  # dependents of a failed step: the backend never started them
+            if self.state.steps[name].status in ("pending", "queued"):
+                blocked = next((d for d in self.pipeline.steps[name].depends_on
+                                if self.state.steps[d].status in ("failed", "skipped", "killed")), None)
+                if blocked:
+                    self._skipped(name, blocked)
+
+    def _whole_started(self, name: str, attempt: int) -> None:
+        step = self.state.steps[name]
+        step.status, step.attempts, step.error = "running", attempt, None
+        step.started_at = step.started_at or time.time()
+        self._save()
+        self.bus.emit("step_started", name, attempt)
+
+    def _whole_retrying(self, name: str, attempt: int, error: dict[str, Any]) -> None:
+        from scanflow_jupyter.data.store import StepError
+
+        step = self.state.steps[name]
+        step.error = StepError(**{k: error.get(k) for k in ("cell", "ename", "evalue", "traceback")})
+        self._save()
+        self.bus.emit("step_retrying", name, attempt, **error, next_attempt=attempt + 1)
+
+    def _whole_finished(self, name: str, attempt: int, status: str, error: dict[str, Any] | None,
+                        fetched: bool) -> None:
+        from scanflow_jupyter.data.store import StepError
+        from scanflow_jupyter.runtime.cache import key_of
+
+        ex = self.pipeline.steps[name].executor
+        step = self.state.steps[name]
+        now = time.time()
+        step.attempts = attempt or step.attempts
+        step.finished_at = now
+        step.duration_s = round(now - (step.started_at or now), 3)
+        step.status = status
+        if status == "succeeded" and fetched:
+            try:
+                step.outputs = self._collect_outputs(ex, self.store.outputs_dir(self.state.run_id, name))
+            except (FileNotFoundError, KeyError) as exc:
+                step.status = "failed"
+                step.error = StepError(cell=ex.cell, ename="MissingOutput", evalue=f"output was not saved: {exc}", traceback=[])
+            else:
+                upstream = self._upstream_digests(name, {n: s.outputs for n, s in self.state.steps.items()}) or {}
+                ingredients = self._ingredients[name] = self.keys.ingredients(ex, upstream)
+                step.cache_key = key_of(ingredients)
+                self._record_cache(name)
+        elif status == "failed":
+            step.error = StepError(**{k: (error or {}).get(k) for k in ("cell", "ename", "evalue", "traceback")})
+        self._save()
+        if step.status == "succeeded":
+            self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs))
+        elif step.status == "failed":
+            self.bus.emit("step_failed", name, step.attempts, duration_s=step.duration_s,
+                          **(step.error.to_dict() if step.error else {}))
+        else:
+            self.bus.emit("step_killed", name, step.attempts)
+        self._track_step(name, step.mlflow_run_id)
+        if step.status == "failed":  # as the scheduler does: nothing below a failed step runs
+            for child in self.pipeline.steps:
+                if (child in self.pipeline.downstream(name) and child in self.state.steps
+                        and self.state.steps[child].status in ("pending", "queued")):
+                    self._skipped(child, name)
+
     def _predict_executions(self, settled: dict[str, str]) -> set[str]:
         """Steps expected to execute (not served by the cache), so backends start no idle kernels.
 
@@ -588,9 +711,10 @@ class PipelineRun:
         return nb
 
     # ------------------------------------------------------------------ tracking
-    def _start_tracking(self) -> None:
-        """Start the recorder: into the configured store, or (remote tracker, local backend) into
-        the run's local buffer that `tracking_sync.forward` delivers after the run."""
+    def _start_tracking(self, target: Any = None) -> None:
+        """Start the recorder: into the backend's tracker (`target`), the configured store, or
+        (remote tracker, local backend) the run's local buffer that `tracking_sync.forward`
+        delivers after the run."""
         from concurrent.futures import ThreadPoolExecutor
 
         from scanflow_jupyter import tracking_sync
@@ -598,7 +722,8 @@ class PipelineRun:
         from scanflow_jupyter.tracking import default_artifact_root, resolve_tracking_uri
         from scanflow_jupyter.tracking_store import store_ready
 
-        self.target_uri = resolve_tracking_uri(self.home)
+        self._remote_target = target
+        self.target_uri = target.uri if target is not None else resolve_tracking_uri(self.home)
         run_dir = self.store.run_dir(self.state.run_id)
         self._buffered = tracking_sync.uses_buffer(self.target_uri, self.backend_name)
         if self._buffered:
@@ -734,6 +859,27 @@ class PipelineRun:
             "so this run has no MLflow record.",
             "do not delete the store while runs are in progress; the run store (scanflow runs) keeps every result, "
             "and a new run records into a new store."))
+
+
+class _Reporter:
+    """The runner's side of `StepReporter`: whole-pipeline backends report, the runner keeps state."""
+
+    def __init__(self, run: PipelineRun) -> None:
+        self._run = run
+
+    def started(self, step: str, attempt: int) -> None:
+        self._run._whole_started(step, attempt)
+
+    def retrying(self, step: str, attempt: int, error: dict[str, Any]) -> None:
+        self._run._whole_retrying(step, attempt, error)
+
+    def progress(self, step: str, attempt: int | None, type_: str, **data: Any) -> None:
+        if type_ in ("step_log", "step_cell"):
+            self._run.bus.emit(type_, step, attempt, **data)
+
+    def finished(self, step: str, attempt: int, status: str, error: dict[str, Any] | None = None,
+                 fetched: bool = True) -> None:
+        self._run._whole_finished(step, attempt, status, error, fetched)
 
 
 def _status_reason(status: str) -> str:
