@@ -2,8 +2,9 @@
 # Local Kubernetes control plane for Scanflow's tests, built from the Go module proxy.
 #
 #   tests/k8s/cluster.sh build   build (once, cached by version) etcd, kube-*, kubelet, kube-proxy,
-#                                kubectl, kwok, argo, coredns and the node's images; install the
-#                                Debian packages the node needs when missing
+#                                kubectl, kwok, argo, coredns, versitygw and the node's images (also
+#                                the team environment's tracker and PostgreSQL images, with the
+#                                Docker Engine, when it runs); install the node's Debian packages
 #   tests/k8s/cluster.sh up      build if needed, then start the control plane and the real node
 #                                (reuses a running cluster)
 #   tests/k8s/cluster.sh down    stop every component by PID, clean up the node (pods, mounts,
@@ -22,6 +23,8 @@ KWOK_VERSION=v0.8.0       # sigs.k8s.io/kwok
 ARGO_VERSION=v4.0.7       # github.com/argoproj/argo-workflows/v4
 COREDNS_VERSION=v1.15.0   # github.com/coredns/coredns
 PAUSE_VERSION=1           # our pause image (a static Go binary that waits for SIGTERM)
+VERSITYGW_VERSION=v1.8.0  # github.com/versity/versitygw (Apache-2.0): the team environment's S3 server
+POSTGRES_MAJOR=15         # Debian's postgresql-15 in the environment's PostgreSQL image
 # Debian packages the real node uses (installed by `build` when missing)
 NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack docker-registry socat busybox-static)
 
@@ -352,6 +355,82 @@ install_packages() {
     fi
 }
 
+# --- the team environment's images (issue #10): S3 server, MLflow tracker, PostgreSQL ---
+
+build_versitygw() {
+    stamp_ok versitygw "$VERSITYGW_VERSION" versitygw && return 0
+    mkdir -p "$SRC/versitygw"
+    timed versitygw _build_module "$SRC/versitygw" github.com/versity/versitygw "$VERSITYGW_VERSION" versitygw \
+        github.com/versity/versitygw/cmd/versitygw -X "main.Version=$VERSITYGW_VERSION"
+    echo "$VERSITYGW_VERSION" >"$BIN/.versitygw.version"
+}
+
+REPO=$(cd "$HERE/../.." && pwd)
+ENV_IMAGES=(tracker postgres)   # built with the Docker Engine (optional: skipped when it is not running)
+
+# python with scanflow_jupyter importable (the base image recipe lives there)
+repo_python() {
+    local py=${SCANFLOW_PYTHON:-$REPO/.venv/bin/python}
+    [[ -x $py ]] || py=python3
+    echo "$py"
+}
+
+mlflow_version() {
+    "$(repo_python)" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null
+}
+
+# docker_image NAME TAG DOCKERFILE BUILD-ARG... -> $IMAGES/NAME.tar (`docker save` of
+# scanflow.local/NAME:TAG, also tagged scanflow/NAME:TAG), rebuilt when TAG or the recipe
+# (Dockerfile, its files, the base image) changes. The context holds the host's extra CA
+# certificates (a TLS-inspecting proxy between the build and PyPI / the Debian mirror).
+docker_image() {
+    local name=$1 tag=$2 dockerfile=$3; shift 3
+    local ctx=$SRC/image-$name recipe args=() a
+    recipe=$({ cat "$HERE/images/$dockerfile" "$HERE"/images/*.sh; printf '%s\n' "$@"; } | sha256sum | cut -c1-12)
+    if image_ok "$name" "$tag" && [[ $(cat "$IMAGES/.$name.recipe" 2>/dev/null) == "$recipe" ]]; then
+        return 0
+    fi
+    rm -rf "$ctx"
+    mkdir -p "$ctx/ca" "$IMAGES"
+    cp "$HERE/images/$dockerfile" "$ctx/Dockerfile"
+    cp "$HERE"/images/*.sh "$ctx/"
+    cp /usr/local/share/ca-certificates/*.crt "$ctx/ca/" 2>/dev/null || true
+    for a in "$@"; do args+=(--build-arg "$a"); done
+    timed "$name-image" docker build --pull=false "${args[@]}" -t "scanflow.local/$name:$tag" \
+        -t "scanflow/$name:$tag" "$ctx"
+    docker save -o "$IMAGES/$name.tar.tmp" "scanflow.local/$name:$tag"
+    mv "$IMAGES/$name.tar.tmp" "$IMAGES/$name.tar"
+    echo "$tag" >"$IMAGES/.$name.tag"
+    echo "$recipe" >"$IMAGES/.$name.recipe"
+    rm -rf "$ctx"
+}
+
+build_env_images() {
+    local root=$SRC/rootfs
+    # the S3 server: versitygw's static binary + busybox's sh/mkdir (the bucket is a directory
+    # made before the server starts); runs as any non-root uid (65532 by default)
+    image_ok s3 "$VERSITYGW_VERSION" || {
+        rootfs_with "$root" "$BIN/versitygw:bin/versitygw" /bin/busybox:bin/busybox
+        ln -s busybox "$root/bin/sh"
+        ln -s busybox "$root/bin/mkdir"
+        oci_image s3 "$VERSITYGW_VERSION" "$root" 65532 Entrypoint /bin/versitygw
+        echo "$VERSITYGW_VERSION" >"$IMAGES/.s3.tag"
+        rm -rf "$root"
+    }
+    if ! docker info >/dev/null 2>&1; then
+        log "WARNING: no Docker Engine: the tracker and PostgreSQL images are not built (start it, then run build again)"
+        return 0
+    fi
+    local base mlflow
+    mlflow=$(mlflow_version) || die "cannot read the installed mlflow version with $(repo_python) (run make setup first)"
+    base=$("$(repo_python)" -c 'from scanflow_jupyter.build.base import ensure_base_image
+from scanflow_jupyter.build.builder import docker_client
+print(ensure_base_image(docker_client())[0])' 2>"$SRC/base-image.log") \
+        || { tail -n 20 "$SRC/base-image.log" >&2; die "the offline base image could not be made (log: $SRC/base-image.log)"; }
+    docker_image tracker "$mlflow" tracker.Dockerfile "BASE=$base" "MLFLOW_VERSION=$mlflow"
+    docker_image postgres "$POSTGRES_MAJOR" postgres.Dockerfile "BASE=$base"
+}
+
 cmd_build() {
     mkdir -p "$BIN" "$SRC"
     exec 8>"$VDIR/.build.lock"
@@ -367,8 +446,10 @@ cmd_build() {
     build_argoexec
     build_coredns
     build_pause
+    build_versitygw
     install_packages
     build_images
+    build_env_images
     exec 8>&-
     log "binaries ready in $BIN (${SECONDS}s total, $((SECONDS - t0))s this run)"
 }
@@ -746,7 +827,8 @@ registry_has() {  # registry_has REPO TAG
 # push them there once (the registry's storage survives down/up)
 load_images() {
     local name tag
-    for name in pause coredns argoexec busybox; do
+    for name in pause coredns argoexec busybox s3 "${ENV_IMAGES[@]}"; do
+        [[ -f $IMAGES/$name.tar ]] || continue  # the Docker-built ones are optional
         tag=$(cat "$IMAGES/.$name.tag")
         if ! ctr_ images ls -q | grep -qxF "scanflow.local/$name:$tag"; then
             ctr_ images import "$IMAGES/$name.tar" >>"$RUN/logs/images.log" 2>&1 \
@@ -911,6 +993,12 @@ cmd_env() {
     echo "export SCANFLOW_K8S_NODE=$NODE_NAME"
     echo "export SCANFLOW_K8S_BUSYBOX=$REGISTRY/busybox:$(busybox_tag)"
     echo "export SCANFLOW_K8S_ARGOEXEC=$REGISTRY/argoexec:$ARGO_VERSION"
+    # the team environment's images (what `scanflow deploy` reads from these variables)
+    local name
+    for name in s3 "${ENV_IMAGES[@]}"; do
+        [[ -f $IMAGES/.$name.tag ]] || continue
+        echo "export SCANFLOW_K8S_${name^^}_IMAGE=$REGISTRY/$name:$(cat "$IMAGES/.$name.tag")"
+    done
 }
 
 cmd_status() {

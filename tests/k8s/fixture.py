@@ -39,6 +39,8 @@ class K8sCluster:
 
     `node` is the real node's name, `registry` the local registry it pulls from (host:port on
     127.0.0.1), `busybox` a small image in that registry (sh, sleep, wget, nslookup, httpd).
+    `s3_image`, `tracker_image`, `postgres_image`: the team environment's images in that registry
+    (SCANFLOW_K8S_*_IMAGE; "" when `cluster.sh build` ran without a Docker Engine).
     """
 
     kubeconfig: Path
@@ -47,6 +49,9 @@ class K8sCluster:
     node: str = ""
     registry: str = ""
     busybox: str = ""
+    s3_image: str = ""
+    tracker_image: str = ""
+    postgres_image: str = ""
 
     def api_client(self) -> Any:
         """A fresh `kubernetes.client.ApiClient` for this cluster (no global configuration)."""
@@ -145,7 +150,10 @@ def k8s_cluster() -> Iterator[K8sCluster]:
         _STARTED_BY_THIS_PROCESS.add(_run_dir())
     cluster = K8sCluster(kubeconfig=kubeconfig, bin_dir=bin_dir, started_here=not was_running,
                          node=env.get("SCANFLOW_K8S_NODE", ""), registry=env.get("SCANFLOW_K8S_REGISTRY", ""),
-                         busybox=env.get("SCANFLOW_K8S_BUSYBOX", ""))
+                         busybox=env.get("SCANFLOW_K8S_BUSYBOX", ""),
+                         s3_image=env.get("SCANFLOW_K8S_S3_IMAGE", ""),
+                         tracker_image=env.get("SCANFLOW_K8S_TRACKER_IMAGE", ""),
+                         postgres_image=env.get("SCANFLOW_K8S_POSTGRES_IMAGE", ""))
     yield cluster
     if cluster.started_here and os.environ.get("SCANFLOW_K8S_KEEP") != "1":
         down = cluster_sh("down")
