@@ -93,7 +93,10 @@ def load_custom(spec: ServiceSpec) -> Served:
         except Exception as exc:
             raise ModelLoadError(f"{where}: load() raised {type(exc).__name__}: {exc}") from exc
     takes_state = len(inspect.signature(predict).parameters) >= 2
-    adapter = custom_adapter(predict)
+    try:
+        adapter = custom_adapter(predict)
+    except Exception as exc:  # an annotation that does not resolve, or that pydantic cannot validate
+        raise ModelLoadError(f"{where}: {exc}") from exc
 
     def handle(body: Any) -> tuple[Any, Any]:
         inputs = parse_custom(adapter, body)

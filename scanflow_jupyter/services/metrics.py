@@ -30,7 +30,7 @@ class Metrics:
         with self._lock:
             key = (route, str(status))
             self._requests[key] = self._requests.get(key, 0) + 1
-            if status >= 400:
+            if status >= 400 and seconds is not None:  # prediction requests only (not probes)
                 kind = "client" if status < 500 else "server"
                 self._errors[kind] = self._errors.get(kind, 0) + 1
             if seconds is not None:
@@ -45,7 +45,7 @@ class Metrics:
         with self._lock:
             for (route, status), n in sorted(self._requests.items()):
                 lines.append(f'scanflow_service_requests_total{{{svc},route="{_label(route)}",status="{status}"}} {n}')
-            lines += ["# HELP scanflow_service_errors_total Failed requests (client: 4xx, server: 5xx).",
+            lines += ["# HELP scanflow_service_errors_total Failed prediction requests (client: 4xx, server: 5xx).",
                       "# TYPE scanflow_service_errors_total counter"]
             for kind in ("client", "server"):
                 lines.append(f'scanflow_service_errors_total{{{svc},kind="{kind}"}} {self._errors.get(kind, 0)}')

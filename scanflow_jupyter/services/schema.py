@@ -40,13 +40,15 @@ def custom_adapter(predict: Callable[..., Any]) -> Any:
     params = list(inspect.signature(predict).parameters.values())
     annotation: Any = Any
     if params:
-        try:
-            hints = typing.get_type_hints(predict)
-        except Exception:  # an annotation that does not resolve: fall back to the raw one
-            hints = {}
-        annotation = hints.get(params[0].name, params[0].annotation)
+        annotation = params[0].annotation
         if annotation is inspect.Parameter.empty:
-            annotation = Any
+            return TypeAdapter(Any)
+        try:
+            annotation = typing.get_type_hints(predict).get(params[0].name, annotation)
+        except Exception as exc:
+            raise TypeError(f"the annotation {annotation!r} of predict's parameter '{params[0].name}' does not "
+                            f"resolve ({type(exc).__name__}: {exc}); define the types it names at the top "
+                            "level of the cell (or %%setup).") from None
     return TypeAdapter(annotation)
 
 

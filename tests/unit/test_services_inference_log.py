@@ -1,0 +1,61 @@
+"""The inference log: parquet parts, sampling, truncation, size-bounded rotation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scanflow_jupyter.services.inference_log import InferenceLog
+
+
+@pytest.fixture(autouse=True)
+def _needs_parquet(require) -> None:  # noqa: ANN001
+    require("pyarrow")
+    require("pandas")
+
+
+def test_rows_are_written_as_parquet_on_close(tmp_path: Path) -> None:
+    import pandas as pd
+
+    log = InferenceLog(tmp_path / "inf", "svc", flush_s=60)
+    log.record([{"a": 1}], [0.5], version="3", latency_ms=1.5, status=200)
+    log.record({"b": "x" * 100}, [1], version="3", latency_ms=2.0, status=200)
+    log.close()
+    df = pd.read_parquet(tmp_path / "inf")
+    assert len(df) == 2 and log.rows_written == 2
+    assert list(df["model_version"]) == ["3", "3"] and list(df["latency_ms"]) == [1.5, 2.0]
+    assert json.loads(df["inputs"][0]) == [{"a": 1}] and json.loads(df["predictions"][0]) == [0.5]
+    assert not df["truncated"].any()
+    assert not list((tmp_path / "inf").glob(".*.tmp"))
+
+
+def test_long_fields_are_truncated_and_sampling_zero_keeps_nothing(tmp_path: Path) -> None:
+    import pandas as pd
+
+    log = InferenceLog(tmp_path / "a", "svc", max_field_chars=50)
+    log.record("y" * 500, [1], version=None, latency_ms=1, status=200)
+    log.close()
+    df = pd.read_parquet(tmp_path / "a")
+    assert bool(df["truncated"][0]) and len(df["inputs"][0]) == 50
+
+    none = InferenceLog(tmp_path / "b", "svc", sample=0.0)
+    for _ in range(50):
+        none.record([1], [1], version="1", latency_ms=1, status=200)
+    none.close()
+    assert none.rows_written == 0 and not (tmp_path / "b").exists()
+
+
+def test_rotation_keeps_the_folder_under_max_bytes(tmp_path: Path) -> None:
+    log = InferenceLog(tmp_path / "r", "svc", flush_rows=1, max_bytes=20_000)
+    for i in range(40):
+        log.record({"row": i, "pad": "z" * 2000}, [i], version="1", latency_ms=1, status=200)
+    log.close()
+    parts = sorted((tmp_path / "r").glob("part-*.parquet"))
+    assert log.rows_written == 40
+    assert 1 <= len(parts) < 40
+    assert sum(p.stat().st_size for p in parts) <= 20_000
+    import pandas as pd
+
+    assert json.loads(pd.read_parquet(parts[-1])["inputs"][0])["row"] == 39  # the newest part is kept
