@@ -26,13 +26,19 @@ Importing this package is cheap: no FastAPI, uvicorn, httpx or MLflow.
 """
 
 from scanflow_jupyter.agents.decorators import AgentDefinitionError, actuator, rule, sensor
-from scanflow_jupyter.agents.events import metric_crosses, new_model_version, new_run
+from scanflow_jupyter.agents.events import (
+    metric_crosses,
+    new_model_version,
+    new_predictions,
+    new_run,
+)
 
 __all__ = [
     "AgentDefinitionError",
     "actuator",
     "metric_crosses",
     "new_model_version",
+    "new_predictions",
     "new_run",
     "rule",
     "sensor",

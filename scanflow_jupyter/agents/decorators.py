@@ -244,8 +244,9 @@ def sensor(
                 raise AgentDefinitionError(
                     "bad-event",
                     f"sensor '{sensor_name}': on={on!r} is not an MLflow event.",
-                    "use on=new_run('experiment'), on=metric_crosses('experiment', 'metric', above=0.9) "
-                    "or on=new_model_version('model') (from scanflow_jupyter.agents).",
+                    "use on=new_run('experiment'), on=metric_crosses('experiment', 'metric', above=0.9), "
+                    "on=new_model_version('model') or on=new_predictions('service', min_rows=100) "
+                    "(from scanflow_jupyter.agents).",
                 )
             trigger = Trigger("on", event=on)
         else:

@@ -1,7 +1,9 @@
 """MLflow events for `@sensor(on=...)`, detected by polling with a persisted watermark.
 
 Three events: a new finished run in an experiment (`new_run`), a metric crossing a threshold
-(`metric_crosses`) and a new registered model version (`new_model_version`).
+(`metric_crosses`) and a new registered model version (`new_model_version`). A fourth,
+`new_predictions(SERVICE, min_rows=N)`, watches a local service's inference log instead of
+MLflow (watermark: the last parquet part handled, `after_part`).
 
 The watermark is a plain JSON dict the runtime persists after the sensor handled the events:
 `since_ms` (the newest timestamp handled), `seen` (ids handled within `LOOKBACK_MS` of it) and
@@ -27,10 +29,12 @@ __all__ = [
     "EventSpec",
     "MetricCrosses",
     "NewModelVersion",
+    "NewPredictions",
     "NewRun",
     "initial_watermark",
     "metric_crosses",
     "new_model_version",
+    "new_predictions",
     "new_run",
     "poll",
 ]
@@ -133,6 +137,37 @@ class NewModelVersion(EventSpec):
         return {"kind": self.kind, "model": self.model, "poll_s": self.poll_s}
 
 
+@dataclass(frozen=True)
+class NewPredictions(EventSpec):
+    service: str = ""
+    min_rows: int = 1
+
+    kind = "new_predictions"
+
+    def describe(self) -> str:
+        return f"at least {self.min_rows} new prediction(s) of service {self.service}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "service": self.service, "min_rows": self.min_rows, "poll_s": self.poll_s}
+
+
+def new_predictions(service: str, *, min_rows: int = 1, poll: Any = DEFAULT_POLL,
+                    include_existing: bool = False) -> NewPredictions:
+    """At least `min_rows` new rows in the inference log of local service `service`
+    (`.scanflow/services/SERVICE/inference/`). The sensor gets a `PredictionBatch` (a list of
+    rows, oldest first; `.inputs_frame()` is a DataFrame of the logged inputs). Fewer rows wait
+    for the next poll; none is delivered twice."""
+    from scanflow_jupyter.agents.decorators import AgentDefinitionError
+
+    if not isinstance(service, str) or not service:
+        raise AgentDefinitionError("bad-event", f"{service!r} is not a service name.",
+                                   "name the %%service cell, e.g. new_predictions('scorer', min_rows=100).")
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
+        raise AgentDefinitionError("bad-event", f"min_rows={min_rows!r} is not a positive whole number.",
+                                   "write e.g. new_predictions('scorer', min_rows=100).")
+    return NewPredictions(_poll_seconds(poll), bool(include_existing), service, min_rows)
+
+
 def new_run(experiment: str | list[str], *, where: str | None = None, poll: Any = DEFAULT_POLL,
             include_existing: bool = False) -> NewRun:
     """A run finished (status FINISHED) in `experiment`; `where` is an MLflow filter such as
@@ -185,6 +220,8 @@ def initial_watermark(spec: EventSpec, now_ms: int | None = None) -> dict[str, A
     mark: dict[str, Any] = {"since_ms": since, "floor_ms": since, "seen": {}}
     if isinstance(spec, MetricCrosses):
         mark["side"] = None
+    if isinstance(spec, NewPredictions):
+        mark["after_part"] = "" if spec.include_existing else f"part-{since * 1_000_000 + 999_999:019d}"
     return mark
 
 
@@ -196,6 +233,8 @@ def poll(spec: EventSpec, client: Any, watermark: dict[str, Any], cache: dict[st
     `cache` keeps experiment ids between polls. MLflow errors propagate.
     """
     cache = cache if cache is not None else {}
+    if isinstance(spec, NewPredictions):
+        return _poll_predictions(spec, watermark)
     if isinstance(spec, NewModelVersion):
         return _poll_model_versions(spec, client, watermark, page_size)
     if isinstance(spec, (NewRun, MetricCrosses)):
@@ -288,3 +327,23 @@ def _poll_model_versions(spec: NewModelVersion, client: Any, watermark: dict[str
     fresh = fresh[:MAX_EVENTS_PER_POLL]
     handled = [(f"{mv.name}/{mv.version}", int(mv.creation_timestamp or 0)) for mv in fresh]
     return fresh, _advance(watermark, handled)
+
+
+def _poll_predictions(spec: NewPredictions, watermark: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """New inference-log parts of `spec.service` after the watermark, once they hold `min_rows`."""
+    from scanflow_jupyter.services.inference_log import (
+        count_rows,
+        inference_folder,
+        new_parts,
+        read_batch,
+    )
+    from scanflow_jupyter.tracking import scanflow_home
+
+    after = str(watermark.get("after_part", ""))
+    parts = new_parts(inference_folder(scanflow_home(), spec.service), after)
+    if not parts or count_rows(parts) < spec.min_rows:
+        return [], watermark
+    batch = read_batch(parts)
+    if len(batch) < spec.min_rows:  # parts rotated away meanwhile
+        return [], watermark
+    return batch, {**watermark, "after_part": parts[-1].name, "since_ms": int(time.time() * 1000)}

@@ -7,7 +7,7 @@ actions through its context (`ctx.run_pipeline`, `ctx.promote_if_better`, `ctx.d
 | template | built-in actuator | action |
 | --- | --- | --- |
 | monitor  | `metric_summary` | count the finished runs of an experiment and summarise a metric |
-| analyzer | `drift_test`     | two-sample Kolmogorov–Smirnov test per feature (scipy) |
+| analyzer | `drift_test`     | per feature: two-sample Kolmogorov–Smirnov test (scipy) and PSI |
 | planner  | `run_pipeline`   | run a notebook's pipeline with parameters (`run_notebook`) |
 | executor | `promote_model`  | point a model alias (default `champion`) at a version whose metric beats it |
 
@@ -30,6 +30,7 @@ __all__ = [
     "builtin_actuators",
     "drift_test",
     "metric_summary",
+    "population_stability_index",
     "promote_if_better",
     "run_pipeline",
 ]
@@ -200,15 +201,43 @@ def _columns(data: Any, what: str) -> dict[str, Any]:
                       f"1-D/2-D array; got {type(data).__name__} with shape {arr.shape}.")
 
 
+PSI_BINS = 10
+_PSI_EPS = 1e-4
+
+
+def population_stability_index(reference: Any, current: Any, bins: int = PSI_BINS) -> float:
+    """PSI of `current` against `reference`: bins at the reference's quantiles,
+    sum((cur% - ref%) * ln(cur% / ref%)). Rule of thumb: < 0.1 stable, 0.1–0.2 moderate, > 0.2 shifted."""
+    import numpy as np
+
+    ref, cur = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
+    inner = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
+    edges = np.concatenate(([-np.inf], inner, [np.inf]))
+    ref_share = np.histogram(ref, edges)[0] / len(ref)
+    cur_share = np.histogram(cur, edges)[0] / len(cur)
+    ref_share, cur_share = np.clip(ref_share, _PSI_EPS, None), np.clip(cur_share, _PSI_EPS, None)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
 def drift_test(reference: Any, current: Any, *, threshold: float = 0.05,
-               features: Sequence[str] | None = None) -> dict[str, Any]:
-    """Two-sample Kolmogorov–Smirnov test per numeric feature; a feature drifts when its p-value
-    is below `threshold`. Returns per-feature statistics and the list of drifted features."""
+               features: Sequence[str] | None = None, psi_threshold: float | None = 0.2,
+               bins: int = PSI_BINS) -> dict[str, Any]:
+    """Per numeric feature: the two-sample Kolmogorov–Smirnov test and the population stability
+    index (PSI). A feature drifts when its KS p-value is below `threshold` or its PSI reaches
+    `psi_threshold` (None: KS only). `current` may be a `PredictionBatch` (the `new_predictions`
+    trigger's events: its logged inputs are compared). Returns per-feature statistics and the
+    list of drifted features."""
     import numpy as np
     from scipy.stats import ks_2samp
 
     if not 0 < float(threshold) < 1:
         raise ActionError(f"threshold {threshold!r} must be a p-value between 0 and 1 (e.g. 0.05).")
+    if psi_threshold is not None and not float(psi_threshold) > 0:
+        raise ActionError(f"psi_threshold {psi_threshold!r} must be positive (0.2 is the usual 'shifted').")
+    if hasattr(current, "inputs_frame"):
+        current = current.inputs_frame()
+    if hasattr(reference, "inputs_frame"):
+        reference = reference.inputs_frame()
     ref, cur = _columns(reference, "reference"), _columns(current, "current")
     names = list(features) if features is not None else [c for c in ref if c in cur]
     missing = [f for f in names if f not in ref or f not in cur]
@@ -231,10 +260,14 @@ def drift_test(reference: Any, current: Any, *, threshold: float = 0.05,
             continue
         test = ks_2samp(a, b)
         p_value = float(test.pvalue)
-        results[name] = {"statistic": float(test.statistic), "p_value": p_value,
-                         "drift": p_value < threshold, "n_reference": int(len(a)), "n_current": int(len(b))}
+        psi = population_stability_index(a, b, bins)
+        drift = p_value < threshold or (psi_threshold is not None and psi >= float(psi_threshold))
+        results[name] = {"statistic": float(test.statistic), "p_value": p_value, "psi": psi,
+                         "drift": bool(drift), "n_reference": int(len(a)), "n_current": int(len(b))}
     drifted = [n for n, r in results.items() if r["drift"]]
     return {"drift": bool(drifted), "drifted": drifted, "threshold": float(threshold),
+            "psi_threshold": None if psi_threshold is None else float(psi_threshold),
+            "max_psi": max((r["psi"] for r in results.values()), default=None),
             "features": results, "skipped": skipped}
 
 
@@ -300,9 +333,10 @@ def _act_promote_model(ctx: Any, payload: Any) -> dict[str, Any]:
 
 def _act_drift_test(ctx: Any, payload: Any) -> dict[str, Any]:
     p = _payload(payload, "drift_test")
-    _allowed(p, "drift_test", {"reference", "current", "threshold", "features"}, {"reference", "current"})
+    _allowed(p, "drift_test", {"reference", "current", "threshold", "features", "psi_threshold"},
+             {"reference", "current"})
     return ctx.drift_test(p["reference"], p["current"], threshold=float(p.get("threshold", 0.05)),
-                          features=p.get("features"))
+                          features=p.get("features"), psi_threshold=p.get("psi_threshold", 0.2))
 
 
 def _act_metric_summary(ctx: Any, payload: Any) -> dict[str, Any]:
@@ -319,7 +353,7 @@ _BUILTIN_FUNCTIONS = {
 }
 _BUILTIN_DOCS = {
     "metric_summary": "payload {metric, experiment?, since_ms?}: runs and metric count/sum/last/min/max/mean",
-    "drift_test": "payload {reference, current, threshold?, features?}: KS test per feature",
+    "drift_test": "payload {reference, current, threshold?, features?, psi_threshold?}: KS test and PSI per feature",
     "run_pipeline": "payload {notebook?, params?, only?, no_cache?}: run a pipeline, return its result",
     "promote_model": "payload {model, metric, version?|run_id?, alias?, greater_is_better?}: promote if better",
 }

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["InferenceLog"]
+__all__ = ["InferenceLog", "PredictionBatch", "count_rows", "inference_folder", "new_parts", "read_batch"]
 
 _log = logging.getLogger("scanflow.services")
 _STOP = object()
@@ -115,3 +115,84 @@ class InferenceLog:
                 break
             part.unlink(missing_ok=True)
             total -= size
+
+
+# -- reading (agents' `new_predictions` trigger) ----------------------------------------------
+
+
+def inference_folder(home: Path, service: str) -> Path:
+    """`<home>/services/SERVICE/inference`: where the service writes its log."""
+    return Path(home) / "services" / service / "inference"
+
+
+def new_parts(folder: Path, after: str = "") -> list[Path]:
+    """The complete parts of `folder` written after part name `after` (oldest first)."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).glob("part-*.parquet") if p.name > after)
+
+
+def count_rows(parts: list[Path]) -> int:
+    """Rows in `parts` (parquet metadata only); a part deleted by rotation meanwhile counts 0."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for part in parts:
+        try:
+            total += pq.ParquetFile(part).metadata.num_rows
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class PredictionBatch(list):  # type: ignore[type-arg]
+    """Rows of the inference log (dicts: ts, service, model_version, latency_ms, status, inputs,
+    predictions — the JSON fields parsed), oldest first, with helpers for drift checks."""
+
+    def inputs_frame(self) -> Any:
+        """Every logged input as one DataFrame row (records, column dicts and single records are
+        all flattened); use it as `current` in `ctx.drift_test(reference, current)`."""
+        import pandas as pd
+
+        frames = []
+        for row in self:
+            value = row.get("inputs")
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                frames.append(pd.DataFrame.from_records(value))
+            elif isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
+                frames.append(pd.DataFrame(value))
+            elif isinstance(value, dict):
+                frames.append(pd.DataFrame([value]))
+            elif isinstance(value, list) and value:
+                frames.append(pd.DataFrame(value if isinstance(value[0], list) else [value]))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def predictions(self) -> list[Any]:
+        """Every prediction, flattened over the requests."""
+        out: list[Any] = []
+        for row in self:
+            value = row.get("predictions")
+            out.extend(value if isinstance(value, list) else [value])
+        return out
+
+
+def read_batch(parts: list[Path]) -> PredictionBatch:
+    """The rows of `parts` as a PredictionBatch (parts deleted by rotation meanwhile are skipped)."""
+    import pandas as pd
+
+    batch = PredictionBatch()
+    for part in parts:
+        try:
+            df = pd.read_parquet(part)
+        except (OSError, ValueError):
+            continue
+        for rec in df.to_dict(orient="records"):
+            for key in ("inputs", "predictions"):
+                try:
+                    rec[key] = json.loads(rec[key]) if not rec.get("truncated") else rec[key]
+                except (TypeError, ValueError):
+                    pass
+            ts = rec.get("ts")
+            rec["ts"] = ts.timestamp() if hasattr(ts, "timestamp") else ts
+            batch.append(rec)
+    return batch
