@@ -109,14 +109,18 @@ def _print_outcome(outcome: Any) -> None:
 @click.option("--registry", help="registry in front of the image names (default: $SCANFLOW_REGISTRY).")
 @click.option("--images", "images_file", type=click.Path(dir_okay=False),
               help="the JSON of `scanflow build --json` (pins each agent/service image).")
+@click.option("--storage", "storage_mode", type=click.Choice(["sqlite", "postgres", "ephemeral"]), default=None,
+              help="the tracker's storage: sqlite on a volume (default), postgres (PostgreSQL + artifacts in the "
+              "environment's S3 server) or ephemeral (no volumes; data lost with the pods). Default: "
+              "$SCANFLOW_K8S_STORAGE or sqlite.")
 @click.option("--storage-class", help="StorageClass of the tracker's volume (default: $SCANFLOW_K8S_STORAGE_CLASS "
               "or the cluster's default).")
 @click.option("--dry-run", is_flag=True, help="Validate, and let the server dry-run the apply; change nothing.")
 @click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Wait until every object is ready (at most SECONDS).")
 def deploy(notebook: str, context: str | None, kubeconfig: str | None, namespace: str | None, team: str | None,
-           as_json: bool, registry: str | None, images_file: str | None, storage_class: str | None, dry_run: bool,
-           wait: float | None) -> None:
+           as_json: bool, registry: str | None, images_file: str | None, storage_mode: str | None,
+           storage_class: str | None, dry_run: bool, wait: float | None) -> None:
     """Create or update the Kubernetes team environment of NOTEBOOK (idempotent)."""
     from scanflow_jupyter.kubernetes.client import ClusterError
     from scanflow_jupyter.kubernetes.environment import (
@@ -129,7 +133,7 @@ def deploy(notebook: str, context: str | None, kubeconfig: str | None, namespace
 
     app, config = _load(notebook, as_json, context=context, kubeconfig=kubeconfig, namespace=namespace,
                         team=team, registry=registry, images=_images(images_file, as_json),
-                        storage_class=storage_class)
+                        storage_class=storage_class, storage_mode=storage_mode)
     manifests = _manifests(app, config, as_json)
     try:
         cluster = connect(config)
@@ -183,14 +187,19 @@ def undeploy(notebook: str, context: str | None, kubeconfig: str | None, namespa
 @click.command()
 @click.argument("notebook", type=click.Path())
 @_target_options
+@click.option("--storage", "storage_mode", type=click.Choice(["sqlite", "postgres", "ephemeral"]), default=None,
+              help="the storage the environment was deployed with: sqlite on a volume (default), postgres (PostgreSQL + artifacts in the "
+              "environment's S3 server) or ephemeral (no volumes; data lost with the pods). Default: "
+              "$SCANFLOW_K8S_STORAGE or sqlite.")
 def status(notebook: str, context: str | None, kubeconfig: str | None, namespace: str | None, team: str | None,
-           as_json: bool) -> None:
+           as_json: bool, storage_mode: str | None) -> None:
     """Readiness of every object of NOTEBOOK's environment (exit 0 only when all are ready)."""
     from scanflow_jupyter.kubernetes.client import ClusterError
     from scanflow_jupyter.kubernetes.environment import status as env_status
     from scanflow_jupyter.kubernetes.manifests import ManifestError
 
-    app, config = _load(notebook, as_json, context=context, kubeconfig=kubeconfig, namespace=namespace, team=team)
+    app, config = _load(notebook, as_json, context=context, kubeconfig=kubeconfig, namespace=namespace, team=team,
+                        storage_mode=storage_mode)
     try:
         current = env_status(app, config)
     except ManifestError as exc:

@@ -39,6 +39,8 @@ CASES: dict[str, tuple[Path, dict[str, Any]]] = {
                           {"tracker_db_uri": FAKE_DB_URI, "tracker_artifacts": "s3://mlflow-artifacts/churn",
                            "s3_endpoint_url": "http://minio.example:9000",
                            "aws_access_key_id": "GOLDENKEYID", "aws_secret_access_key": "golden-secret-key"}),
+    "agents_loop-postgres": (ROOT / "notebooks" / "agents_loop.ipynb", {"storage_mode": "postgres"}),
+    "agents_loop-ephemeral": (ROOT / "notebooks" / "agents_loop.ipynb", {"storage_mode": "ephemeral"}),
 }
 
 

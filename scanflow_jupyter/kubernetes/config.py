@@ -11,11 +11,16 @@ Every value comes from (highest first) an explicit argument, an environment vari
 | tracker database | `SCANFLOW_TRACKER_DB_URI` (e.g. `postgresql://u:p@host/db`) | sqlite on a PVC |
 | tracker artifacts | `SCANFLOW_TRACKER_ARTIFACTS` (e.g. `s3://bucket/prefix`) | the PVC |
 | PVC storage class | `SCANFLOW_K8S_STORAGE_CLASS` | the cluster's default |
+| tracker storage | `SCANFLOW_K8S_STORAGE`: `sqlite`, `postgres` or `ephemeral` | `sqlite` |
 | tracker image | `SCANFLOW_K8S_TRACKER_IMAGE` | `ghcr.io/mlflow/mlflow:v<installed mlflow>` |
+| S3 server image | `SCANFLOW_K8S_S3_IMAGE` | `versity/versitygw:v1.8.0` |
+| PostgreSQL image | `SCANFLOW_K8S_POSTGRES_IMAGE` | `postgres:15` |
 | S3 endpoint / keys | `MLFLOW_S3_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (read only when tracker artifacts are set) | none |
 
 Credentials (the database URI, the S3 keys) only ever go into the environment's Secret; every
 container reads them through `env[].valueFrom.secretKeyRef`. `public()` is what may be shown.
+Unless an external S3 endpoint is set, the environment runs its own S3 server (`scanflow-s3`)
+whose keys, like the PostgreSQL password of `postgres` storage, are generated at deploy time.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ SERVICE_PORT = 8080
 DEFAULT_TAG = "latest"
 SQLITE_URI = "sqlite:////data/mlflow.db"
 SQLITE_ARTIFACTS = "/data/artifacts"
+S3_PORT = 9000
+S3_BUCKET = "scanflow"  # created by the S3 server's container at start
+POSTGRES_PORT = 5432
+POSTGRES_UID = 999  # the postgres user of Debian's (and the official) PostgreSQL images
+STORAGE_MODES = ("sqlite", "postgres", "ephemeral")
+DEFAULT_S3_IMAGE = "versity/versitygw:v1.8.0"
+DEFAULT_POSTGRES_IMAGE = "postgres:15"
 
 
 class ConfigError(ValueError):
@@ -77,6 +89,9 @@ class DeployConfig:
     images: dict[str, str] = field(default_factory=dict)  # name -> full image reference
     image_tag: str = DEFAULT_TAG
     tracker_image: str = ""
+    storage_mode: str | None = None  # sqlite (default) | postgres | ephemeral
+    s3_image: str = DEFAULT_S3_IMAGE
+    postgres_image: str = DEFAULT_POSTGRES_IMAGE
     tracker_db_uri: str | None = None  # credential: Secret only
     tracker_artifacts: str | None = None
     s3_endpoint_url: str | None = None
@@ -111,6 +126,9 @@ class DeployConfig:
             "namespace": pick("SCANFLOW_K8S_NAMESPACE"),
             "registry": pick("SCANFLOW_REGISTRY"),
             "tracker_image": pick("SCANFLOW_K8S_TRACKER_IMAGE") or "",
+            "storage_mode": pick("SCANFLOW_K8S_STORAGE"),
+            "s3_image": pick("SCANFLOW_K8S_S3_IMAGE") or DEFAULT_S3_IMAGE,
+            "postgres_image": pick("SCANFLOW_K8S_POSTGRES_IMAGE") or DEFAULT_POSTGRES_IMAGE,
             "tracker_db_uri": pick("SCANFLOW_TRACKER_DB_URI"),
             "tracker_artifacts": pick("SCANFLOW_TRACKER_ARTIFACTS"),
             "storage_class": pick("SCANFLOW_K8S_STORAGE_CLASS"),
@@ -127,15 +145,41 @@ class DeployConfig:
 
     @property
     def storage(self) -> str:
-        """"sqlite" (sqlite + artifacts on a PVC) or "external" (database + object store)."""
-        return "external" if self.tracker_db_uri else "sqlite"
+        """"sqlite" (sqlite + artifacts on a PVC), "postgres" (PostgreSQL + the S3 server, in the
+        namespace), "ephemeral" (sqlite, artifacts and objects on emptyDir volumes) or "external"
+        (SCANFLOW_TRACKER_DB_URI: a database server of your own)."""
+        return "external" if self.tracker_db_uri else (self.storage_mode or "sqlite")
 
     @property
     def needs_pvc(self) -> bool:
+        """True if the tracker itself needs a PersistentVolumeClaim."""
+        if self.storage in ("postgres", "ephemeral"):
+            return False
         return self.storage == "sqlite" or not self.tracker_artifacts
+
+    @property
+    def bundled_s3(self) -> bool:
+        """True if the environment runs its own S3 server (no external endpoint configured)."""
+        return not self.s3_endpoint_url
+
+    def generated_secret_keys(self) -> list[str]:
+        """Keys of the tracker Secret that deploy generates: the bundled S3 server's keys, unless given."""
+        if self.bundled_s3 and not self.aws_access_key_id:
+            return ["aws-access-key-id", "aws-secret-access-key"]
+        return []
 
     def check(self) -> None:
         """Refuse settings that cannot work, before any manifest is made."""
+        if self.storage_mode is not None and self.storage_mode not in STORAGE_MODES:
+            raise ConfigError(f"unknown tracker storage '{self.storage_mode}' (--storage / SCANFLOW_K8S_STORAGE). "
+                              f"Fix: use one of {', '.join(STORAGE_MODES)}.")
+        if self.storage_mode in ("postgres", "ephemeral") and self.tracker_db_uri:
+            raise ConfigError(f"--storage {self.storage_mode} runs the tracker's database in the environment, but "
+                              "SCANFLOW_TRACKER_DB_URI names another one. Fix: unset one of them.")
+        if self.storage_mode == "postgres" and self.tracker_artifacts and not self.s3_endpoint_url:
+            raise ConfigError("--storage postgres keeps artifacts in the environment's S3 server, but "
+                              "SCANFLOW_TRACKER_ARTIFACTS names another store without MLFLOW_S3_ENDPOINT_URL. "
+                              "Fix: unset SCANFLOW_TRACKER_ARTIFACTS, or set MLFLOW_S3_ENDPOINT_URL too.")
         if self.tracker_db_uri and not re.match(r"^[a-z][a-z0-9+]*://", self.tracker_db_uri):
             raise ConfigError("the tracker database URI (SCANFLOW_TRACKER_DB_URI) is not a URI. "
                               "Fix: use e.g. postgresql://USER:PASSWORD@HOST:5432/mlflow.")
@@ -164,7 +208,7 @@ class DeployConfig:
 
     def secret_data(self) -> dict[str, str]:
         """Key -> value of the environment's Secret (credentials only live here)."""
-        data = {"backend-store-uri": self.tracker_db_uri or SQLITE_URI}
+        data = {} if self.storage == "postgres" else {"backend-store-uri": self.tracker_db_uri or SQLITE_URI}
         if self.aws_access_key_id and self.aws_secret_access_key:
             data["aws-access-key-id"] = self.aws_access_key_id
             data["aws-secret-access-key"] = self.aws_secret_access_key
@@ -184,10 +228,12 @@ class DeployConfig:
         return {"context": self.context, "namespace": self.namespace, "team": self.team,
                 "registry": self.registry, "images": dict(self.images), "tracker_image": self.tracker_image,
                 "storage": self.storage, "tracker_artifacts": self.tracker_artifacts,
+                "s3_image": self.s3_image if self.bundled_s3 else None,
+                "postgres_image": self.postgres_image if self.storage == "postgres" else None,
                 "s3_endpoint_url": self.s3_endpoint_url, "storage_class": self.storage_class,
                 "storage_size": self.storage_size,
-                "credentials": sorted(k for k in self.secret_data() if k != "backend-store-uri"
-                                      or self.tracker_db_uri)}
+                "credentials": sorted({k for k in self.secret_data() if k != "backend-store-uri"
+                                       or self.tracker_db_uri} | set(self.generated_secret_keys()))}
 
 
 def images_from_build_report(doc: dict[str, Any]) -> dict[str, str]:

@@ -4,9 +4,10 @@
   then server-side apply kind by kind in dependency order. Each object is reported `created`,
   `configured` or `unchanged` (its resourceVersion before and after): a second deploy of the
   same notebook reports everything `unchanged`.
-  The agent token Secret is the exception: it is created (POST) with a random `token` when it
-  is missing and left alone when it has one, so a re-deploy never rotates it and no manifest,
-  export or dry-run output ever holds the value.
+  Secrets with generated keys are the exception (the agent token, the bundled S3 server's keys
+  in `scanflow-tracker`, the PostgreSQL password): created (POST) with random values when
+  missing, given keys updated, generated ones never rotated, so no manifest, export or dry-run
+  output ever holds the values.
 * `undeploy`: delete what deploy created — the objects of the known kinds labelled
   `scanflow.io/app` + `scanflow.io/team` (+ managed-by scanflow), then the namespace.
 * `status`: readiness of every object the notebook declares.
@@ -111,17 +112,19 @@ def _levels(manifests: list[Manifest]) -> list[list[Manifest]]:
 
 def _create_generated(cluster: Cluster, m: Manifest, keys: list[str], dry_run: bool,
                       before: dict[str, Any] | None) -> str:
-    """Create a Secret whose `keys` get random values now (the agent token), unless it has them.
+    """Create a Secret whose `keys` get random values now (e.g. the agent token), unless it has them;
+    the manifest's own data keys are set as given.
 
     The value exists only in this request and the cluster: it is never in a manifest, an
     export or a dry-run output, and a re-deploy keeps it (no server-side apply ever owns it).
     """
     have = (before or {}).get("data") or {}
-    if before is not None and all(have.get(k) for k in keys):
+    given = m.get("data") or {}
+    if before is not None and all(have.get(k) for k in keys) and all(have.get(k) == v for k, v in given.items()):
         return "unchanged"
     body = copy.deepcopy(m)
-    body["data"] = {**have, **{k: base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
-                               for k in keys if not have.get(k)}}
+    body["data"] = {**have, **given, **{k: base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
+                                        for k in keys if not have.get(k)}}
     meta = m["metadata"]
     query = [("fieldManager", FIELD_MANAGER)] + ([("dryRun", "All")] if dry_run else [])
     if before is None:
