@@ -4,7 +4,7 @@ The kubernetes backend keeps each run's folders (`<prefix>/<run_id>/<step>/...`,
 as `.scanflow/runs/`) in the team environment's S3-compatible server: step pods download their
 inputs and upload their folder; the runner uploads reused outputs and fetches every finished
 step's folder back to the local run store. Only what that needs is here (put, get, list, create
-bucket), on httpx, so step images need no AWS SDK.
+bucket), on the standard library, so step images need nothing more.
 
 Configuration (environment, as AWS tools read it): `SCANFLOW_S3_ENDPOINT_URL` (else
 `MLFLOW_S3_ENDPOINT_URL`, else `AWS_ENDPOINT_URL`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -22,7 +22,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode, urlsplit
+from urllib.request import Request, build_opener
 
 ENDPOINT_VARS = ("SCANFLOW_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 TIMEOUT = 60.0
@@ -61,19 +63,28 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+@dataclass
+class _Response:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
 class S3Client:
     """Signed path-style requests to one S3-compatible endpoint."""
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1",
                  timeout: float = TIMEOUT) -> None:
-        import httpx
-
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"S3 endpoint '{endpoint}' must be an http(s) URL.")
         self.endpoint = endpoint.rstrip("/")
         self.host = urlsplit(self.endpoint).netloc
         self.access_key, self.secret_key, self.region = access_key, secret_key, region
-        self._http = httpx.Client(timeout=timeout)
+        self.timeout = timeout
+        self._opener = build_opener()  # no proxy handler surprises: the endpoint is used as given
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, endpoint: str | None = None) -> S3Client:
@@ -88,7 +99,7 @@ class S3Client:
                    env.get("AWS_DEFAULT_REGION") or "us-east-1")
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release (one connection per request); kept for `with`."""
 
     def __enter__(self) -> S3Client:
         return self
@@ -112,7 +123,7 @@ class S3Client:
         signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         headers["authorization"] = (f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
-        del headers["host"]  # httpx sends it
+        del headers["host"]  # urllib sends it
         return headers
 
     def _request(self, method: str, bucket: str, key: str = "", query: Mapping[str, str] | None = None,
@@ -120,12 +131,18 @@ class S3Client:
         path = f"/{bucket}" + (f"/{key}" if key else "")
         query = dict(query or {})
         url = self.endpoint + quote(path, safe="/-_.~")
+        if query:
+            url += "?" + urlencode(sorted(query.items()), quote_via=quote, safe="-_.~")
+        request = Request(url, data=body if method in ("PUT", "POST") else None, method=method,
+                          headers=self._headers(method, path, query, body))
         try:
-            return self._http.request(method, url, params=query or None, content=body or None,
-                                      headers=self._headers(method, path, query, body))
-        except Exception as exc:  # noqa: BLE001 - httpx's transport errors: say where
-            raise ObjectStoreError(f"{method} {self.endpoint}{path}: {exc}. Fix: check that the object store "
-                                   "answers (the team environment's scanflow-s3 Service).") from exc
+            with self._opener.open(request, timeout=self.timeout) as resp:
+                return _Response(resp.status, resp.read())
+        except HTTPError as exc:
+            return _Response(exc.code, exc.read() or b"")
+        except (URLError, OSError) as exc:
+            raise ObjectStoreError(f"{method} {self.endpoint}{path}: {getattr(exc, 'reason', exc)}. Fix: check that "
+                                   "the object store answers (the team environment's scanflow-s3 Service).") from exc
 
     @staticmethod
     def _check(resp: Any, what: str, ok: tuple[int, ...] = (200,)) -> Any:

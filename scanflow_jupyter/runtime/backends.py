@@ -70,6 +70,7 @@ class TrackingTarget:
 
     uri: str
     steps_uri: str
+    close: Callable[[], None] | None = None  # called once the run's tracking is finished
 
 
 class StepReporter(Protocol):

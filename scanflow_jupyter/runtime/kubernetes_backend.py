@@ -255,6 +255,7 @@ class KubernetesBackend(Backend):
             return
         meta = workflow["metadata"]
         ns, name = meta["namespace"], meta["name"]
+        pod_logs: dict[str, list[str]] = {}  # the pods' logs: the local log.txt when no folder comes back
 
         def on_event(type_: str, step: str, attempt: int | None, **data: Any) -> None:
             """ArgoFollower's events (in its worker thread): fetch folders here, report on the loop."""
@@ -264,8 +265,10 @@ class KubernetesBackend(Backend):
                 data.pop("next_attempt", None)
                 deliver(report.retrying, step, attempt or 1, data)
             elif type_ in ("step_log", "step_cell"):
-                if type_ == "step_log" and store is None:
-                    self._append_log(job.run_dir / step, data.get("text") or "")
+                if type_ == "step_log":
+                    pod_logs.setdefault(step, []).append(data.get("text") or "")
+                    if store is None:
+                        self._append_log(job.run_dir / step, data.get("text") or "")
                 deliver(report.progress, step, attempt, type_, **data)
             elif type_ in ("step_succeeded", "step_failed"):
                 error = None if type_ == "step_succeeded" else {k: data.get(k) for k in ("cell", "ename", "evalue", "traceback")}
@@ -275,6 +278,7 @@ class KubernetesBackend(Backend):
                         self._fetch(store, job, step)
                         fetched = True
                     except Exception as exc:  # noqa: BLE001 - the step's results are not here: it failed
+                        self._append_log(job.run_dir / step, "".join(pod_logs.get(step, [])))
                         error = error or {"cell": None, "ename": "FetchFailed", "traceback": [],
                                           "evalue": f"the step's folder could not be fetched from the object store: {exc}"}
                 status = "succeeded" if error is None else "failed"
