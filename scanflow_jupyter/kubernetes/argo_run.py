@@ -307,8 +307,11 @@ class ArgoFollower:
 
     @staticmethod
     def _node_error(node: dict[str, Any]) -> dict[str, Any]:
-        return {"cell": None, "ename": "PodFailed",
-                "evalue": node.get("message") or f"the step's pod ended {node.get('phase')}", "traceback": []}
+        message = node.get("message") or f"the step's pod ended {node.get('phase')}"
+        if "deadline" in message.lower():  # activeDeadlineSeconds = --timeout: the local backend's error
+            return {"cell": None, "ename": "TimeoutError", "traceback": [],
+                    "evalue": f"the step ran longer than its --timeout ({message})"}
+        return {"cell": None, "ename": "PodFailed", "evalue": message, "traceback": []}
 
     def _finish(self, step: str, status: str, error: dict[str, Any] | None) -> None:
         t = self.track[step]

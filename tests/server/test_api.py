@@ -42,7 +42,10 @@ async def test_config(jp_fetch: Any, jp_root_dir: Path) -> None:
     assert doc["default_backend"] == "local"
     assert doc["tracking_uri"] == f"sqlite:///{(jp_root_dir / '.scanflow').resolve().as_posix()}/mlflow.db"
     backends = {b["name"]: b for b in doc["backends"]}
-    assert backends["local"] == {"name": "local", "available": True, "reason": None}
+    assert backends["local"] == {"name": "local", "available": True, "reason": None, "fix": None,
+                                 "capabilities": ["cache", "cancel", "logs", "only", "resume", "retries"],
+                                 "execution": "per_step"}
+    assert backends["kubernetes"]["execution"] == "whole_pipeline"
     assert set(backends) == {"local", "docker", "kubernetes"}
     for b in backends.values():
         assert b["available"] or b["reason"], b
