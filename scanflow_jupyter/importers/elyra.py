@@ -24,6 +24,7 @@ from scanflow_jupyter.importers.common import (
     read_ipynb,
     read_json,
     step_name,
+    supports_continuation,
 )
 
 
@@ -121,7 +122,7 @@ def _load_file(step: Step, file: Path, where: str, notes: list[Note]) -> None:
         if cell.get("cell_type") == "markdown":
             step.items.append(("markdown", source))
         elif cell.get("cell_type") == "code" and source.strip():
-            if source.lstrip().startswith("%%"):
+            if source.lstrip().startswith("%%") and not supports_continuation():  # else its own part: runs as a cell magic
                 notes.append(Note(where, f"a cell of {file.name} starts with a cell magic; it is kept as a line of the step's code."))
             step.items.append(("code", source))
 

@@ -29,6 +29,7 @@ from scanflow_jupyter.importers.common import (
     read_ipynb,
     step_name,
 )
+from scanflow_jupyter.notebook import ipython_source
 
 _LIMITS = {"cpu": "cpu", "memory": "memory", "nvidia.com/gpu": "gpu", "amd.com/gpu": "gpu"}
 METRICS_STEP = "pipeline-metrics"
@@ -159,7 +160,7 @@ def _apply_tag(step: Step, tag: str, where: str, notes: list[Note]) -> None:
 def _metric_names(source: str, where: str, notes: list[Note]) -> list[str]:
     """Kale's metrics cell: one variable per line, bare or printed (`print(accuracy)`)."""
     try:
-        tree = ast.parse(source)
+        tree = ipython_source.parse(source)  # a magic line is noted below, not refused
     except SyntaxError as exc:
         raise ImportFailure(f"{where} (pipeline-metrics) is not valid Python: {exc.msg}, line {exc.lineno}.",
                             "write one metric variable per line, e.g. `print(accuracy)`.") from exc

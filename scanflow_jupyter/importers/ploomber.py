@@ -25,6 +25,7 @@ from scanflow_jupyter.importers.common import (
     read_ipynb,
     step_name,
 )
+from scanflow_jupyter.notebook import ipython_source
 
 
 def import_ploomber(path: Path, continuation: bool | None = None) -> ImportResult:
@@ -108,7 +109,7 @@ def _declared_upstream(cells: list[dict[str, Any]], task: dict[str, Any]) -> lis
     for cell in cells:
         if "parameters" in ((cell.get("metadata") or {}).get("tags") or []):
             try:
-                tree = ast.parse(cell_source(cell))
+                tree = ipython_source.parse(cell_source(cell))
             except SyntaxError:
                 return []
             for node in tree.body:
@@ -124,7 +125,7 @@ def _declared_upstream(cells: list[dict[str, Any]], task: dict[str, Any]) -> lis
 def _without_injected(source: str) -> str:
     """The parameters cell's defaults without `upstream`/`product` (Ploomber injects those)."""
     try:
-        tree = ast.parse(source)
+        tree = ipython_source.parse(source)  # same line numbers as the cell
     except SyntaxError:
         return source
     lines = source.split("\n")

@@ -17,7 +17,7 @@ from scanflow_jupyter.importers.elyra import import_elyra
 from scanflow_jupyter.importers.kale import import_kale
 from scanflow_jupyter.importers.ploomber import import_ploomber
 from scanflow_jupyter.notebook.parser import parse_notebook_dict
-from scanflow_jupyter.notebook.validate import has_errors
+from scanflow_jupyter.notebook.validate import has_errors, validate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "importers"
 
@@ -225,3 +225,27 @@ def test_ploomber_placeholders_are_listed(tmp_path):
     (tmp_path / "pipeline.yaml").write_text(spec)
     result = import_ploomber(tmp_path / "pipeline.yaml")
     assert [n.where for n in result.notes if "placeholders" in n.text] == ["task load"]
+
+
+def test_elyra_node_cell_starting_with_a_cell_magic_stays_a_cell_magic(tmp_path):
+    """With continuation cells each node cell is a part, so `%%capture` is its part's first line and runs as one."""
+    _copy(tmp_path, "elyra")
+    nb = json.loads((tmp_path / "train.ipynb").read_text())
+    nb["cells"][1]["source"] = "%%capture log\n" + "".join(nb["cells"][1]["source"])
+    (tmp_path / "train.ipynb").write_text(json.dumps(nb))
+    result = import_elyra(tmp_path / "hello.pipeline")
+    app = _app(result, tmp_path)
+    train = next(e for e in app.executors if e.name == "train")
+    assert [p.source.split("\n")[0] for p in train.code_parts()] == ["%%capture log", "mean = sum(clean) / len(clean)"]
+    assert not [n for n in result.notes if "cell magic" in n.text]
+    assert not [m for m in validate(app) if m.severity == "error"]
+
+
+def test_kale_metrics_cell_with_a_shell_line_is_read_through_ipython(tmp_path):
+    nb = json.loads((FIXTURES / "kale" / "titanic_kale.ipynb").read_text())
+    nb["cells"][-1]["source"] = "print(accuracy)\n!echo done"
+    path = tmp_path / "shell.ipynb"
+    path.write_text(json.dumps(nb))
+    result = import_kale(path)
+    assert any("pipeline-metrics line 2 is not a variable name" in n.text for n in result.notes)
+    assert "--metrics accuracy" in json.dumps(result.notebook)
