@@ -54,3 +54,21 @@ def test_shell_and_magics_in_bodies_run_as_a_pipeline(runner, project):
     changed = runner.run("magics", params={"prefix": "g"})  # `{prefix}` in a `!` line is a read
     assert changed.statuses() == {"listing": "succeeded", "report": "succeeded"}
     assert changed.output("report", "summary")["files"] == ["f1.csv", "f2.csv", "g1.csv", "g2.csv"]
+
+
+def test_the_same_notebook_top_to_bottom_in_a_live_kernel(runner, project, require):
+    """With the Scanflow magics loaded, the cells run in one kernel and give the pipeline's values."""
+    nbformat = require("nbformat")
+    nbclient = require("nbclient")
+    nb = nbformat.from_dict(json.loads(project.write_notebook("magics", CELLS).read_text(encoding="utf-8")))
+    nb.cells.append(nbformat.v4.new_code_cell(
+        'import json\nprint("VALUES" + json.dumps({"names": names, "count": count, "summary": summary, "captured": captured}))'))
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                            resources={"metadata": {"path": str(project.root)}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
+    values = json.loads(text.split("VALUES", 1)[1])
+
+    assert values == {"names": ["f1.csv", "f2.csv"], "count": 2,
+                      "summary": {"files": ["f1.csv", "f2.csv"], "count": 2}, "captured": "captured text\n"}
+    out = runner.run("magics")
+    assert out.output("report", "summary") == values["summary"] and out.output("report", "captured") == values["captured"]
