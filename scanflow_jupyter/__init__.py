@@ -4,10 +4,7 @@ Importing this package is cheap on purpose: `%load_ext scanflow_jupyter` must no
 mlflow, papermill or nbformat. Heavy modules are imported where they are used.
 """
 
-from scanflow_jupyter._ast_guard import install as _guard_ast
-
 __version__ = "0.1.0"
-_guard_ast()  # worker threads parse notebook code: see _ast_guard
 
 
 def load_ipython_extension(ipython):  # noqa: ANN001 - IPython's signature

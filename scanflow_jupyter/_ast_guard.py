@@ -3,7 +3,10 @@
 Building AST objects on two threads at once can raise ``SystemError: AST constructor recursion
 depth mismatch`` (the depth counter is per interpreter, not per thread). Scanflow parses notebook
 code on worker threads (docker and kubernetes backends, tracking, the server extension), and
-`ast.literal_eval` goes through `ast.parse` too, so the guard wraps `ast.parse` itself.
+`ast.literal_eval` goes through `ast.parse` too, so the guard wraps `ast.parse` itself — but only
+in processes that parse on worker threads, from where they start doing so (`run_notebook`, the
+server extension, the agent service), never on import: a user's kernel that only loads the
+magics keeps the interpreter's own `ast.parse`.
 """
 
 from __future__ import annotations

@@ -194,6 +194,9 @@ async def _watch_parent(parent: int, server: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scanflow_jupyter._ast_guard import install as guard_ast
+
+    guard_ast()  # sensors and actuators run on worker threads
     parser = argparse.ArgumentParser(prog="python -m scanflow_jupyter.agents.service", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True, help="agent spec JSON (written by `scanflow agents up`)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -148,11 +149,16 @@ def pod_log(api: Any, namespace: str, workflow: str, node_id: str) -> str | None
         ann = pod.metadata.annotations or {}
         if ann.get("workflows.argoproj.io/node-id") == node_id or pod.metadata.name.endswith(f"-{short}"):
             try:
-                return core.read_namespaced_pod_log(pod.metadata.name, namespace, container="main",
-                                                    _request_timeout=LOG_TIMEOUT)
+                # raw bytes: the client's own decoding escapes control characters (\x1e, ANSI colours)
+                resp = core.read_namespaced_pod_log(pod.metadata.name, namespace, container="main",
+                                                    _request_timeout=LOG_TIMEOUT, _preload_content=False)
+                return resp.data.decode("utf-8", "replace")
             except Exception:  # noqa: BLE001 - kwok pods and garbage-collected pods have no logs
                 return None
     return None
+
+
+_ARGO_LINE = re.compile(r"^(time=\S+ level=\w+ msg=.*\bargo=true\b.*|Error: exit status \d+)$")
 
 
 @dataclass
@@ -180,6 +186,8 @@ def parse_log(raw: str) -> LogSummary:
                 elif event.get("t") == "outcome":
                     out.outcome = event
                 continue
+        if _ARGO_LINE.match(line):  # Argo's emissary writes its own lines into the main container's log
+            continue
         lines.append(line)
     while lines and not lines[-1]:
         lines.pop()

@@ -128,6 +128,9 @@ def run_notebook(
 
     Raises InvalidApplication (nothing executed, no MLflow run) for bad input.
     """
+    from scanflow_jupyter._ast_guard import install as guard_ast
+
+    guard_ast()  # the run parses code on worker threads (cache keys, backends, tracking)
     app, messages = load_application(notebook)
     run = PipelineRun(app, messages, params=params or {}, only=only or [], resume=resume,
                       max_parallel=max_parallel or os.cpu_count() or 1, no_cache=no_cache,

@@ -56,7 +56,10 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     """Register the handlers and the shared state."""
+    from scanflow_jupyter._ast_guard import install as guard_ast
     from scanflow_jupyter.server.config import Scanflow
+
+    guard_ast()  # handlers validate notebooks on executor threads
     from scanflow_jupyter.server.handlers import routes
 
     config = Scanflow(config=serverapp.config, parent=serverapp)
