@@ -20,6 +20,7 @@ itself fails) carrying the line, so callers report which cell and what.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -69,13 +70,19 @@ def python_source(source: str) -> str:
     if _plain(source) is not None:
         return source
     try:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        return TransformerManager().transform_cell(source)
+        return _transform(source)
     except Exception as exc:  # noqa: BLE001 - any failure inside IPython is reported the same way
         err = IPythonSourceError(f"IPython cannot read this code ({type(exc).__name__}: {exc})")
         err.lineno = getattr(exc, "lineno", None) or 1
         raise err from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _transform(source: str) -> str:
+    """IPython's translation (remembered: validation reads each body several times)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
 
 
 def parse(source: str) -> ast.Module:
