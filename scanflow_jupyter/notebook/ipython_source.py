@@ -100,7 +100,10 @@ def analyse(source: str) -> Code:
     tree = _plain(source)
     if tree is not None:
         return Code(tree)
-    tree = ast.parse(python_source(source))
+    try:
+        tree = ast.parse(python_source(source))
+    except ValueError as exc:  # e.g. a NUL byte (a SyntaxError from Python 3.12 on)
+        raise SyntaxError(str(exc), ("<cell>", 1, 0, "")) from exc
     code = Code(tree)
     code.tree = _Rewriter(code).visit(tree)
     ast.fix_missing_locations(code.tree)
@@ -166,7 +169,8 @@ def _cell_magic(name: str, line: str, body: str, lineno: int) -> Code:
         raise
     ast.increment_lineno(inner.tree, lineno)
     stmts: list[ast.stmt] = []
-    target = line.split()[0] if name == "capture" and line.split() and line.split()[0].isidentifier() else None
+    words = [w for w in line.split() if not w.startswith("-")]  # `%%capture [--no-stderr ...] [out]`
+    target = words[0] if name == "capture" and words and words[0].isidentifier() else None
     if target:  # `%%capture out` binds `out`
         stmts.append(_at(ast.Assign([ast.Name(target, ast.Store())], _magic_call()), lineno))
     tree = ast.Module(stmts + inner.tree.body, [])

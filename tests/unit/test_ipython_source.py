@@ -163,3 +163,12 @@ def test_cache_key_code_tells_magics_apart():
     assert normalize_code("!ls a") != normalize_code("!ls b")
     assert normalize_code("%%capture\nx = 1  # note") == normalize_code("%%capture\nx = 1")
     assert normalize_code("%%bash\necho 1") != normalize_code("%%bash\necho 2")
+
+
+def test_capture_with_options_binds_its_output_name():
+    assert stored(analyse("%%capture --no-stderr --no-display out\nx = 1").tree) == {"out", "x"}
+
+
+def test_a_nul_byte_is_a_syntax_error():
+    with pytest.raises(SyntaxError):
+        analyse("x = !ls\ny = '\0'")
