@@ -5,6 +5,7 @@
  * or the cell toolbar. Every cell of a multi-cell step gets one. A finished step whose cell changed
  * since the run was shown is `stale`.
  */
+import type { Cell } from '@jupyterlab/cells';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import type { IDisposable } from '@lumino/disposable';
 
@@ -15,6 +16,7 @@ import type { IAppNode, IStepError } from './types';
 
 export const BADGE_CLASS = 'sf-cell-badge';
 const ROW_CLASS = 'sf-badge-row';
+const HEADER_WITH_BADGES = 'sf-has-badges';
 
 export type ShowLog = (runId: string, step: string, error: IStepError | null) => void;
 
@@ -64,6 +66,7 @@ export class CellBadges implements IDisposable {
   private snapshotRun: string | null = null;
   private readonly snapshot = new Map<string, string>();
   private timer: ReturnType<typeof setInterval> | null = null;
+  private readonly waiting = new WeakSet<Cell>();
   private _isDisposed = false;
 
   constructor(
@@ -117,25 +120,33 @@ export class CellBadges implements IDisposable {
     if (entry) {
       entry.el.remove();
       if (!entry.row.querySelector(`.${BADGE_CLASS}`)) {
+        entry.row.parentElement?.classList.remove(HEADER_WITH_BADGES);
         entry.row.remove();
       }
       this.badges.delete(key);
     }
   }
 
-  /** The badge row of a cell: in its (empty) header widget, created on first use. */
-  private rowOf(cellNode: HTMLElement, inputNode: HTMLElement | null): HTMLElement {
-    const existing = cellNode.querySelector<HTMLElement>(`.${ROW_CLASS}`);
-    if (existing) {
-      return existing;
+  /**
+   * The badge row of a cell, in its (empty) header widget; null while the cell is a placeholder
+   * (a windowed notebook builds a cell's DOM when it first scrolls into view: update then).
+   */
+  private rowOf(cell: Cell): HTMLElement | null {
+    const header = cell.node.querySelector<HTMLElement>(':scope > .jp-Cell-header');
+    if (!header) {
+      if (!this.waiting.has(cell)) {
+        this.waiting.add(cell);
+        void cell.ready.then(() => this.update());
+      }
+      return null;
     }
-    const row = document.createElement('div');
-    row.className = ROW_CLASS;
-    const header = cellNode.querySelector<HTMLElement>(':scope > .jp-Cell-header');
-    if (header) {
+    let row = header.querySelector<HTMLElement>(`:scope > .${ROW_CLASS}`);
+    if (!row) {
+      row = document.createElement('div');
+      row.className = ROW_CLASS;
+      // JupyterLab's cell header has zero height until something lives in it.
+      header.classList.add(HEADER_WITH_BADGES);
       header.appendChild(row);
-    } else {
-      cellNode.insertBefore(row, inputNode?.closest('.jp-Cell-inputWrapper') ?? cellNode.firstChild);
     }
     return row;
   }
@@ -179,7 +190,10 @@ export class CellBadges implements IDisposable {
         const cell = notebook.widgets[index];
         const key = `${node.id}#${part}`;
         seen.add(key);
-        const row = this.rowOf(cell.node, cell.inputArea?.node ?? null);
+        const row = this.rowOf(cell);
+        if (!row) {
+          return;
+        }
         let entry = this.badges.get(key);
         if (!entry || entry.row !== row || !row.contains(entry.el)) {
           this.remove(key);

@@ -299,6 +299,8 @@ test.describe('Scanflow cancel', () => {
     expect((await cancelled).status()).toBe(202);
     await expect(badge(page, 'slow')).toHaveAttribute('data-status', 'killed', { timeout: 30000 });
     await expect(badge(page, 'slow')).toContainText(/^killed/);
+    // Cancelled is not a failure: a neutral blue-grey, not the failure red (#15).
+    await expect(badge(page, 'slow')).toHaveCSS('background-color', 'rgb(84, 110, 122)');
     // Well before the 60 s sleep would have ended.
     expect(Date.now() - started).toBeLessThan(30000);
     await expect(page.locator(`${SIDEBAR} .sf-dag-node[data-node="slow"]`)).toHaveAttribute('data-status', 'killed');
