@@ -1,9 +1,12 @@
 /** Actions section: backend picker, parameters form, run/resume/cancel, images, deployment, agents. */
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import * as React from 'react';
 
 import type { ISidebarContext } from './context';
+import { failureText, jobFailure } from './jobs';
+import { stripAnsi } from './logview';
 import type { NotebookScanflowModel } from './model';
 import { reportError } from './notify';
 import { changedParams, displayValue, inputKind, parseParameters, reasonLines } from './params';
@@ -28,6 +31,30 @@ export function jobSummary(job: IJob): string {
   return lines[lines.length - 1] ?? '';
 }
 
+/** The whole log of a finished job, in a dialog (failure and fix first). */
+function showJobLog(label: string, job: IJob): void {
+  const body = new Widget();
+  body.addClass('sf-job-log');
+  if (job.status !== 'succeeded') {
+    const failure = jobFailure(job);
+    const head = document.createElement('div');
+    head.className = 'sf-job-failure';
+    head.textContent = failure.message;
+    body.node.appendChild(head);
+    for (const text of [...(failure.fix ? [`Fix: ${failure.fix}`] : []), ...failure.details]) {
+      const line = document.createElement('div');
+      line.className = 'sf-job-detail';
+      line.textContent = text;
+      body.node.appendChild(line);
+    }
+  }
+  const pre = document.createElement('pre');
+  pre.className = 'sf-log-text sf-job-log-text';
+  pre.textContent = stripAnsi(String(job.log ?? '')) || '(empty log)';
+  body.node.appendChild(pre);
+  void showDialog({ title: `${label} log`, body, buttons: [Dialog.okButton({ label: 'Close' })] });
+}
+
 async function followJob(label: string, start: () => Promise<IJob>, poll: ((id: string) => Promise<IJob>) | null): Promise<void> {
   const job = await start();
   const id = (job.build_id ?? (job as any).job_id ?? (job as any).id) as string | undefined;
@@ -44,9 +71,10 @@ async function followJob(label: string, start: () => Promise<IJob>, poll: ((id: 
       const tail = jobSummary(state);
       Notification.update({
         id: note,
-        message: `${label} ${state.status}${tail ? `: ${tail}` : ''}`,
+        message: ok ? `${label} ${state.status}${tail ? `: ${tail}` : ''}` : failureText(label, jobFailure(state)),
         type: ok ? 'success' : 'error',
-        autoClose: ok ? 5000 : false
+        autoClose: ok ? 5000 : false,
+        actions: [{ label: `Show ${label.toLowerCase()} log`, callback: () => showJobLog(label, state) }]
       });
       return;
     }
@@ -64,6 +92,9 @@ function ConfigSummary(props: { ctx: ISidebarContext }): JSX.Element | null {
     return null;
   }
   const settings = props.ctx.settings();
+  const defaults: Record<string, string | null | undefined> = {
+    'base image': config.default_base_image ? `${config.default_base_image} (default)` : null
+  };
   const rows: Array<[string, string | null, string]> = [
     ['tracking URI', config.tracking_uri, settings.trackingUri],
     ['registry', config.registry, settings.registry],
@@ -80,7 +111,7 @@ function ConfigSummary(props: { ctx: ISidebarContext }): JSX.Element | null {
             <tr key={label}>
               <td className="sf-muted">{label}</td>
               <td title={setting || server || ''}>
-                {setting || server || <span className="sf-muted">default</span>}
+                {setting || server || <span className="sf-muted">{defaults[label] ?? 'default'}</span>}
                 {setting && (
                   <span className="sf-muted sf-setting-source" title="From the Scanflow settings (Settings Editor)">
                     {' '}

@@ -15,6 +15,8 @@ export interface IConfig {
   kube_context: string | null;
   namespace: string | null;
   base_image: string | null;
+  /** The base image a build uses when none is set ($SCANFLOW_BASE_IMAGE or python:3.11-slim). */
+  default_base_image?: string | null;
   backends: IBackendInfo[];
   version: string;
 }

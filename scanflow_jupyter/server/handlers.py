@@ -250,8 +250,18 @@ class ConfigHandler(ScanflowHandler):
         values = self.query_settings()
         doc = {**self.ext.config.to_dict(), **{name: values.get(name) for name in SETTING_NAMES},
                "tracking_uri": redact_uri(self.ext.tracking_uri(values.get("tracking_uri", ""))),
-               "backends": await backends.backends(values.get("kube_context", "")), "version": __version__}
+               "backends": await backends.backends(values.get("kube_context", "")), "version": __version__,
+               "default_base_image": default_base_image()}
         self.reply(doc)
+
+
+def default_base_image() -> str:
+    """The base image of a build without a base_image setting (what `scanflow build` would use)."""
+    import os
+
+    from scanflow_jupyter.build.builder import DEFAULT_BASE_IMAGE
+
+    return os.environ.get("SCANFLOW_BASE_IMAGE") or DEFAULT_BASE_IMAGE
 
 
 class AppHandler(ScanflowHandler):

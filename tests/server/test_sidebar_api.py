@@ -158,3 +158,12 @@ async def test_bad_filter_error_quotes_only_the_users_clause(jp_fetch: Any, step
                        expect=400)
     assert "parentRunId" not in doc["message"] and "IS NULL" not in doc["message"]
     assert doc["fix"]
+
+
+async def test_config_names_the_default_base_image(jp_fetch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCANFLOW_BASE_IMAGE", raising=False)
+    _, doc = await api(jp_fetch, "config", expect=200)
+    assert doc["base_image"] is None and doc["default_base_image"] == "python:3.11-slim"
+    monkeypatch.setenv("SCANFLOW_BASE_IMAGE", "scanflow/base")
+    _, doc = await api(jp_fetch, "config", expect=200)
+    assert doc["default_base_image"] == "scanflow/base"

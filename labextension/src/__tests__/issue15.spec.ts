@@ -152,3 +152,42 @@ describe('debounce (validation as you type)', () => {
     jest.useRealTimers();
   });
 });
+
+import { failureText, jobFailure, splitFix } from '../jobs';
+
+describe('build failures (readable, with the fix)', () => {
+  it("splits the CLI's 'Fix:' sentence off the message", () => {
+    expect(splitFix('base image x is not on this engine. Fix: run `scanflow build-base`.')).toEqual({
+      message: 'base image x is not on this engine',
+      fix: 'run `scanflow build-base`.'
+    });
+    expect(splitFix('no fix here')).toEqual({ message: 'no fix here', fix: null });
+  });
+  it('reads the CLI JSON of a failed build, not the raw log', () => {
+    const job = {
+      status: 'failed',
+      exit_code: 1,
+      log: '{\n  "status": "error",\n  "error": "..."\n}',
+      result: { status: 'error', error: 'base image 127.0.0.1:9/nope:1 cannot be pulled (refused). Fix: check the image name.' }
+    };
+    const f = jobFailure(job);
+    expect(f).toEqual({ message: 'base image 127.0.0.1:9/nope:1 cannot be pulled (refused)', fix: 'check the image name.', details: [] });
+    expect(failureText('Image build', f)).toBe(
+      'Image build failed: base image 127.0.0.1:9/nope:1 cannot be pulled — Fix: check the image name.'
+    );
+  });
+  it('lists import-check problems with their fixes', () => {
+    const job = {
+      status: 'failed',
+      result: { ok: false, steps: { train: { import_check: { problems: [{ module: 'sklearn', error: 'No module named sklearn', fix: 'add scikit-learn' }] } } } }
+    };
+    expect(jobFailure(job)).toEqual({
+      message: '1 problem found',
+      fix: null,
+      details: ['train: No module named sklearn — fix: add scikit-learn']
+    });
+  });
+  it('falls back to the last log lines', () => {
+    expect(jobFailure({ status: 'failed', log: 'a\nb\nTraceback\nboom', exit_code: 1 }).message).toBe('b\nTraceback\nboom');
+  });
+});

@@ -4,7 +4,7 @@
  * as you type, parameters survive tab switches, keyboard and contrast. Screenshots (light and dark)
  * go to test-results/.
  */
-import { expect, test } from '@jupyterlab/galata';
+import { expect, galata, test } from '@jupyterlab/galata';
 import type { Page } from '@playwright/test';
 import { spawnSync } from 'child_process';
 import * as path from 'path';
@@ -270,5 +270,41 @@ test.describe('Scanflow sidebar (#15)', () => {
     // Unsaved edits of the scratch notebook would prompt at teardown: revert them.
     await page.notebook.activate('typing.ipynb');
     await page.notebook.save();
+  });
+});
+
+test.describe('Scanflow build failure (#15)', () => {
+  // A base image on a registry port nothing listens on: the pull is refused at once (a real failure).
+  test.use({
+    mockSettings: { ...galata.DEFAULT_SETTINGS, 'scanflow-jupyter:plugin': { baseImage: '127.0.0.1:9/scanflow-nope:1' } }
+  });
+
+  test('a failed image build says what failed and the fix, and opens its log', async ({ page }) => {
+    const config = await (await page.request.get('/scanflow/api/config')).json();
+    const docker = (config.backends as Array<{ name: string; available: boolean; reason: string | null }>).find(b => b.name === 'docker')!;
+    if (!docker.available) {
+      if (process.env.CI === 'true') {
+        throw new Error(`CI=true but the docker backend is unavailable: ${docker.reason}`);
+      }
+      test.skip(true, `docker unavailable: ${docker.reason}`);
+    }
+    expect(config.default_base_image).toBeTruthy();
+    await openWithSidebar(page, 'linear_chain.ipynb');
+    await page.locator(`${SIDEBAR} .sf-config summary`).click();
+    await expect(page.locator(`${SIDEBAR} .sf-config`)).toContainText('127.0.0.1:9/scanflow-nope:1');
+    await page.locator(`${SIDEBAR} button[data-action="Build images"]`).click();
+    const toast = page.locator('.Toastify__toast', { hasText: 'Image build failed' });
+    await expect(toast).toBeVisible({ timeout: 120000 });
+    await expect(toast).toContainText('127.0.0.1:9/scanflow-nope:1');
+    await expect(toast).toContainText('Fix:');
+    await expect(toast).not.toContainText('"status"');
+    await page.screenshot({ path: path.join(SHOTS, 'sidebar-build-failed.png') });
+    await toast.getByRole('button', { name: 'Show image build log' }).click();
+    const log = page.locator('.jp-Dialog .sf-job-log');
+    await expect(log.locator('.sf-job-failure')).toContainText('127.0.0.1:9/scanflow-nope:1');
+    await expect(log.locator('.sf-job-detail').first()).toContainText('Fix:');
+    await expect(log.locator('.sf-job-log-text')).not.toBeEmpty();
+    await page.screenshot({ path: path.join(SHOTS, 'sidebar-build-log.png') });
+    await page.locator('.jp-Dialog .jp-mod-accept').click();
   });
 });
