@@ -23,6 +23,8 @@ export function DagView(props: {
   run: IRunState | null;
   onSelect: (node: IAppNode) => void;
   maxWidth?: number;
+  /** Agent name → running | stopped | crashed (agents are not steps of a run). */
+  agentStatus?: Record<string, string>;
 }): JSX.Element {
   const { app, run } = props;
   const layout = React.useMemo(
@@ -31,7 +33,8 @@ export function DagView(props: {
   );
   const maxChars = Math.max(6, Math.floor((Object.values(layout.nodes)[0]?.width ?? 112) / 7.4));
   const byId = new Map(app.nodes.map(n => [n.id, n]));
-  const status = (id: string): StepStatus | 'none' => run?.steps[id]?.status ?? 'none';
+  const status = (id: string): StepStatus | string =>
+    byId.get(id)?.kind === 'agent' ? props.agentStatus?.[id] ?? 'none' : run?.steps[id]?.status ?? 'none';
   return (
     <svg
       className="sf-dag"

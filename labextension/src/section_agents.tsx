@@ -17,6 +17,54 @@ function fmtWhen(v: number | string | null): string {
   return isNaN(d.getTime()) ? String(v) : d.toLocaleTimeString();
 }
 
+function fmtNumber(v: number): string {
+  return Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(3);
+}
+
+/** A sensor's last value as short readable lines (`key: value`), not raw JSON. */
+export function sensorValueLines(value: unknown, limit = 6): string[] {
+  if (value === null || value === undefined) {
+    return ['—'];
+  }
+  const one = (v: unknown): string =>
+    typeof v === 'number'
+      ? fmtNumber(v)
+      : typeof v === 'string'
+        ? v
+        : Array.isArray(v)
+          ? `[${v.slice(0, 5).map(one).join(', ')}${v.length > 5 ? `, … ${v.length - 5} more` : ''}]`
+          : v && typeof v === 'object'
+            ? `{${Object.keys(v).length} keys}`
+            : String(v);
+  if (typeof value === 'object' && !Array.isArray(value)) {
+    const entries = Object.entries(value as Record<string, unknown>);
+    const lines = entries.slice(0, limit).map(([k, v]) => `${k}: ${one(v)}`);
+    return entries.length > limit ? [...lines, `… ${entries.length - limit} more`] : lines.length ? lines : ['{}'];
+  }
+  return [one(value)];
+}
+
+function epochS(v: number | string | null | undefined): number | null {
+  if (v === null || v === undefined || v === '') {
+    return null;
+  }
+  if (typeof v === 'number') {
+    return v > 1e12 ? v / 1000 : v;
+  }
+  const t = new Date(v).getTime();
+  return isNaN(t) ? null : t / 1000;
+}
+
+/** "in 12 s", "due now" (a scheduled run a little late), "—" when the agent is not running. */
+export function nextRunText(next: number | string | null | undefined, nowS: number, running: boolean): string {
+  const at = epochS(next);
+  if (!running || at === null) {
+    return '—';
+  }
+  const delta = at - nowS;
+  return delta <= 1 ? 'due now' : `in ${formatDuration(delta)}`;
+}
+
 /** One agent message as `12:01:02 kind name: details`. */
 export function messageText(m: unknown): string {
   if (!m || typeof m !== 'object') {
@@ -50,22 +98,31 @@ function AgentCard(props: { agent: IAgentInfo }): JSX.Element {
           <thead>
             <tr>
               <th>sensor</th>
-              <th>last value</th>
+              <th>last run</th>
               <th>next run</th>
             </tr>
           </thead>
-          <tbody>
-            {a.sensors.map(s => (
-              <tr key={s.name} title={s.schedule ?? ''}>
+          {a.sensors.map(s => (
+            <tbody key={s.name} className="sf-sensor" data-sensor={s.name}>
+              <tr title={s.schedule ?? ''}>
                 <td>{s.name}</td>
-                <td>
-                  {s.last_value === null || s.last_value === undefined ? '—' : JSON.stringify(s.last_value)}
+                <td className="sf-sensor-last" title={`last run ${fmtWhen(s.last_run)}`}>
+                  {fmtWhen(s.last_run)}
+                </td>
+                <td className="sf-sensor-next" title={`next run ${fmtWhen(s.next_run)}`}>
+                  {nextRunText(s.next_run, Date.now() / 1000, a.status === 'running')}
+                </td>
+              </tr>
+              <tr>
+                <td colSpan={3} className="sf-sensor-value">
+                  {sensorValueLines(s.last_value).map((line, i) => (
+                    <div key={i}>{line}</div>
+                  ))}
                   {s.last_error && <div className="sf-error-text">{s.last_error}</div>}
                 </td>
-                <td>{fmtWhen(s.next_run)}</td>
               </tr>
-            ))}
-          </tbody>
+            </tbody>
+          ))}
         </table>
       )}
       {a.messages.length > 0 && (

@@ -75,7 +75,13 @@ export function ApplicationSection(props: { model: NotebookScanflowModel; panel:
         )}
       </div>
       {app.nodes.length ? (
-        <DagBox>{width => <DagView app={app} run={model.run} onSelect={select} maxWidth={width} />}</DagBox>
+        <DagBox>{width => <DagView
+              app={app}
+              run={model.run}
+              onSelect={select}
+              maxWidth={width}
+              agentStatus={Object.fromEntries(model.agents.map(a => [a.name, a.status]))}
+            />}</DagBox>
       ) : (
         <div className="sf-muted">No %%executor, %%service or %%agent cells in this notebook.</div>
       )}

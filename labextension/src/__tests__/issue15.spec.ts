@@ -191,3 +191,26 @@ describe('build failures (readable, with the fix)', () => {
     expect(jobFailure({ status: 'failed', log: 'a\nb\nTraceback\nboom', exit_code: 1 }).message).toBe('b\nTraceback\nboom');
   });
 });
+
+import { nextRunText, sensorValueLines } from '../section_agents';
+
+describe('agent sensors (readable values, no next run in the past)', () => {
+  it('shows values as key: value lines', () => {
+    expect(sensorValueLines({ accuracy: 0.91234, rows: 120, drift: { a: 1 }, tags: ['x', 'y'] })).toEqual([
+      'accuracy: 0.912',
+      'rows: 120',
+      'drift: {1 keys}',
+      'tags: [x, y]'
+    ]);
+    expect(sensorValueLines(null)).toEqual(['—']);
+    expect(sensorValueLines(3.14159)).toEqual(['3.14']);
+    expect(sensorValueLines(Object.fromEntries([...'abcdefgh'].map((k, i) => [k, i])), 6)).toHaveLength(7);
+  });
+  it('never shows a next run in the past', () => {
+    expect(nextRunText(1012, 1000, true)).toBe('in 12 s');
+    expect(nextRunText(990, 1000, true)).toBe('due now');
+    expect(nextRunText(2000, 1000, false)).toBe('—');
+    expect(nextRunText(null, 1000, true)).toBe('—');
+    expect(nextRunText(new Date(1_000_030_000).toISOString(), 1_000_000, true)).toBe('in 30 s');
+  });
+});

@@ -150,6 +150,16 @@ test.describe('Scanflow sidebar', () => {
           timeout: 90000
         });
       }
+      // #15: agent nodes take the agent's state; sensor values readable; next run never in the past.
+      await expect(page.locator(`${SIDEBAR} .sf-dag-node[data-node="monitor"]`)).toHaveAttribute('data-status', 'running');
+      const next = page.locator(`${SIDEBAR} .sf-agent .sf-sensor-next`);
+      await expect(next.first()).toBeVisible();
+      for (const text of await next.allTextContents()) {
+        expect(text).toMatch(/^(in \d.*|due now|—)$/);
+      }
+      for (const text of await page.locator(`${SIDEBAR} .sf-agent .sf-sensor-value`).allTextContents()) {
+        expect(text).not.toMatch(/^\{"/);
+      }
       await page.locator(`${SIDEBAR} .sf-section-agents`).scrollIntoViewIfNeeded();
       await expect(page.locator(`${SIDEBAR} button[data-action="Start agents"]`)).toBeDisabled();
       await page.screenshot({ path: path.join(SHOTS, 'agents-running.png') });
