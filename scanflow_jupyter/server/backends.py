@@ -71,8 +71,12 @@ def check_kubernetes(context: str = "") -> dict[str, Any]:
                                     client_configuration=client.Configuration())
     except Exception as exc:  # noqa: BLE001
         where = f"context '{context}'" if context else "the current context"
+        detail = str(exc).strip().rstrip(".")
+        if "No configuration found" in detail or "Invalid kube-config file" in detail:
+            detail = f"there is none at {os.environ.get('KUBECONFIG') or '~/.kube/config'}"  # the library's words say less
         return {"name": "kubernetes", "available": False,
-                "reason": f"no usable kubeconfig for {where}: {exc}. Set KUBECONFIG or c.Scanflow.kube_context"}
+                "reason": f"no usable kubeconfig for {where}: {detail}. Fix: set KUBECONFIG to your cluster's "
+                          "kubeconfig, or pick a context (Settings → Scanflow → kube context, or c.Scanflow.kube_context)"}
     return {"name": "kubernetes", "available": True, "reason": None}
 
 

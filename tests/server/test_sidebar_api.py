@@ -167,3 +167,14 @@ async def test_config_names_the_default_base_image(jp_fetch: Any, monkeypatch: p
     monkeypatch.setenv("SCANFLOW_BASE_IMAGE", "scanflow/base")
     _, doc = await api(jp_fetch, "config", expect=200)
     assert doc["default_base_image"] == "scanflow/base"
+
+
+async def test_kubernetes_reason_is_readable(jp_fetch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(missing))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    _, doc = await api(jp_fetch, "config", expect=200)
+    kube = next(b for b in doc["backends"] if b["name"] == "kubernetes")
+    assert kube["available"] is False
+    assert kube["reason"].startswith("no usable kubeconfig for the current context: ")
+    assert "Invalid kube-config file" not in kube["reason"] and "Fix: set KUBECONFIG" in kube["reason"], kube
