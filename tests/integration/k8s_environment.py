@@ -176,3 +176,19 @@ def wait_for(probe: Any, what: str, timeout: float = 180, interval: float = 1.0)
             return last
         time.sleep(interval)
     pytest.fail(f"{what}: not reached after {timeout}s; last: {last!r}")
+
+
+def push_as_latest(images_file: Path) -> dict[str, str]:
+    """Tag each image of a `scanflow build --json` file `:latest` in its registry and push it: what
+    deploy picks without --images (`<registry>/scanflow/<app>-<name>:latest`)."""
+    from scanflow_jupyter.build.builder import docker_client
+
+    client = docker_client()
+    out = {}
+    for name, entry in json.loads(images_file.read_text(encoding="utf-8"))["steps"].items():
+        repository = entry["image"].rsplit(":", 1)[0]
+        client.images.get(entry["image"]).tag(repository, "latest")
+        for line in client.images.push(repository, "latest", stream=True, decode=True):
+            assert "error" not in line, f"pushing {repository}:latest: {line}"
+        out[name] = f"{repository}:latest"
+    return out

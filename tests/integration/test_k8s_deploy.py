@@ -1,8 +1,11 @@
-"""`scanflow deploy|undeploy|status` against a real control plane (tests/k8s: etcd, kube-*, kwok).
+"""`scanflow deploy|undeploy|status` against the test cluster's real node (tests/k8s).
 
-Each test deploys under its own team name, so namespaces never collide. kwok fakes the node and
-the pods' lifecycle (images are not pulled); everything else — server-side apply, validation by
-the API server, Deployments becoming Available, EndpointSlices, namespace deletion — is real.
+Each test deploys under its own team name, so namespaces never collide. The environment's pods
+run for real: the tracker and S3 server from the images `cluster.sh build` pushed to the local
+registry, the agents from images `scanflow build --push` makes (tests/integration/k8s_environment.py),
+on static hostPath volumes (the cluster has no provisioner). Only the online services of
+test_online_services_scale_with_their_autoscaler have no image of their own (no model is
+registered here): tests/k8s/manifests/kwok-pool.yaml places those pods on the kwok pool.
 """
 
 from __future__ import annotations
@@ -22,19 +25,17 @@ import pytest
 from scanflow_jupyter.kubernetes import environment as env
 from scanflow_jupyter.kubernetes import manifests as mf
 from scanflow_jupyter.kubernetes.client import Cluster
-from scanflow_jupyter.kubernetes.config import DeployConfig
+from scanflow_jupyter.kubernetes.config import DeployConfig, images_from_build_report
 from scanflow_jupyter.kubernetes.validation import ManifestInvalid
 from scanflow_jupyter.notebook.parser import parse_notebook
+from tests.integration.k8s_environment import HostPathVolumes, agent_images, cluster_images
 from tests.k8s.fixture import k8s_cluster  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS_LOOP = ROOT / "notebooks" / "agents_loop.ipynb"
-# kwok pool, to be moved to the real node: issue #10. Images outside the local registry place the
-# environment's pods on the tainted kwok pool (tests/k8s/manifests/kwok-pool.yaml).
-TRACKER_IMAGE = "ghcr.io/mlflow/mlflow:v3.1.0"
-READY_TIMEOUT = 120.0
+READY_TIMEOUT = 240.0
 NAMESPACED_KINDS = [*env.OWNED_KINDS, ("v1", "Pod"), ("discovery.k8s.io/v1", "EndpointSlice")]
 
 
@@ -42,20 +43,21 @@ def unique_team(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def storage_for(cluster: Cluster, team: str) -> tuple[str, str]:
-    """A static PersistentVolume (class + name) the tracker's PVC can bind to; kwok has no provisioner."""
-    klass = f"scanflow-test-{team}"
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-          "metadata": {"name": klass, "labels": {"scanflow.io/test": "k8s"}},
-          "spec": {"capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": klass,
-                   "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/{klass}"}}}
-    cluster.apply(pv)
-    return klass, klass
+def storage_for(cluster: Cluster, team: str) -> HostPathVolumes:
+    """Static hostPath volumes for the sqlite environment's claims (tracker + S3 server)."""
+    return HostPathVolumes(cluster, team, 2)
 
 
 def make_config(k8s: Any, team: str, storage_class: str | None = None, **kw: Any) -> DeployConfig:
-    return DeployConfig(kubeconfig=str(k8s.kubeconfig), team=team, tracker_image=TRACKER_IMAGE,
-                        storage_class=storage_class, **kw)
+    return DeployConfig(kubeconfig=str(k8s.kubeconfig), team=team, storage_class=storage_class,
+                        **{**cluster_images(k8s), **kw})
+
+
+def image_env(k8s: Any) -> dict[str, str]:
+    """The SCANFLOW_K8S_*_IMAGE variables of the cluster's environment images (what the CLI reads)."""
+    images = cluster_images(k8s)
+    return {"SCANFLOW_K8S_TRACKER_IMAGE": images["tracker_image"], "SCANFLOW_K8S_S3_IMAGE": images["s3_image"],
+            "SCANFLOW_K8S_POSTGRES_IMAGE": images["postgres_image"]}
 
 
 def scanflow(*args: str, kubeconfig: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
@@ -64,7 +66,6 @@ def scanflow(*args: str, kubeconfig: Path, **extra_env: str) -> subprocess.Compl
             "register(main) if 'deploy' not in main.commands else None; main()")
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("SCANFLOW_", "KUBECONFIG"))}
     environ["KUBECONFIG"] = str(kubeconfig)
-    environ["SCANFLOW_K8S_TRACKER_IMAGE"] = TRACKER_IMAGE
     environ.update(extra_env)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
                           env=environ, cwd=ROOT)
@@ -83,20 +84,22 @@ def leftovers(cluster: Cluster, ns: str, app: str, team: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def deployed(k8s_cluster) -> Iterator[dict[str, Any]]:  # noqa: F811
+def deployed(k8s_cluster, tmp_path_factory) -> Iterator[dict[str, Any]]:  # noqa: F811
+    images_file = agent_images(k8s_cluster, tmp_path_factory.mktemp("agents-build"))
     cluster = Cluster(kubeconfig=str(k8s_cluster.kubeconfig))
     team = unique_team("life")
-    klass, pv = storage_for(cluster, team)
+    volumes = storage_for(cluster, team)
     app = parse_notebook(AGENTS_LOOP)
-    config = make_config(k8s_cluster, team, klass)
+    config = make_config(k8s_cluster, team, volumes.storage_class,
+                         images=images_from_build_report(json.loads(images_file.read_text(encoding="utf-8"))))
     state = {"cluster": cluster, "app": app, "config": config, "team": team, "k8s": k8s_cluster,
-             "ns": mf.namespace_name(app, config)}
+             "ns": mf.namespace_name(app, config), "images_file": images_file}
     try:
         state["first"] = env.deploy(app, config, cluster=cluster)
         yield state
     finally:
-        env.undeploy(app, config, cluster=cluster)
-        cluster.delete("PersistentVolume", "v1", pv)
+        env.undeploy(app, config, cluster=cluster, wait=120)
+        volumes.close()
         cluster.close()
 
 
@@ -113,7 +116,7 @@ def test_environment_becomes_ready(deployed):
     not_ready = [o.to_dict() for o in status.objects if not o.ready]
     assert status.ready, f"not ready after {READY_TIMEOUT} s: {not_ready}"
     deployments = [o for o in status.objects if o.kind == "Deployment"]
-    assert {o.name for o in deployments} == {"mlflow", "monitor", "planner"}
+    assert {o.name for o in deployments} == {mf.TRACKER, mf.S3, "monitor", "planner"}
     for d in deployments:
         obj = deployed["cluster"].get("Deployment", "apps/v1", d.name, deployed["ns"])
         conditions = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
@@ -123,13 +126,14 @@ def test_environment_becomes_ready(deployed):
 def test_status_cli_shows_readiness(deployed):
     env.wait_ready(deployed["app"], deployed["config"], deployed["cluster"], timeout=READY_TIMEOUT)
     proc = scanflow("status", str(AGENTS_LOOP), "--team", deployed["team"], "--json",
-                    kubeconfig=deployed["k8s"].kubeconfig)
+                    kubeconfig=deployed["k8s"].kubeconfig, **image_env(deployed["k8s"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["ready"] and doc["namespace"] == deployed["ns"]
     monitor = next(o for o in doc["objects"] if o["kind"] == "Deployment" and o["name"] == "monitor")
     assert monitor["ready"] and monitor["detail"].startswith("1/1 ready")
-    text = scanflow("status", str(AGENTS_LOOP), "--team", deployed["team"], kubeconfig=deployed["k8s"].kubeconfig)
+    text = scanflow("status", str(AGENTS_LOOP), "--team", deployed["team"], kubeconfig=deployed["k8s"].kubeconfig,
+                    **image_env(deployed["k8s"]))
     assert text.returncode == 0 and f"namespace {deployed['ns']}: ready" in text.stdout
 
 
@@ -138,7 +142,7 @@ def test_agent_services_have_cluster_ips_endpoints_and_dns_names(deployed):
     env.wait_ready(deployed["app"], deployed["config"], cluster, timeout=READY_TIMEOUT)
     cm = cluster.get("ConfigMap", "v1", mf.ENV_CONFIGMAP, ns)
     urls = json.loads(cm["data"]["SCANFLOW_AGENT_URLS"])
-    assert cm["data"]["MLFLOW_TRACKING_URI"] == f"http://mlflow.{ns}.svc:5000"
+    assert cm["data"]["MLFLOW_TRACKING_URI"] == f"http://scanflow-tracker.{ns}.svc:5000"
     for agent in ("monitor", "planner"):
         assert urls[agent] == f"http://{agent}.{ns}.svc:8080"
         svc = cluster.get("Service", "v1", agent, ns)
@@ -151,8 +155,8 @@ def test_agent_services_have_cluster_ips_endpoints_and_dns_names(deployed):
 def test_second_deploy_changes_nothing(deployed):
     env.wait_ready(deployed["app"], deployed["config"], deployed["cluster"], timeout=READY_TIMEOUT)
     proc = scanflow("deploy", str(AGENTS_LOOP), "--team", deployed["team"], "--json",
-                    kubeconfig=deployed["k8s"].kubeconfig,
-                    SCANFLOW_K8S_STORAGE_CLASS=deployed["config"].storage_class)
+                    "--images", str(deployed["images_file"]), kubeconfig=deployed["k8s"].kubeconfig,
+                    SCANFLOW_K8S_STORAGE_CLASS=deployed["config"].storage_class, **image_env(deployed["k8s"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["counts"] == {"unchanged": len(deployed["first"].objects)}, doc
@@ -162,7 +166,7 @@ def test_undeploy_leaves_nothing_behind(deployed):
     cluster, ns = deployed["cluster"], deployed["ns"]
     app, team = "agents-loop", deployed["team"]
     assert leftovers(cluster, ns, app, team)
-    proc = scanflow("undeploy", str(AGENTS_LOOP), "--team", team, "--json", "--wait", "60",
+    proc = scanflow("undeploy", str(AGENTS_LOOP), "--team", team, "--json", "--wait", "180",
                     kubeconfig=deployed["k8s"].kubeconfig)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
@@ -249,9 +253,9 @@ def test_unreachable_cluster_is_exit_1(tmp_path):
 def test_online_services_scale_with_their_autoscaler(k8s_cluster):  # noqa: F811
     cluster = Cluster(kubeconfig=str(k8s_cluster.kubeconfig))
     team = unique_team("hpa")
-    klass, pv = storage_for(cluster, team)
+    volumes = storage_for(cluster, team)
     app = parse_notebook(ROOT / "tests" / "golden" / "k8s" / "services.ipynb")
-    config = make_config(k8s_cluster, team, klass)
+    config = make_config(k8s_cluster, team, volumes.storage_class)
     ns = mf.namespace_name(app, config)
     try:
         env.deploy(app, config, cluster=cluster)
@@ -272,8 +276,8 @@ def test_online_services_scale_with_their_autoscaler(k8s_cluster):  # noqa: F811
         assert again.counts() == {"unchanged": len(again.objects)}, again.to_dict()
         assert cluster.get("Deployment", "apps/v1", "scorer", ns)["spec"]["replicas"] == 2
     finally:
-        env.undeploy(app, config, cluster=cluster)
-        cluster.delete("PersistentVolume", "v1", pv)
+        env.undeploy(app, config, cluster=cluster, wait=120)
+        volumes.close()
         cluster.close()
 
 
