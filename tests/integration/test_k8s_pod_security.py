@@ -55,8 +55,9 @@ def envs(k8s_cluster) -> Iterator[dict[str, Any]]:  # noqa: F811
     try:
         for key, notebook in (("tutorial", TUTORIAL), ("agents", AGENTS_LOOP)):
             team = f"psa-{key[:3]}-{uuid.uuid4().hex[:6]}"
-            klass, pv = storage_for(cluster, team)
-            volumes.append(pv)
+            pvs = storage_for(cluster, team)  # static hostPath volumes (tracker + S3 server claims)
+            volumes.append(pvs)
+            klass = pvs.storage_class
             app = parse_notebook(notebook)
             config = make_config(k8s_cluster, team, klass)
             outcome = env.deploy(app, config, cluster=cluster)
@@ -66,8 +67,8 @@ def envs(k8s_cluster) -> Iterator[dict[str, Any]]:  # noqa: F811
     finally:
         for e in deployed["envs"].values():
             env.undeploy(e["app"], e["config"], cluster=cluster)
-        for pv in volumes:
-            cluster.delete("PersistentVolume", "v1", pv)
+        for pvs in volumes:
+            pvs.close()
         cluster.close()
 
 
@@ -131,7 +132,8 @@ def test_every_deployment_pod_template_is_admitted(envs):
                 c.pop("securityContext", None)
             with pytest.raises(ClusterError, match="violates PodSecurity"):
                 dry_run_pod(cluster, e["ns"], f"bare-{d['metadata']['name']}", bare)
-    assert sorted(seen) == ["agents:mlflow", "agents:monitor", "agents:planner", "tutorial:digits", "tutorial:mlflow"]
+    assert sorted(seen) == ["agents:monitor", "agents:planner", "agents:scanflow-s3", "agents:scanflow-tracker",
+                            "tutorial:digits", "tutorial:scanflow-s3", "tutorial:scanflow-tracker"]
 
 
 def test_deployments_get_their_pods_in_the_restricted_namespaces(envs):
@@ -323,4 +325,4 @@ def test_network_policy_limits_agent_and_tracker_ingress_to_the_namespace(envs):
         env.wait_ready(e["app"], e["config"], cluster, timeout=READY_TIMEOUT)
         names = {p["metadata"]["labels"]["app.kubernetes.io/name"] for p in cluster.list("Pod", "v1", e["ns"], query)}
         agents = {mf.dns_label(a.name) for a in e["app"].agents}
-        assert names == {mf.TRACKER, *agents}, names  # not the online services: they serve outside callers
+        assert names == {mf.TRACKER, mf.S3, *agents}, names  # not the online services: they serve outside callers
