@@ -2,10 +2,10 @@
 
 The jupyter server's environment points KUBECONFIG at the cluster; the server starts
 `scanflow deploy/undeploy/status NB --json` subprocesses and the API shows their jobs and the
-objects' readiness. kwok fakes the node and pods; the API server, controllers, apply and
-namespace deletion are real. Each test deploys under its own team (and namespace).
-kwok pool, to be moved to the real node: issue #10 (the tracker image is not in the local
-registry, so tests/k8s/manifests/kwok-pool.yaml places the pods on the kwok pool).
+objects' readiness. Everything runs on the test cluster's real node: the tracker and S3 server
+from the images `cluster.sh build` pushed to the local registry, the agents from images built
+here and pushed there as `:latest` (what deploy picks with SCANFLOW_REGISTRY and no --images).
+Each test deploys under its own team (and namespace).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from scanflow_jupyter.kubernetes.client import Cluster
-from tests.integration.test_k8s_deploy import TRACKER_IMAGE, leftovers, scanflow, storage_for
+from tests.integration.k8s_environment import agent_images, push_as_latest
+from tests.integration.test_k8s_deploy import image_env, leftovers, scanflow, storage_for
 from tests.k8s.fixture import k8s_cluster  # noqa: F401
 from tests.server.conftest import api
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 APP = "agents-loop"
 JOB_TIMEOUT = 300.0
-READY_TIMEOUT = 180.0
+READY_TIMEOUT = 240.0
 LABELLED_KINDS = ("namespaces,deployments,replicasets,pods,services,configmaps,secrets,persistentvolumeclaims,"
                   "serviceaccounts,roles,rolebindings,horizontalpodautoscalers,networkpolicies,endpointslices")
 
@@ -50,11 +51,20 @@ def no_scanflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="module")
+def latest_agent_images(k8s_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:  # noqa: F811
+    return push_as_latest(agent_images(k8s_cluster, tmp_path_factory.mktemp("agents-build")))
+
+
 @pytest.fixture
-def on_cluster(k8s_cluster: Any, monkeypatch: pytest.MonkeyPatch, no_scanflow_env: None) -> Any:  # noqa: F811
-    """The server (started after this fixture) sees the test cluster through KUBECONFIG."""
+def on_cluster(k8s_cluster: Any, monkeypatch: pytest.MonkeyPatch, no_scanflow_env: None,  # noqa: F811
+               latest_agent_images: dict[str, str]) -> Any:
+    """The server (started after this fixture) sees the test cluster through KUBECONFIG, its
+    environment images and its registry (the agents' `:latest` images)."""
     monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))
-    monkeypatch.setenv("SCANFLOW_K8S_TRACKER_IMAGE", TRACKER_IMAGE)
+    for name, value in image_env(k8s_cluster).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SCANFLOW_REGISTRY", k8s_cluster.registry)
     return k8s_cluster
 
 
@@ -97,15 +107,16 @@ async def test_deploy_status_undeploy_through_the_server(
     team = f"srv-{uuid.uuid4().hex[:6]}"
     namespace = f"sf-user-{team}" if user_namespace else f"scanflow-{APP}-{team}"
     cluster = Cluster(kubeconfig=str(on_cluster.kubeconfig))
-    klass, pv = storage_for(cluster, team)
+    volumes = storage_for(cluster, team)
     path = team_notebook(jp_root_dir, team)
     settings = {"namespace": namespace} if user_namespace else {}
-    # the tracker's PVC binds to this test's static volume (kwok has no provisioner)
-    monkeypatch.setenv("SCANFLOW_K8S_STORAGE_CLASS", klass)
+    # the tracker's and the S3 server's claims bind to this test's static volumes (no provisioner)
+    monkeypatch.setenv("SCANFLOW_K8S_STORAGE_CLASS", volumes.storage_class)
     try:
         _, config = await api(jp_fetch, "config", expect=200)
         kube = next(b for b in config["backends"] if b["name"] == "kubernetes")
-        assert kube == {"name": "kubernetes", "available": True, "reason": None}
+        assert {k: kube.get(k) for k in ("name", "available", "reason")} == {
+            "name": "kubernetes", "available": True, "reason": None}, kube
 
         _, started = await api(jp_fetch, "deployments", method="POST", expect=202,
                                body={"path": path, **({"settings": settings} if settings else {})})
@@ -118,7 +129,7 @@ async def test_deploy_status_undeploy_through_the_server(
         not_ready = [o for o in objects if not o["ready"]]
         assert objects and not not_ready, f"not ready after {READY_TIMEOUT} s: {not_ready}"
         deployments = {o["name"] for o in objects if o["kind"] == "Deployment"}
-        assert deployments == {"mlflow", "monitor", "planner"}, objects
+        assert deployments == {"scanflow-tracker", "scanflow-s3", "monitor", "planner"}, objects
         assert {o["namespace"] for o in objects if o["kind"] != "Namespace"} == {namespace}
         assert leftovers(cluster, namespace, APP, team)
 
@@ -133,10 +144,10 @@ async def test_deploy_status_undeploy_through_the_server(
         assert remaining == [], remaining
     finally:
         if leftovers(cluster, namespace, APP, team):  # a failed test: clean up with the CLI
-            args = ["undeploy", str(jp_root_dir / path), "--json", "--wait", "60"]
+            args = ["undeploy", str(jp_root_dir / path), "--json", "--wait", "120"]
             scanflow(*args, *(["--namespace", namespace] if user_namespace else []),
                      kubeconfig=on_cluster.kubeconfig)
-        cluster.delete("PersistentVolume", "v1", pv)
+        volumes.close()
         cluster.close()
 
 
