@@ -261,8 +261,9 @@ class ArgoFollower:
 
     def _attempts(self, node: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if node.get("type") == "Retry":
-            children = [nodes[c] for c in node.get("children") or [] if c in nodes]
-            return sorted(children, key=lambda n: n.get("startedAt") or "")
+            # Argo appends each attempt to `children`: that order is the attempt number (a new
+            # attempt may have no startedAt yet, so sorting by it would swap attempts)
+            return [nodes[c] for c in node.get("children") or [] if c in nodes]
         if node.get("type") == "Pod":
             return [node]
         return []

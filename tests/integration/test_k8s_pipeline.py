@@ -17,12 +17,13 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, scanflow_command
+from tests.conftest import scanflow_command
 from tests.integration.test_docker_support import docker_client, offline_base  # noqa: F401
 from tests.k8s.fixture import K8sCluster, k8s_cluster  # noqa: F401
 
@@ -32,67 +33,60 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGO = ("argoproj.io", "v1alpha1", "workflows")
 
 
-def _cluster_images(cluster: K8sCluster) -> dict[str, str]:
-    """SCANFLOW_K8S_*_IMAGE exported by `cluster.sh env` (the environment's locally built images)."""
-    out = subprocess.run([str(ROOT / "tests/k8s/cluster.sh"), "env"], capture_output=True, text=True, timeout=60)
-    images = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("export SCANFLOW_K8S_") and "_IMAGE=" in line:
-            key, _, value = line[len("export "):].partition("=")
-            images[key] = value.strip().strip("'\"")
-    needed = ["SCANFLOW_K8S_TRACKER_IMAGE", "SCANFLOW_K8S_S3_IMAGE"]
-    missing = [k for k in needed if k not in images]
-    if missing:
-        message = f"cluster.sh env printed no {', '.join(missing)} (tests/k8s/cluster.sh build builds them)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return images
-
-
-@pytest.fixture(scope="module")
-def team_env(k8s_cluster: K8sCluster, offline_base: str,  # noqa: F811
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The diamond app's team environment, deployed on the real node; undeployed after (and checked)."""
+@contextmanager
+def deployed(k8s: K8sCluster, base: str, work: Path, storage: str) -> Iterator[dict[str, Any]]:
+    """The diamond app's team environment with `storage`, deployed on the real node; undeployed after
+    (and checked gone). The notebooks of these tests are copied into `work`, the project folder."""
     from kubernetes import client
 
     from scanflow_jupyter.kubernetes import environment as env
     from scanflow_jupyter.kubernetes.config import DeployConfig
     from scanflow_jupyter.kubernetes.manifests import namespace_name
     from scanflow_jupyter.notebook.parser import parse_notebook
+    from tests.integration.k8s_environment import HostPathVolumes, cluster_images
 
-    images = _cluster_images(k8s_cluster)
-    project = tmp_path_factory.mktemp("k8s-project")
+    images = cluster_images(k8s)
     for name in ("diamond", "failing_step"):
-        shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", project / f"{name}.ipynb")
-    app = parse_notebook(project / "diamond.ipynb")
+        shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", work / f"{name}.ipynb")
+    app = parse_notebook(work / "diamond.ipynb")
     team = f"e2e-{uuid.uuid4().hex[:6]}"
-    config = DeployConfig(kubeconfig=str(k8s_cluster.kubeconfig), team=team, storage_mode="ephemeral",
-                          tracker_image=images["SCANFLOW_K8S_TRACKER_IMAGE"], s3_image=images["SCANFLOW_K8S_S3_IMAGE"])
+    cluster = env.connect(DeployConfig(kubeconfig=str(k8s.kubeconfig), team=team))
+    volumes = HostPathVolumes(cluster, f"e2e-{storage}", 2) if storage != "ephemeral" else None
+    config = DeployConfig(kubeconfig=str(k8s.kubeconfig), team=team, storage_mode=storage,
+                          storage_class=volumes.storage_class if volumes else None, **images)
     ns = namespace_name(app, config)
-    cluster = env.connect(config)
-    api = k8s_cluster.api_client()
+    api = k8s.api_client()
+    state: dict[str, Any] = {}
     try:
         env.deploy(app, config, cluster=cluster)
         ready = env.wait_ready(app, config, cluster, timeout=300)
         assert ready.ready, f"the environment did not become ready: {ready}"
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("SCANFLOW_", "MLFLOW_", "AWS_"))}
-        environ.update({"KUBECONFIG": str(k8s_cluster.kubeconfig), "SCANFLOW_K8S_NAMESPACE": ns,
-                        "SCANFLOW_REGISTRY": k8s_cluster.registry, "SCANFLOW_BASE_IMAGE": offline_base,
-                        "SCANFLOW_HOME": str(project / ".scanflow")})
-        state = {"ns": ns, "api": api, "project": project, "environ": environ, "app": app, "config": config,
-                 "cluster": cluster}
+        environ.update({"KUBECONFIG": str(k8s.kubeconfig), "SCANFLOW_K8S_NAMESPACE": ns,
+                        "SCANFLOW_REGISTRY": k8s.registry, "SCANFLOW_BASE_IMAGE": base,
+                        "SCANFLOW_HOME": str(work / ".scanflow")})
+        state.update(ns=ns, api=api, project=work, environ=environ, app=app, config=config, cluster=cluster)
         yield state
     finally:
-        for tunnel in locals().get("state", {}).get("tunnels", []):
+        for tunnel in state.get("tunnels", []):
             tunnel.close()
         env.undeploy(app, config, cluster=cluster, wait=180)
+        if volumes is not None:
+            volumes.close()
         gone = False
         try:
             client.CoreV1Api(api).read_namespace(ns)
         except client.exceptions.ApiException as exc:
             gone = exc.status == 404
         assert gone, f"namespace {ns} is still there after undeploy"
+
+
+@pytest.fixture(scope="module")
+def team_env(k8s_cluster: K8sCluster, offline_base: str,  # noqa: F811
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`ephemeral` storage: the S3 server and the sqlite tracker on emptyDir volumes."""
+    with deployed(k8s_cluster, offline_base, tmp_path_factory.mktemp("k8s-project"), "ephemeral") as state:
+        yield state
 
 
 def scanflow(team_env: dict[str, Any], *args: str, timeout: float = 1200) -> tuple[int, dict[str, Any], str]:
@@ -192,3 +186,149 @@ def test_a_failing_step_fails_with_its_cell_and_skips_its_dependents(team_env: d
     _, local, _ = scanflow(team_env, "run", "failing_step.ipynb", "--json")  # the local backend, same notebook
     assert local["steps"]["explode"]["error"]["cell"] == error["cell"] and error["cell"], (local, error)
     assert "on purpose" in (Path(doc["run_dir"]) / "explode" / "output.ipynb").read_text(encoding="utf-8")
+
+
+FAULTS_CELLS = [
+    "%load_ext scanflow_jupyter\n%scanflow_app k8s-faults",
+    "%%executor slow --retries 1 --outputs done\nimport time\ntime.sleep(40)\ndone = True",
+    "%%executor late --timeout 5 --outputs never\nimport time\ntime.sleep(120)\nnever = 1",
+]
+
+
+def _write_faults(team_env: dict[str, Any]) -> None:
+    from tests.conftest import notebook_dict
+
+    path = team_env["project"] / "faults.ipynb"
+    if not path.exists():
+        path.write_text(json.dumps(notebook_dict(FAULTS_CELLS), indent=1) + "\n", encoding="utf-8")
+
+
+def _step_pods(team_env: dict[str, Any], step: str) -> list[Any]:
+    from kubernetes import client
+
+    return client.CoreV1Api(team_env["api"]).list_namespaced_pod(
+        team_env["ns"], label_selector=f"scanflow.io/step={step}").items
+
+
+def test_a_deleted_step_pod_is_retried_and_a_timeout_fails_like_locally(team_env: dict[str, Any]) -> None:
+    """Delete the running pod of a step with --retries 1: Argo's second attempt succeeds. A step over
+    its --timeout fails with TimeoutError, as on the local backend."""
+    import threading
+    import time
+
+    from kubernetes import client
+
+    _write_faults(team_env)
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        zip(("code", "doc", "err"), scanflow(team_env, "run", "faults.ipynb", "--backend", "kubernetes", "--json"),
+            strict=True)))
+    thread.start()
+    deadline = time.monotonic() + 600
+    deleted = None
+    while deleted is None and time.monotonic() < deadline and thread.is_alive():
+        # running for a while: Argo itself re-creates a pod that vanishes right after it started
+        # (its "recently started" grace), a later loss is a failed attempt that --retries covers
+        running = [p for p in _step_pods(team_env, "slow") if p.status.phase == "Running"
+                   and p.status.start_time and time.time() - p.status.start_time.timestamp() > 15]
+        if running:
+            deleted = running[0].metadata.name
+            client.CoreV1Api(team_env["api"]).delete_namespaced_pod(deleted, team_env["ns"], grace_period_seconds=0)
+        time.sleep(1)
+    thread.join(900)
+    assert deleted, f"the slow step's pod never ran: {outcome}"
+    doc = outcome.get("doc") or {}
+    assert doc.get("steps", {}).get("slow") == {"status": "succeeded", "attempts": 2,
+                                                "duration_s": doc["steps"]["slow"]["duration_s"]}, outcome
+    late = doc["steps"]["late"]
+    assert late["status"] == "failed" and late["error"]["type"] == "TimeoutError", late
+    assert outcome["code"] == 1
+
+
+def test_ctrl_c_terminates_the_workflow_and_leaves_no_running_pod(team_env: dict[str, Any]) -> None:
+    import signal
+    import time
+
+    from kubernetes import client
+
+    _write_faults(team_env)
+    seen = {p.metadata.labels["scanflow.io/run-id"] for p in _step_pods(team_env, "slow")}
+    proc = subprocess.Popen([*scanflow_command(), "run", "faults.ipynb", "--backend", "kubernetes", "--no-cache"],
+                            cwd=team_env["project"], env=team_env["environ"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    run_id = None
+    while time.monotonic() < deadline and run_id is None and proc.poll() is None:
+        running = [p.metadata.labels["scanflow.io/run-id"] for p in _step_pods(team_env, "slow")
+                   if p.status.phase == "Running" and p.metadata.labels["scanflow.io/run-id"] not in seen]
+        run_id = running[0] if running else None
+        time.sleep(1)
+    assert run_id, "no step pod ran"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    core = client.CoreV1Api(team_env["api"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        alive = [p.metadata.name for p in core.list_namespaced_pod(
+            team_env["ns"], label_selector=f"scanflow.io/run-id={run_id}").items
+            if p.status.phase in ("Pending", "Running")]
+        if not alive:
+            break
+        time.sleep(2)
+    assert not alive, f"pods still running after Ctrl-C: {alive}"
+    wf = [w for w in workflows(team_env) if w["metadata"]["labels"].get("scanflow.io/run-id") == run_id]
+    assert wf and wf[0]["spec"].get("shutdown") == "Terminate", wf
+
+
+TRACKER_FAULT_CELLS = [
+    "%load_ext scanflow_jupyter\n%scanflow_app tracker-fault",
+    "%%executor work --outputs result\nimport time\nimport mlflow\nmlflow.log_metric('before', 1.0)\n"
+    "time.sleep(45)\nmlflow.log_metric('after', 2.0)\nresult = 42",
+]
+
+
+def test_killing_the_tracker_pod_mid_run_loses_no_tracking(k8s_cluster: K8sCluster, offline_base: str,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    """PostgreSQL + object store environment: the tracker pod is deleted while a step runs; the
+    Deployment brings a new one, the step's later `mlflow.log_metric` and the runner's records reach
+    it (MLflow's retries, the port-forward finds the new pod), and the run ends succeeded and synced."""
+    import threading
+    import time
+
+    from kubernetes import client
+
+    from tests.conftest import notebook_dict
+
+    with deployed(k8s_cluster, offline_base, tmp_path, "postgres") as state:
+        (tmp_path / "tracker_fault.ipynb").write_text(json.dumps(notebook_dict(TRACKER_FAULT_CELLS)), encoding="utf-8")
+        outcome: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: outcome.update(zip(
+            ("code", "doc", "err"), scanflow(state, "run", "tracker_fault.ipynb", "--backend", "kubernetes", "--json"),
+            strict=True)))
+        thread.start()
+        core = client.CoreV1Api(state["api"])
+        killed = None
+        deadline = time.monotonic() + 600
+        while killed is None and time.monotonic() < deadline and thread.is_alive():
+            work = [p for p in _step_pods(state, "work") if p.status.phase == "Running"
+                    and p.status.start_time and time.time() - p.status.start_time.timestamp() > 12]
+            if work:
+                trackers = core.list_namespaced_pod(state["ns"], label_selector="app.kubernetes.io/component=tracker")
+                killed = trackers.items[0].metadata.name
+                core.delete_namespaced_pod(killed, state["ns"], grace_period_seconds=0)
+            time.sleep(1)
+        thread.join(900)
+        assert killed, f"the step never ran: {outcome}"
+        doc = outcome.get("doc") or {}
+        assert outcome.get("code") == 0 and doc.get("status") == "succeeded", outcome
+        assert doc["tracking"] == "synced" and not doc["warnings"], doc
+        run = json.loads((Path(doc["run_dir"]) / "run.json").read_text(encoding="utf-8"))
+        mlflow = tracker(state)
+        step = mlflow.get_run(run["steps"]["work"]["mlflow_run_id"])
+        assert step.data.metrics.get("before") == 1.0 and step.data.metrics.get("after") == 2.0, step.data.metrics
+        assert "output.ipynb" in {a.path for a in mlflow.list_artifacts(step.info.run_id)}
+        assert mlflow.get_run(doc["mlflow_run_id"]).info.status == "FINISHED"
+        new = [p.metadata.name for p in core.list_namespaced_pod(
+            state["ns"], label_selector="app.kubernetes.io/component=tracker").items]
+        assert killed not in new, (killed, new)

@@ -264,6 +264,29 @@ def test_follower_retries_count_attempts() -> None:
         ("step_started", 1), ("step_retrying", 1), ("step_started", 2), ("step_succeeded", 2)]
 
 
+def test_a_new_attempt_without_start_time_is_still_the_next_attempt() -> None:
+    """A deleted pod's node is an Error; Argo appends a Pending attempt with no startedAt yet."""
+    follower, events = _follower("linear_chain", retries={"extract": 1})
+    a1 = _node("wf", "extract", "Running", suffix="(0)", started="2026-01-01T00:00:01Z")
+    retry = _node("wf", "extract", "Running", type_="Retry", children=[a1["id"]])
+    follower.update(_workflow([retry, a1]))
+    a1 = {**a1, "phase": "Error", "message": "pod deleted"}
+    a2 = _node("wf", "extract", "Pending", suffix="(1)")
+    retry = {**retry, "children": [a1["id"], a2["id"]]}
+    follower.update(_workflow([retry, a1, a2]))
+    follower.update(_workflow([retry, a1, {**a2, "phase": "Running", "startedAt": "2026-01-01T00:00:09Z"}]))
+    done = {**a2, "phase": "Succeeded", "startedAt": "2026-01-01T00:00:09Z"}
+    follower.update(_workflow([{**retry, "phase": "Succeeded"}, a1, done]))
+    assert [(t, a) for t, s, a, _ in events if s == "extract" and t != "step_log"] == [
+        ("step_started", 1), ("step_retrying", 1), ("step_started", 2), ("step_succeeded", 2)]
+
+
+def test_parse_log_drops_argo_emissary_lines() -> None:
+    raw = ('time=2026-12-04T09:33:13.281Z level=INFO msg="waiting for signals" signalPath=/x argo=true\n'
+           "my output\nError: exit status 1\n")
+    assert parse_log(raw).text == "my output\n"
+
+
 def test_parse_log_separates_cells_outcome_and_text() -> None:
     prefix = "\x1escanflow-event "
     raw = ("hello\n" + prefix + '{"t": "cell", "index": 3, "cell": 5, "text": "hi\\n"}\n'
