@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS_LOOP = ROOT / "notebooks" / "agents_loop.ipynb"
-IN_CI = __import__("os").environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def unavailable(reason: str) -> None:
@@ -49,6 +50,16 @@ def cluster_images(k8s: Any) -> dict[str, str]:
         unavailable(f"cluster.sh env printed no image for {', '.join(missing)}: run tests/k8s/cluster.sh build "
                     "with the Docker Engine running")
     return images
+
+
+def cli(k8s: Any, *args: str, images: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The `scanflow` CLI against the test cluster with its environment images (nothing from the shell)."""
+    from tests.conftest import scanflow_command
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SCANFLOW_", "KUBECONFIG", "MLFLOW_", "AWS_"))}
+    environ.update(KUBECONFIG=str(k8s.kubeconfig), SCANFLOW_K8S_TRACKER_IMAGE=images["tracker_image"],
+                   SCANFLOW_K8S_S3_IMAGE=images["s3_image"], SCANFLOW_K8S_POSTGRES_IMAGE=images["postgres_image"])
+    return subprocess.run([*scanflow_command(), *args], capture_output=True, text=True, timeout=600, env=environ)
 
 
 def agent_images(k8s: Any, work: Path) -> Path:
@@ -68,7 +79,7 @@ def agent_images(k8s: Any, work: Path) -> Path:
     proc = subprocess.run([*scanflow_command(), "build", AGENTS_LOOP.name, "--step", "monitor",
                            "--step", "planner", "--base", base, "--push", k8s.registry, "--json"],
                           capture_output=True, text=True, timeout=1800, cwd=work,
-                          env={**__import__("os").environ, "SCANFLOW_HOME": str(work / ".scanflow")})
+                          env={**os.environ, "SCANFLOW_HOME": str(work / ".scanflow")})
     assert proc.returncode == 0, f"scanflow build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     doc = json.loads(proc.stdout)
     assert set(doc["steps"]) == {"monitor", "planner"}, doc

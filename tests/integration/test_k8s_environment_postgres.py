@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tests.integration.k8s_environment import (
     AGENTS_LOOP,
     HostPathVolumes,
     agent_images,
+    cli,
     cluster_images,
     port_forward,
     s3_list,
@@ -46,15 +46,6 @@ def outside_client(monkeypatch: pytest.MonkeyPatch) -> None:
     MLflow 3 otherwise hands out presigned URLs of the in-cluster S3 Service name (unresolvable here)."""
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
-
-
-def cli(k8s: Any, *args: str, images: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    from tests.conftest import scanflow_command
-
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SCANFLOW_", "KUBECONFIG", "MLFLOW_", "AWS_"))}
-    environ.update(KUBECONFIG=str(k8s.kubeconfig), SCANFLOW_K8S_TRACKER_IMAGE=images["tracker_image"],
-                   SCANFLOW_K8S_S3_IMAGE=images["s3_image"], SCANFLOW_K8S_POSTGRES_IMAGE=images["postgres_image"])
-    return subprocess.run([*scanflow_command(), *args], capture_output=True, text=True, timeout=600, env=environ)
 
 
 @pytest.fixture(scope="module")
