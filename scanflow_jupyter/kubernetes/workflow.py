@@ -376,7 +376,7 @@ def export_workflow_yaml(notebook: str | Path, *, images: Mapping[str, str] | No
     Raises `InvalidApplication` for a bad notebook, `WorkflowCompileError` for bad options.
     Without `images`, references come from `resolve_images` (a Docker Engine is needed).
     """
-    from scanflow_jupyter.runtime.runner import load_application
+    from scanflow_jupyter.notebook.application import load_application
 
     app, _ = load_application(notebook)
     images = dict(images or {})

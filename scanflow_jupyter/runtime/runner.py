@@ -18,20 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter.model import Application, Message, Pipeline
+from scanflow_jupyter.notebook.application import InvalidApplication, load_application
 from scanflow_jupyter.runtime.events import EventBus, EventJournal, Listener
 from scanflow_jupyter.runtime.figures import FIGURES_DIR, extract_figures
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_KILLED = 0, 1, 2, 130
-
-
-class InvalidApplication(Exception):
-    """The notebook (or the run request) is invalid: nothing was executed, nothing tracked."""
-
-    def __init__(self, messages: list[Message], app: Application | None = None) -> None:
-        self.messages = messages
-        self.app = app
-        errors = [m for m in messages if m.severity == "error"]
-        super().__init__("\n".join(str(m) for m in errors) or "invalid application")
+__all__ = ["InvalidApplication", "RunResult", "load_application", "run_notebook"]  # the first two live in notebook/
 
 
 @dataclass
@@ -91,24 +83,6 @@ class RunResult:
             "run_dir": self.run_dir,
             "steps": {name: s.to_dict() for name, s in self.steps.items()},
         }
-
-
-def load_application(notebook: str | Path) -> tuple[Application, list[Message]]:
-    """Parse and validate; raise InvalidApplication if the notebook cannot run."""
-    from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
-    from scanflow_jupyter.notebook.validate import has_errors, validate
-
-    try:
-        app = parse_notebook(notebook)
-    except NotebookReadError as exc:
-        raise InvalidApplication([exc.message]) from exc
-    messages = validate(app)
-    if has_errors(messages):
-        raise InvalidApplication(messages, app)
-    if not app.executors:
-        raise InvalidApplication(messages + [Message("error", "no-executors", "the notebook declares no %%executor cell, so there is no pipeline to run.",
-                                                     "add an %%executor cell; services and agents are started with `scanflow deploy` / `scanflow agents up`.")], app)
-    return app, messages
 
 
 def run_notebook(

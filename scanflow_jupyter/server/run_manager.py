@@ -145,7 +145,7 @@ class RunManager:
     # ------------------------------------------------------------------ validation
     def validate(self, notebook: Path, params: dict[str, Any], only: list[str], resume: str | None) -> None:
         """Raise RunRequestError with every validation message if the run cannot start."""
-        from scanflow_jupyter.runtime.runner import InvalidApplication, load_application
+        from scanflow_jupyter.notebook.application import InvalidApplication, load_application
 
         try:
             app, _warnings = load_application(notebook)
