@@ -36,6 +36,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS_LOOP = ROOT / "notebooks" / "agents_loop.ipynb"
 READY_TIMEOUT = 240.0
+# for tests that need no running tracker (RBAC, leak checks): not local, so its pod goes to the kwok pool
+TRACKER_IMAGE = "ghcr.io/mlflow/mlflow:v3.1.0"
 NAMESPACED_KINDS = [*env.OWNED_KINDS, ("v1", "Pod"), ("discovery.k8s.io/v1", "EndpointSlice")]
 
 

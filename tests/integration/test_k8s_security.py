@@ -107,7 +107,7 @@ def test_no_credential_outside_the_secret(secured):
     for api_version, kind in env.OWNED_KINDS:
         for item in cluster.list(kind, api_version, ns, selector):
             stored[f"{kind}/{item['metadata']['name']}"] = item
-    assert "Secret/scanflow-tracker" in stored and "Deployment/mlflow" in stored
+    assert "Secret/scanflow-tracker" in stored and f"Deployment/{mf.TRACKER}" in stored
     secret = stored.pop("Secret/scanflow-tracker")
     decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert FAKE_PASSWORD in decoded["backend-store-uri"]  # the config really carried the credentials
