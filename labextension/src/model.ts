@@ -128,7 +128,8 @@ export class NotebookScanflowModel {
     if (this.disposed) {
       return;
     }
-    const signature = runs.map(r => `${r.run_id}:${r.status}`).join(',');
+    // tracking: MLflow runs may be written after the run ends (buffered, then synced)
+    const signature = runs.map(r => `${r.run_id}:${r.status}:${r.tracking ?? ''}`).join(',');
     let changed = false;
     if (signature !== this.runsSignature) {
       changed = this.runsSignature !== null;

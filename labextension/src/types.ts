@@ -95,6 +95,8 @@ export interface IRunSummary {
   params: Record<string, unknown>;
   mlflow_run_id: string | null;
   resumed_from: string | null;
+  /** Where the run's MLflow records are: recording | synced | pending | failed (null: no tracking). */
+  tracking?: string | null;
   steps: Record<string, IStepSummary>;
   managed: boolean;
 }

@@ -45,6 +45,11 @@ class MlflowService:
             if self._client is None:
                 from mlflow.tracking import MlflowClient
 
+                from scanflow_jupyter.tracking_store import ensure_sqlite_store
+
+                # MLflow migrates a new sqlite store in whichever process opens it first, unlocked: a
+                # runner creating the store at the same moment broke it. Take the store lock as runs do.
+                ensure_sqlite_store(self.tracking_uri)
                 self._client = MlflowClient(tracking_uri=self.tracking_uri)
             return self._client
 

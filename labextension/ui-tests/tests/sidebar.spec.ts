@@ -7,6 +7,7 @@
 import { expect, galata, test } from '@jupyterlab/galata';
 import type { Page } from '@playwright/test';
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 
 import { contrastRatio, parseColor } from '../../src/contrast';
@@ -63,9 +64,25 @@ test.use({ autoGoto: true });
 
 test.describe('Scanflow sidebar (#15)', () => {
   test('linear_chain: badges above the code, output notebooks read-only, stale after an edit, keyboard, contrast', async ({
-    page
+    page,
+    tmpPath
   }) => {
-    await openWithSidebar(page, 'linear_chain.ipynb');
+    // A copy whose steps no earlier test ran: nothing is served from the cache (a cached step writes no
+    // output notebook).
+    const nb = JSON.parse(fs.readFileSync(path.join(REPO, 'notebooks', 'linear_chain.ipynb'), 'utf-8'));
+    const token = `_fresh = ${Date.now()}  # the cache key ignores comments, not code\n`;
+    for (const cell of nb.cells) {
+      const source = Array.isArray(cell.source) ? cell.source.join('') : cell.source;
+      if (source.startsWith('%%executor')) {
+        cell.source = source.replace('\n', `\n${token}`);
+      }
+    }
+    await page.contents.uploadContent(JSON.stringify(nb), 'text', `${tmpPath}/linear_chain.ipynb`);
+    await page.notebook.openByPath(`${tmpPath}/linear_chain.ipynb`);
+    await page.notebook.activate('linear_chain.ipynb');
+    await page.sidebar.openTab('scanflow-sidebar');
+    const nbPath = `${tmpPath}/linear_chain.ipynb`;
+    await expect(page.locator(`${SIDEBAR} .sf-notebook`)).toHaveAttribute('data-path', nbPath);
     await expect(badge(page, 'report')).toHaveCount(1);
     await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
     for (const step of ['extract', 'transform', 'report']) {
@@ -104,7 +121,7 @@ test.describe('Scanflow sidebar (#15)', () => {
     await expect(viewer.locator('.sf-onb-note')).toContainText('read-only');
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
     await expect(page.locator('.Toastify__toast--error')).toHaveCount(0);
-    await expect(page.locator(`${SIDEBAR} .sf-notebook`)).toHaveAttribute('data-path', 'notebooks/linear_chain.ipynb');
+    await expect(page.locator(`${SIDEBAR} .sf-notebook`)).toHaveAttribute('data-path', nbPath);
     await expect(page.locator(`${SIDEBAR} .sf-app-name`)).toContainText('linear-chain');
     await page.screenshot({ path: path.join(SHOTS, 'sidebar-output-notebook.png') });
     // Closing it asks nothing (it is not a document).
@@ -123,7 +140,7 @@ test.describe('Scanflow sidebar (#15)', () => {
 
     // Editing a step's cell makes its badge stale; the others keep their status.
     const before = await badge(page, 'extract').getAttribute('data-status');
-    await page.notebook.setCell(4, 'code', '%%executor transform --inputs readings --outputs scaled\nscaled = scale(readings, 100)');
+    await page.notebook.setCell(4, 'code', `%%executor transform --inputs readings --outputs scaled\n${token}scaled = scale(readings, 100)`);
     await expect(badge(page, 'transform')).toHaveAttribute('data-status', 'stale');
     await expect(badge(page, 'transform')).toHaveText(/^stale · was (succeeded|cached)/);
     await expect(badge(page, 'extract')).toHaveAttribute('data-status', before!);
@@ -160,6 +177,7 @@ test.describe('Scanflow sidebar (#15)', () => {
       path: path.join(SHOTS, 'sidebar-stale-cell-dark.png')
     });
     await page.theme.setLightTheme();
+    await page.notebook.save(); // the scratch copy is deleted after the test: no unsaved-changes prompt
   });
 
   test('diamond: a CLI run appears without reload; filters reach step metrics; bad and empty filters', async ({ page }) => {
