@@ -2,6 +2,7 @@
 import * as React from 'react';
 
 import { ApiError } from './api';
+import { RunComparison } from './compare';
 import type { ISidebarContext } from './context';
 import type { NotebookScanflowModel } from './model';
 import { formatDuration } from './state';
@@ -120,6 +121,10 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
   const [error, setError] = React.useState<string | null>(null);
   const [loading, setLoading] = React.useState(false);
   const [expanded, setExpanded] = React.useState<string | null>(null);
+  /** Up to two runs picked for comparison (MLflow run ids, in the order picked). */
+  const [picked, setPicked] = React.useState<string[]>([]);
+  const togglePick = (id: string) =>
+    setPicked(prev => (prev.includes(id) ? prev.filter(p => p !== id) : [...prev, id].slice(-2)));
   /** Bumped by Filter: the same filter applied again reloads too. */
   const [reloads, setReloads] = React.useState(0);
   const load = async (pageToken: string | null, replace: boolean) => {
@@ -181,6 +186,15 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
           {applied ? `No runs match “${applied}”.` : `No runs in experiment “${experiment}” yet.`}
         </div>
       )}
+      {picked.length === 1 && <div className="sf-muted sf-compare-hint">Pick one more run to compare.</div>}
+      {picked.length === 2 && runs.find(r => r.run_id === picked[0]) && runs.find(r => r.run_id === picked[1]) && (
+        <RunComparison
+          client={model.client}
+          a={runs.find(r => r.run_id === picked[0])!}
+          b={runs.find(r => r.run_id === picked[1])!}
+          onClose={() => setPicked([])}
+        />
+      )}
       <ul className="sf-run-list">
         {runs.map(r => {
           const st = mlflowStatus(r);
@@ -201,6 +215,16 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
                 }}
               >
                 <span className={`sf-caret ${open ? 'sf-open' : ''}`}>▸</span>
+                <input
+                  type="checkbox"
+                  className="sf-compare-pick"
+                  title="Pick two runs to compare them"
+                  aria-label={`Compare run ${r.run_name ?? r.run_id}`}
+                  checked={picked.includes(r.run_id)}
+                  onClick={e => e.stopPropagation()}
+                  onKeyDown={e => e.stopPropagation()}
+                  onChange={() => togglePick(r.run_id)}
+                />
                 <StatusPill status={st} />
                 <span className="sf-run-name" title={`MLflow run ${r.run_id}`}>
                   {r.run_name ?? r.run_id.slice(0, 8)}

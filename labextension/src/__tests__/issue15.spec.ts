@@ -214,3 +214,37 @@ describe('agent sensors (readable values, no next run in the past)', () => {
     expect(nextRunText(new Date(1_000_030_000).toISOString(), 1_000_000, true)).toBe('in 30 s');
   });
 });
+
+import { compareRows } from '../compare';
+import type { IMlflowRun } from '../types';
+
+describe('run comparison', () => {
+  const mk = (id: string, extra: Partial<IMlflowRun>): IMlflowRun => ({
+    run_id: id,
+    run_name: id,
+    status: 'FINISHED',
+    start_time: 0,
+    end_time: 0,
+    duration_s: 1,
+    metrics: {},
+    params: {},
+    tags: {},
+    ...extra
+  });
+  it('lists params, step metrics and step durations of both runs, marking differences', () => {
+    const a = mk('a', { params: { n_rows: '50', lr: '0.1' } });
+    const b = mk('b', { params: { n_rows: '7', lr: '0.1' } });
+    const stepsA = [mk('a1', { tags: { 'scanflow.step': 'train' }, metrics: { accuracy: 0.9, 'scanflow.duration_s': 2 }, duration_s: 2 })];
+    const stepsB = [mk('b1', { tags: { 'scanflow.step': 'train' }, metrics: { accuracy: 0.95 }, duration_s: 2 })];
+    expect(compareRows(a, b, stepsA, stepsB)).toEqual([
+      { section: 'params', key: 'lr', a: '0.1', b: '0.1', differs: false },
+      { section: 'params', key: 'n_rows', a: '50', b: '7', differs: true },
+      { section: 'metrics', key: 'train.accuracy', a: '0.9000', b: '0.9500', differs: true },
+      { section: 'steps', key: 'train', a: '2.0 s', b: '2.0 s', differs: false }
+    ]);
+  });
+  it('shows — for what only one run has', () => {
+    const rows = compareRows(mk('a', { params: { x: '1' } }), mk('b', {}), [], []);
+    expect(rows).toEqual([{ section: 'params', key: 'x', a: '1', b: '—', differs: true }]);
+  });
+});

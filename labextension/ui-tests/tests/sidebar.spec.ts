@@ -31,8 +31,8 @@ function badge(page: Page, step: string) {
 }
 
 /** Run a notebook with the CLI in the server root, as a user in a terminal would (not through the sidebar). */
-function cliRun(notebook: string): void {
-  const done = spawnSync(SCANFLOW, ['run', notebook], { cwd: ROOT, encoding: 'utf-8', timeout: 170000 });
+function cliRun(notebook: string, ...args: string[]): void {
+  const done = spawnSync(SCANFLOW, ['run', notebook, ...args], { cwd: ROOT, encoding: 'utf-8', timeout: 170000 });
   expect(done.status, `${done.stdout}\n${done.stderr}`).toBe(0);
 }
 
@@ -288,6 +288,32 @@ test.describe('Scanflow sidebar (#15)', () => {
     // Unsaved edits of the scratch notebook would prompt at teardown: revert them.
     await page.notebook.activate('typing.ipynb');
     await page.notebook.save();
+  });
+});
+
+test.describe('Scanflow run comparison (#15)', () => {
+  test('two runs side by side: parameters, step metrics and durations, differences marked', async ({ page }) => {
+    await openWithSidebar(page, 'parameterised.ipynb');
+    const runs = page.locator(`${SIDEBAR} .sf-run`);
+    const before = await runs.count();
+    cliRun('notebooks/parameterised.ipynb', '-p', 'n_rows=7');
+    cliRun('notebooks/parameterised.ipynb', '-p', 'n_rows=9');
+    await expect(runs).toHaveCount(before + 2, { timeout: 30000 });
+    await runs.nth(0).locator('.sf-compare-pick').check();
+    await expect(page.locator(`${SIDEBAR} .sf-compare-hint`)).toBeVisible();
+    await runs.nth(1).locator('.sf-compare-pick').check();
+    const table = page.locator(`${SIDEBAR} .sf-compare-table`);
+    const nRows = table.locator('tr[data-row="params:n_rows"]');
+    await expect(nRows).toHaveClass(/sf-differs/);
+    await expect(nRows.locator('td').nth(1)).toHaveText('9');
+    await expect(nRows.locator('td').nth(2)).toHaveText('7');
+    await expect(table.locator('tr[data-row="params:label"]')).not.toHaveClass(/sf-differs/);
+    await expect(table.locator('tr[data-row="steps:make_data"]')).toBeVisible();
+    await expect(table.locator('tr[data-row="steps:report"]')).toBeVisible();
+    await page.locator(`${SIDEBAR} .sf-section-runs`).scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(SHOTS, 'sidebar-compare.png') });
+    await page.locator(`${SIDEBAR} .sf-compare-close`).click();
+    await expect(table).toHaveCount(0);
   });
 });
 
