@@ -110,3 +110,42 @@ def test_a_broken_cell_exits_3_naming_the_cell(project: Any, require: Any, scanf
     proc = subprocess.run([*scanflow_cmd, "serve", str(nb), "nosuch"], cwd=project.root, env=project.env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no service 'nosuch'" in proc.stderr and "bad (cell 1)" in proc.stderr
+
+
+def test_health_is_503_until_load_returns(project: Any, require: Any, scanflow_cmd: list[str]) -> None:
+    import socket
+    import subprocess
+
+    from tests.services_support import Http
+
+    require("uvicorn")
+    gate = project.root / "weights-ready"
+    nb = project.write_notebook("slow", [
+        "%%service slow\nimport pathlib, time\n"
+        f"def load():\n    while not pathlib.Path({str(gate)!r}).exists():\n        time.sleep(0.05)\n    return 1\n"
+        "def predict(inputs: int, state):\n    return inputs + state\n"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([*scanflow_cmd, "serve", str(nb), "slow", "--port", str(port), "--no-log"],
+                            cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        http = Http(f"http://127.0.0.1:{port}")
+
+        def answering() -> Any:
+            try:
+                return [http.get("/health")]
+            except OSError:
+                return None
+
+        [(status, doc)] = wait_for(answering, 120, "the server to answer while load() waits")
+        assert status == 503 and doc["status"] == "loading"
+        status, doc = http.post("/predict", {"inputs": 1})
+        assert status == 503 and "still loading" in doc["error"]
+        assert http.get("/metadata")[1]["ready"] is False
+        gate.touch()
+        wait_for(lambda: http.get("/health")[0] == 200, 60, "the model to load")
+        assert http.post("/predict", {"inputs": 41}) == (200, {"predictions": 42})
+    finally:
+        proc.terminate()
+        proc.wait(30)
