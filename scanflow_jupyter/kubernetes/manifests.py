@@ -62,6 +62,7 @@ POSTGRES_PASSWORD_KEY = "password"
 POSTGRES_USER = "mlflow"
 POSTGRES_DB = "mlflow"
 POSTGRES_DATA = "/var/lib/postgresql/data"
+STARTUP_CHECKS = 120  # startup probes: 120 x 5 s before a slow first start counts as failed
 RUN_STORE = f"s3://{S3_BUCKET}/runs"  # SCANFLOW_RUN_STORE (the kubernetes backend's run store)
 TRACKER_ARTIFACTS_S3 = f"s3://{S3_BUCKET}/mlflow"  # MLflow's artifacts with `postgres` storage
 # Set on a manifest whose data keys `deploy` fills with random values when they are missing.
@@ -343,6 +344,8 @@ def postgres(app: Application, config: DeployConfig) -> list[Manifest]:
                                                 "-U", POSTGRES_USER, "-d", POSTGRES_DB]},
                            "initialDelaySeconds": 2, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
         "livenessProbe": {"tcpSocket": {"port": "postgres"}, "initialDelaySeconds": 30, "periodSeconds": 20},
+        "startupProbe": {"tcpSocket": {"port": "postgres"}, "initialDelaySeconds": 2, "periodSeconds": 5,
+                         "failureThreshold": STARTUP_CHECKS},  # initdb on the first start
         "volumeMounts": [{"name": "data", "mountPath": POSTGRES_DATA}, {"name": "run", "mountPath": "/var/run/postgresql"}],
         "securityContext": _container_security(),
     }
@@ -450,6 +453,8 @@ def tracker(app: Application, config: DeployConfig) -> list[Manifest]:
         "env": env,
         "readinessProbe": _probe("/health", "http", 5, 10, host="localhost"),
         "livenessProbe": _probe("/health", "http", 30, 20, host="localhost"),
+        # the first start migrates the database (minutes on a busy node): no liveness kill before it answers
+        "startupProbe": {**_probe("/health", "http", 5, 5, host="localhost"), "failureThreshold": STARTUP_CHECKS},
         "securityContext": _container_security(),
     }
     resources = config.tracker_resources.to_manifest()

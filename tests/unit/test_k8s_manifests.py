@@ -392,6 +392,10 @@ def test_postgres_storage_runs_postgres_and_artifacts_in_s3():
     assert env["ARTIFACTS_DESTINATION"]["value"] == "s3://scanflow/mlflow"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["key"] == "aws-access-key-id"
     assert "--serve-artifacts" in tracker["spec"]["template"]["spec"]["containers"][0]["args"]
+    # a first start migrates the database: a startup probe holds the liveness probe back
+    for dep in (tracker, pg):
+        startup = dep["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, mf.describe(dep)
     assert not [m for m in manifests if m["metadata"]["name"] == mf.TRACKER_PVC]  # no tracker volume
 
 
