@@ -41,8 +41,8 @@ export function DagView(props: {
       width={layout.width}
       height={layout.height}
       viewBox={`0 0 ${layout.width} ${layout.height}`}
-      role="img"
-      aria-label={`Pipeline ${app.app.name}`}
+      role="group"
+      aria-label={`Pipeline ${app.app.name}: its steps are buttons that select their cell`}
     >
       <defs>
         <marker id="sf-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">

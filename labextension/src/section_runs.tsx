@@ -201,35 +201,35 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
           const open = expanded === r.run_id;
           return (
             <li key={r.run_id} className={`sf-run ${open ? 'sf-expanded' : ''}`} data-run={r.run_id}>
-              <div
-                className="sf-run-head"
-                role="button"
-                tabIndex={0}
-                aria-expanded={open}
-                onClick={() => setExpanded(open ? null : r.run_id)}
-                onKeyDown={e => {
-                  if (e.key === 'Enter' || e.key === ' ') {
-                    e.preventDefault();
-                    setExpanded(open ? null : r.run_id);
-                  }
-                }}
-              >
-                <span className={`sf-caret ${open ? 'sf-open' : ''}`}>▸</span>
+              <div className="sf-run-row">
                 <input
                   type="checkbox"
                   className="sf-compare-pick"
                   title="Pick two runs to compare them"
                   aria-label={`Compare run ${r.run_name ?? r.run_id}`}
                   checked={picked.includes(r.run_id)}
-                  onClick={e => e.stopPropagation()}
-                  onKeyDown={e => e.stopPropagation()}
                   onChange={() => togglePick(r.run_id)}
                 />
-                <StatusPill status={st} />
-                <span className="sf-run-name" title={`MLflow run ${r.run_id}`}>
-                  {r.run_name ?? r.run_id.slice(0, 8)}
-                </span>
-                <span className="sf-muted sf-run-duration">{formatDuration(r.duration_s)}</span>
+                <div
+                  className="sf-run-head"
+                  role="button"
+                  tabIndex={0}
+                  aria-expanded={open}
+                  onClick={() => setExpanded(open ? null : r.run_id)}
+                  onKeyDown={e => {
+                    if (e.key === 'Enter' || e.key === ' ') {
+                      e.preventDefault();
+                      setExpanded(open ? null : r.run_id);
+                    }
+                  }}
+                >
+                  <span className={`sf-caret ${open ? 'sf-open' : ''}`}>▸</span>
+                  <StatusPill status={st} />
+                  <span className="sf-run-name" title={`MLflow run ${r.run_id}`}>
+                    {r.run_name ?? r.run_id.slice(0, 8)}
+                  </span>
+                  <span className="sf-muted sf-run-duration">{formatDuration(r.duration_s)}</span>
+                </div>
               </div>
               <div className="sf-muted sf-run-when">
                 {fmtTime(r.start_time)}

@@ -10,6 +10,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import AxeBuilder from '@axe-core/playwright';
+
 import { contrastRatio, parseColor } from '../../src/contrast';
 
 const SHOTS = path.join(__dirname, '..', 'test-results');
@@ -350,5 +352,33 @@ test.describe('Scanflow build failure (#15)', () => {
     await expect(log.locator('.sf-job-log-text')).not.toBeEmpty();
     await page.screenshot({ path: path.join(SHOTS, 'sidebar-build-log.png') });
     await page.locator('.jp-Dialog .jp-mod-accept').click();
+  });
+});
+
+test.describe('Scanflow sidebar accessibility (#15)', () => {
+  test('axe-core: no serious or critical violations in the sidebar, light and dark', async ({ page }) => {
+    await openWithSidebar(page, 'diamond.ipynb');
+    await expect(page.locator(`${SIDEBAR} .sf-dag-node`)).toHaveCount(4);
+    // with a finished run listed and open (pills, steps, links) and its coloured DAG
+    cliRun('notebooks/diamond.ipynb');
+    const run = page.locator(`${SIDEBAR} .sf-run`).first();
+    await expect(run).toBeVisible({ timeout: 30000 });
+    await expect(page.locator(`${SIDEBAR} .sf-dag-node[data-node="train"]`)).toHaveAttribute('data-status', /succeeded|cached/);
+    await run.locator('.sf-run-head').click();
+    await expect(run.locator('.sf-step')).toHaveCount(4, { timeout: 30000 });
+    for (const theme of ['light', 'dark']) {
+      if (theme === 'dark') {
+        await page.theme.setDarkTheme();
+        await expect
+          .poll(async () => contrastRatio(parseColor(await page.locator(SIDEBAR).evaluate(el => getComputedStyle(el).backgroundColor)), [0, 0, 0]))
+          .toBeLessThan(3);
+      }
+      const results = await new AxeBuilder({ page }).include(SIDEBAR).analyze();
+      const serious = results.violations.filter(v => v.impact === 'serious' || v.impact === 'critical');
+      const report = serious.map(v => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map(n => n.target.join(' ')).slice(0, 4).join(' | ')}`);
+      expect(report, `${theme} theme`).toEqual([]);
+      await page.locator(SIDEBAR).screenshot({ path: path.join(SHOTS, `sidebar-axe-${theme}.png`) });
+    }
+    await page.theme.setLightTheme();
   });
 });
