@@ -133,3 +133,22 @@ def test_hot_swap_under_load_fails_no_request(project: Any, registry: str) -> No
     df = wait_for(lambda: [pd.read_parquet(folder)] if list(folder.glob("part-*.parquet")) else None, 30)[0]
     assert set(df["model_version"]) == {"1", "2"}
     assert time.time() - df["ts"].max().timestamp() < 600
+
+
+def test_a_version_that_cannot_load_leaves_the_old_one_serving(project: Any, registry: str) -> None:
+    import shutil
+
+    from mlflow import MlflowClient
+
+    broken = MlflowClient(tracking_uri=registry, registry_uri=registry).get_model_version_download_uri("clf", "2")
+    shutil.rmtree(broken)  # version 2's files are gone (a real fault: its artifacts were deleted)
+    served = _serve(project, "models:/clf@champion", "--poll", "0.3")
+    try:
+        set_alias(registry, "clf", "champion", "2")
+        meta = wait_for(lambda: (m := served.http.get("/metadata")[1])["poll_error"] and m, 60, "the failed swap")
+        assert "cannot load models:/clf/2" in meta["poll_error"]
+        assert meta["version"] == "1" and meta["swaps"] == 0
+        assert served.http.post("/predict", {"dataframe_records": ROWS}) == (200, {"predictions": V1})
+        assert served.http.get("/health")[0] == 200
+    finally:
+        served.stop()
