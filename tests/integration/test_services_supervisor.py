@@ -77,3 +77,11 @@ def test_up_with_a_port_and_bad_names(project: Any, notebook: Any) -> None:
     assert proc.returncode == 2 and "--port needs one service" in proc.stderr
     proc = project.cli("services", "up", str(notebook), "nosuch")
     assert proc.returncode == 2 and "no service 'nosuch'" in proc.stderr
+
+    with socket.socket() as taken:  # a port someone else holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        code, doc = project.cli_json("services", "up", str(notebook), "scorer", "--port", str(taken.getsockname()[1]),
+                                     "--json", timeout=120)
+    assert code == 1 and doc["services"][0]["state"] == "failed"
+    assert "cannot listen on port" in doc["services"][0]["error"]
