@@ -531,6 +531,49 @@ class AgentsHandler(ScanflowHandler):
         self.reply(doc, 202)
 
 
+class ServicesHandler(ScanflowHandler):
+    """`services`: a notebook's local services (`scanflow services up|down|ls`)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        from scanflow_jupyter.server import services_api
+
+        path = self.get_query_argument("path", None)
+        nb = self.notebook(path) if path else None
+        self.reply({"services": await agents_api.in_thread(services_api.list_services, self.ext.home, nb)})
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from scanflow_jupyter.agents.auth import AgentTokenError
+        from scanflow_jupyter.notebook.parser import NotebookReadError
+        from scanflow_jupyter.server import services_api
+        from scanflow_jupyter.services.spec import ServiceSpecError
+
+        body = self.json_body()
+        nb = self.notebook(body.get("path"))
+        action, names = body.get("action"), body.get("names")
+        if action not in ("start", "stop"):
+            raise ApiError(400, f"action {action!r} is not 'start' or 'stop'")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ApiError(400, "names must be a list of service names or null (every service of the notebook)")
+        try:
+            if action == "start":
+                doc = await agents_api.in_thread(services_api.start_services, self.ext.home, nb, names or None,
+                                                 self.body_settings(body).get("tracking_uri"))
+            else:
+                doc = await agents_api.in_thread(services_api.stop_services, self.ext.home, nb)
+        except NotebookReadError as exc:
+            raise ApiError(400, exc.message.text, exc.message.fix, messages=[message_doc(exc.message)]) from None
+        except ServiceSpecError as exc:
+            raise ApiError(400, str(exc), "add a cell starting with %%service NAME") from None
+        except AgentTokenError as exc:
+            text, _, fix = str(exc).partition(" Fix: ")
+            raise ApiError(409, text, fix) from None
+        except RuntimeError as exc:
+            raise ApiError(500, str(exc)) from None
+        self.reply(doc, 202)
+
+
 def _validation_errors(nb: Path) -> list[dict[str, Any]]:
     from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
     from scanflow_jupyter.notebook.validate import validate
@@ -652,6 +695,7 @@ def routes(base_url: str) -> list[tuple[str, type]]:
         (url("mlflow/experiments"), ExperimentsHandler),
         (url("mlflow/runs"), MlflowRunsHandler),
         (url("agents"), AgentsHandler),
+        (url("services"), ServicesHandler),
         (url("builds"), BuildsHandler),
         (url(f"builds/{JOB_ID}"), BuildHandler),
         (url("deployments"), DeploymentsHandler),
