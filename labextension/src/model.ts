@@ -31,6 +31,8 @@ export class NotebookScanflowModel {
   private follower: RunFollower | null = null;
   private watchTimer: ReturnType<typeof setInterval> | null = null;
   private runsSignature: string | null = null;
+  /** The notebook's latest runs in the run store, by Scanflow run id (resumed_from, backend, …). */
+  storeRuns: Record<string, IRunSummary> = {};
   private validating = 0;
   private readonly _changed = new Signal<this, void>(this);
   private disposed = false;
@@ -121,13 +123,14 @@ export class NotebookScanflowModel {
   async checkRuns(): Promise<void> {
     let runs: IRunSummary[];
     try {
-      runs = await this.client.runs(this.path, 5);
+      runs = await this.client.runs(this.path, 20);
     } catch {
       return; // the app error (or a notification from elsewhere) already tells the user
     }
     if (this.disposed) {
       return;
     }
+    this.storeRuns = Object.fromEntries(runs.map(r => [r.run_id, r]));
     // tracking: MLflow runs may be written after the run ends (buffered, then synced)
     const signature = runs.map(r => `${r.run_id}:${r.status}:${r.tracking ?? ''}`).join(',');
     let changed = false;

@@ -40,6 +40,12 @@ function KeyValues(props: { title: string; values: Record<string, unknown>; limi
   );
 }
 
+/** A Scanflow run id (`20261204T100055-6f3cf9`) shown short: `#6f3cf9` (the date line has the time). */
+export function shortRunName(name: string | null, runId: string): string {
+  const m = /^\d{8}T\d{6}-([A-Za-z0-9]+)$/.exec(name ?? '');
+  return m ? `#${m[1]}` : name ?? runId.slice(0, 8);
+}
+
 function mlflowStatus(run: IMlflowRun): string {
   const s = run.tags?.['scanflow.status'] ?? run.status ?? '';
   const map: Record<string, string> = { FINISHED: 'succeeded', FAILED: 'failed', KILLED: 'killed', RUNNING: 'running', SCHEDULED: 'queued' };
@@ -225,8 +231,8 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
                 >
                   <span className={`sf-caret ${open ? 'sf-open' : ''}`}>▸</span>
                   <StatusPill status={st} />
-                  <span className="sf-run-name" title={`MLflow run ${r.run_id}`}>
-                    {r.run_name ?? r.run_id.slice(0, 8)}
+                  <span className="sf-run-name" title={`run ${r.run_name ?? ''} (MLflow run ${r.run_id})`}>
+                    {shortRunName(r.run_name, r.run_id)}
                   </span>
                   <span className="sf-muted sf-run-duration">{formatDuration(r.duration_s)}</span>
                 </div>
@@ -234,6 +240,10 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
               <div className="sf-muted sf-run-when">
                 {fmtTime(r.start_time)}
                 {r.tags?.['scanflow.backend'] ? ` · ${r.tags['scanflow.backend']}` : ''}
+                {(() => {
+                  const from = model.storeRuns[r.tags?.['scanflow.run_id'] ?? '']?.resumed_from;
+                  return from ? <span className="sf-resumed-from" title={`resumed from run ${from}`}>{` · resumed from ${shortRunName(from, from)}`}</span> : null;
+                })()}
               </div>
               <KeyValues title="metrics" values={r.metrics ?? {}} limit={open ? undefined : 3} />
               {open && <KeyValues title="params" values={r.params ?? {}} />}

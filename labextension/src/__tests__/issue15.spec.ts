@@ -248,3 +248,13 @@ describe('run comparison', () => {
     expect(rows).toEqual([{ section: 'params', key: 'x', a: '1', b: '—', differs: true }]);
   });
 });
+
+import { shortRunName } from '../section_runs';
+
+describe('run names', () => {
+  it('shows a Scanflow run id short (the date line has its time)', () => {
+    expect(shortRunName('20261204T100055-6f3cf9', 'abc')).toBe('#6f3cf9');
+    expect(shortRunName('my run', 'abc')).toBe('my run');
+    expect(shortRunName(null, '0123456789abcdef')).toBe('01234567');
+  });
+});

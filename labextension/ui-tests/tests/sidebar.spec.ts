@@ -319,6 +319,27 @@ test.describe('Scanflow run comparison (#15)', () => {
   });
 });
 
+test.describe('Scanflow resumed runs (#15)', () => {
+  test('a resumed run says which run it resumed; run names are short', async ({ page }) => {
+    await openWithSidebar(page, 'failing_step.ipynb');
+    await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
+    await expect(badge(page, 'explode')).toHaveAttribute('data-status', 'failed', { timeout: 120000 });
+    const resume = page.locator(`${SIDEBAR} button[data-action="Resume"]`);
+    await expect(resume).toBeEnabled({ timeout: 30000 });
+    const first = page.locator(`${SIDEBAR} .sf-run`).first();
+    await expect(first.locator('.sf-pill')).toHaveText('failed', { timeout: 30000 });
+    const firstName = (await first.locator('.sf-run-name').textContent())!;
+    expect(firstName).toMatch(/^#\w+$/);
+    await resume.click();
+    await expect(page.locator(`${SIDEBAR} .sf-run`).first().locator('.sf-resumed-from')).toHaveText(
+      ` · resumed from ${firstName}`,
+      { timeout: 120000 }
+    );
+    await page.locator(`${SIDEBAR} .sf-section-runs`).scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(SHOTS, 'sidebar-resumed.png') });
+  });
+});
+
 test.describe('Scanflow build failure (#15)', () => {
   // A base image on a registry port nothing listens on: the pull is refused at once (a real failure).
   test.use({
