@@ -202,6 +202,13 @@ def build_cases() -> list[Case]:
     for cid, extra in [("action_missing", {}), ("action_int", {"action": 5}), ("action_unknown", {"action": "fly"}),
                        ("names", {"action": "stop", "names": ["a"]})]:
         cases.append(Case(f"agents-{cid}", "POST", "agents", _j({**ok, **extra}), 400))
+    # services (diamond.ipynb has no %%service: start is refused before anything runs)
+    cases += _query_paths("GET", "services", blank_ok=True)  # no path: the services of every notebook
+    cases += _post_bodies("services", {"action": "stop"})
+    for cid, extra in [("action_missing", {}), ("action_int", {"action": 5}), ("action_unknown", {"action": "fly"}),
+                       ("names_string", {"action": "start", "names": "a"}),
+                       ("names_ints", {"action": "start", "names": [1]}), ("no_service", {"action": "start"})]:
+        cases.append(Case(f"services-{cid}", "POST", "services", _j({**ok, **extra}), 400))
     # builds and deployments (never a valid notebook: these would build or deploy for real)
     cases += _post_bodies("builds", {})
     cases.append(Case("builds-broken-notebook", "POST", "builds", _j({"path": "broken.ipynb"}), 400))
