@@ -202,6 +202,9 @@ class StepTrack:
     status: str = "queued"  # queued | running | succeeded | failed | skipped | killed
     error: dict[str, Any] | None = None
     waiting: str = ""  # the last "Pending" message shown (unbound PVC, unschedulable, image pull)
+    number: dict[str, int] = field(default_factory=dict)  # attempt node id -> attempt number (current run of it)
+    phases: dict[str, str | None] = field(default_factory=dict)  # attempt node id -> last phase seen
+    done: set[str] = field(default_factory=set)  # attempt nodes whose current run was reported finished
 
 
 class ArgoFollower:
@@ -276,26 +279,38 @@ class ArgoFollower:
             self._skip(step, None, node.get("message") or "Argo skipped the task")
             return
         attempts = self._attempts(node, nodes)
-        for index, attempt in enumerate(attempts, start=1):
-            phase = attempt.get("phase")
+        for attempt in attempts:
+            node_id, phase = attempt.get("id", ""), attempt.get("phase")
             message = attempt.get("message") or ""
+            before = t.phases.get(node_id)
+            if before in TERMINAL and phase not in TERMINAL:
+                # Argo re-runs the same node when its pod was deleted ("pod deleted"): a new attempt
+                t.number.pop(node_id, None)
             if phase == "Pending" and message and message != t.waiting:
                 t.waiting = message  # e.g. the run store's PVC is not bound: say so instead of hanging silently
-                self.emit("step_log", step, index, text=f"waiting for the pod: {message}\n", cell=None, stream="stderr")
-            if index > t.attempts_started and phase in ATTEMPT_RUNNING:
-                t.attempts_started = index
+                self.emit("step_log", step, t.number.get(node_id, t.attempts_started + 1),
+                          text=f"waiting for the pod: {message}\n", cell=None, stream="stderr")
+            if node_id not in t.number and phase in ATTEMPT_RUNNING:
+                t.attempts_started += 1
+                t.number[node_id] = t.attempts_started
                 t.status = "running"
-                self.emit("step_started", step, index, node=attempt.get("id"))
-            if index > t.attempts_done and phase in TERMINAL:
-                t.attempts_done = index
+                self.emit("step_started", step, t.attempts_started, node=node_id)
+            if phase in TERMINAL and node_id not in t.done:
+                index = t.number.get(node_id, t.attempts_started)
+                t.done.add(node_id)
+                t.attempts_done += 1
                 error = self._attempt_result(step, index, attempt)
-                if phase != "Succeeded" and index <= self.retries.get(step, 0):
+                if phase != "Succeeded" and t.attempts_done <= self.retries.get(step, 0):
                     self.emit("step_retrying", step, index, **(error or {}), next_attempt=index + 1)
                 elif phase != "Succeeded":
                     t.error = error
+            if phase not in TERMINAL:
+                t.done.discard(node_id)
+            t.phases[node_id] = phase
+        running = any(a.get("phase") not in TERMINAL for a in attempts)
         if node.get("phase") == "Succeeded" and t.attempts_done:
             self._finish(step, "succeeded", None)
-        elif node.get("phase") in ("Failed", "Error") and t.attempts_done >= len(attempts):
+        elif node.get("phase") in ("Failed", "Error") and not running:
             self._finish(step, "failed", t.error or self._node_error(node))
 
     def _attempt_result(self, step: str, attempt: int, node: dict[str, Any]) -> dict[str, Any] | None:

@@ -281,6 +281,19 @@ def test_a_new_attempt_without_start_time_is_still_the_next_attempt() -> None:
         ("step_started", 1), ("step_retrying", 1), ("step_started", 2), ("step_succeeded", 2)]
 
 
+def test_the_same_node_run_again_after_its_pod_was_deleted_is_the_next_attempt() -> None:
+    """Argo v4 may reset the deleted pod's node (Error -> Pending -> Running -> Succeeded) instead of
+    adding a child: the snapshots below were recorded from the test cluster's workflow-controller."""
+    follower, events = _follower("linear_chain", retries={"extract": 1})
+    a1 = _node("wf", "extract", "Running", suffix="(0)", started="2026-01-01T00:00:01Z")
+    retry = _node("wf", "extract", "Running", type_="Retry", children=[a1["id"]])
+    for phase in ("Running", "Error", "Pending", "Running"):
+        follower.update(_workflow([retry, {**a1, "phase": phase, "message": "pod deleted" if phase == "Error" else ""}]))
+    follower.update(_workflow([{**retry, "phase": "Succeeded"}, {**a1, "phase": "Succeeded"}], phase="Succeeded"))
+    assert [(t, a) for t, s, a, _ in events if s == "extract" and t != "step_log"] == [
+        ("step_started", 1), ("step_retrying", 1), ("step_started", 2), ("step_succeeded", 2)]
+
+
 def test_parse_log_drops_argo_emissary_lines() -> None:
     raw = ('time=2026-12-04T09:33:13.281Z level=INFO msg="waiting for signals" signalPath=/x argo=true\n'
            "my output\nError: exit status 1\n")
