@@ -27,11 +27,22 @@ _log = logging.getLogger("scanflow.services")
 _STOP = object()
 
 
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("ts", pa.timestamp("us", tz="UTC")), ("service", pa.string()),
+                      ("model_version", pa.string()), ("latency_ms", pa.float64()), ("status", pa.int32()),
+                      ("inputs", pa.string()), ("predictions", pa.string()), ("truncated", pa.bool_())])
+
+
 def _json(value: Any, limit: int) -> tuple[str, bool]:
     from scanflow_jupyter.services.schema import jsonable
 
     try:
-        text = json.dumps(jsonable(value))
+        if hasattr(value, "to_json") and hasattr(value, "columns"):  # a DataFrame: records, in one step
+            text = value.to_json(orient="records")
+        else:
+            text = json.dumps(jsonable(value))
     except (TypeError, ValueError):
         text = json.dumps(repr(value))
     return (text, False) if len(text) <= limit else (text[:limit], True)
@@ -84,22 +95,25 @@ class InferenceLog:
                 return
 
     def _write(self, batch: list[Any]) -> None:
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        rows = []
+        columns: dict[str, list[Any]] = {k: [] for k in ("ts", "service", "model_version", "latency_ms", "status",
+                                                          "inputs", "predictions", "truncated")}
         for ts, inputs, predictions, version, latency_ms, status in batch:
             inputs_json, cut_in = _json(inputs, self.max_field_chars)
             preds_json, cut_out = _json(predictions, self.max_field_chars)
-            rows.append({"ts": pd.Timestamp(ts, unit="s", tz="UTC"), "service": self.service,
-                         "model_version": version, "latency_ms": float(latency_ms), "status": int(status),
-                         "inputs": inputs_json, "predictions": preds_json, "truncated": cut_in or cut_out})
+            for key, value in (("ts", int(ts * 1_000_000)), ("service", self.service), ("model_version", version),
+                               ("latency_ms", float(latency_ms)), ("status", int(status)), ("inputs", inputs_json),
+                               ("predictions", preds_json), ("truncated", cut_in or cut_out)):
+                columns[key].append(value)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{time.time_ns()}.parquet"
             tmp = self.folder / f".{name}.tmp"
-            pd.DataFrame(rows).astype({"model_version": "string"}).to_parquet(tmp, index=False)
+            pq.write_table(pa.table(columns, schema=_schema()), tmp)
             os.replace(tmp, self.folder / name)
-            self.rows_written += len(rows)
+            self.rows_written += len(batch)
             self._rotate()
             self.error = None
         except Exception as exc:  # a full disk must not stop the service
