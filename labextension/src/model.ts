@@ -362,6 +362,7 @@ export class ScanflowModels {
     if (!info) {
       return { available: false, reason: `the server does not know the '${backend}' backend` };
     }
-    return { available: info.available, reason: info.available ? null : info.reason ?? 'unavailable' };
+    const why = info.reason ?? 'unavailable';
+    return { available: info.available, reason: info.available ? null : info.fix ? `${why} (fix: ${info.fix})` : why };
   }
 }

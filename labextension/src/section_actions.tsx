@@ -14,7 +14,7 @@ import { canResume } from './state';
 import type { BackendName, IJob } from './types';
 import { Btn } from './widgets';
 
-const BACKENDS: BackendName[] = ['local', 'docker', 'kubernetes'];
+const BUILT_IN: BackendName[] = ['local', 'docker', 'kubernetes'];
 
 /**
  * One line on a finished job: the steps a build made images for (its log ends with the CLI's
@@ -209,7 +209,7 @@ export function ActionsSection(props: { model: NotebookScanflowModel; panel: Not
           value={backend}
           onChange={e => setBackend(e.target.value as BackendName)}
         >
-          {BACKENDS.map(name => {
+          {(models.config?.backends.map(b => b.name) ?? BUILT_IN).map(name => {
             const a = availability(name);
             return (
               <option key={name} value={name} disabled={!a.available} title={a.reason ?? ''}>

@@ -1,11 +1,16 @@
 /** Shapes of the Scanflow server extension REST API (see helpers/REST_API.md). */
 
-export type BackendName = 'local' | 'docker' | 'kubernetes';
+/** A registered backend: the built-ins or any plug-in of the `scanflow_jupyter.backends` entry points. */
+export type BackendName = 'local' | 'docker' | 'kubernetes' | (string & Record<never, never>);
 
 export interface IBackendInfo {
   name: BackendName;
   available: boolean;
   reason: string | null;
+  /** How to make it available (plug-ins say it through `available()`). */
+  fix?: string | null;
+  capabilities?: string[];
+  execution?: 'per_step' | 'whole_pipeline' | null;
 }
 
 export interface IConfig {
