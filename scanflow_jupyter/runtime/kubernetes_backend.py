@@ -183,6 +183,10 @@ class KubernetesBackend(Backend):
         if not local:
             self._tracker_tunnel = self._tunnel(steps_uri, 5000)
             local = self._tracker_tunnel.url
+            # large artifacts would otherwise go through presigned URLs naming the in-cluster S3
+            # Service, which this machine cannot resolve: keep them on the tracker's proxy
+            for var in ("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"):
+                os.environ.setdefault(var, "false")
         return TrackingTarget(local, steps_uri, close=self._close_tracker)
 
     def _close_tracker(self) -> None:
