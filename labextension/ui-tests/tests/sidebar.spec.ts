@@ -381,9 +381,11 @@ test.describe('Scanflow sidebar accessibility (#15)', () => {
     await openWithSidebar(page, 'diamond.ipynb');
     await expect(page.locator(`${SIDEBAR} .sf-dag-node`)).toHaveCount(4);
     // with a finished run listed and open (pills, steps, links) and its coloured DAG
+    const runs = page.locator(`${SIDEBAR} .sf-run`);
+    const before = await runs.count();
     cliRun('notebooks/diamond.ipynb');
-    const run = page.locator(`${SIDEBAR} .sf-run`).first();
-    await expect(run).toBeVisible({ timeout: 30000 });
+    await expect(runs).toHaveCount(before + 1, { timeout: 30000 });
+    const run = runs.first();
     await expect(page.locator(`${SIDEBAR} .sf-dag-node[data-node="train"]`)).toHaveAttribute('data-status', /succeeded|cached/);
     await run.locator('.sf-run-head').click();
     await expect(run.locator('.sf-step')).toHaveCount(4, { timeout: 30000 });
