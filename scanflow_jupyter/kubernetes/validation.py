@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from scanflow_jupyter.kubernetes.manifests import Manifest, describe
+from scanflow_jupyter.quantities import is_quantity
 
 PREFERRED_VERSION = "1.36"
 MAX_VERSION = "1.37"
@@ -26,7 +27,6 @@ DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+|n|u|m|k|M|G|T|P|E)?$")
 
 # kind -> name rule: "label" (DNS-1123 label, 63), "label1035" (starts with a letter), else subdomain (253)
 NAME_RULES = {"Namespace": "label", "Service": "label1035", "Deployment": "label", "ServiceAccount": "subdomain"}
@@ -209,7 +209,7 @@ def _quantity_problems(m: Manifest, where: list[Any], resources: Any) -> list[Pr
         for key, value in (resources.get(section) or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 continue
-            if not isinstance(value, str) or not QUANTITY.match(value):
+            if not is_quantity(value):
                 unit = "memory: e.g. 512Mi or 2Gi" if key in ("memory", "storage") else "cpu: e.g. 500m or 2"
                 out.append(Problem(describe(m), field_path([*where, section, key]),
                                    f"{value!r} is not a Kubernetes quantity.", f"use Kubernetes units ({unit})."))

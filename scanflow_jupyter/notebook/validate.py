@@ -13,10 +13,9 @@ import re
 
 from scanflow_jupyter.model import Application, Executor, Message
 from scanflow_jupyter.notebook import ipython_source
+from scanflow_jupyter.quantities import cpu_problem, memory_hint, memory_problem
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
-CPU_RE = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
-MEMORY_RE = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 IMAGE_RE = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
@@ -184,19 +183,12 @@ def _check_deps(app: Application, ex: Executor) -> list[Message]:
 def _check_resources(ex: Executor) -> list[Message]:
     msgs = []
     cpu, memory = ex.resources.cpu, ex.resources.memory
-    if cpu is not None and (not CPU_RE.match(cpu) or float(cpu.rstrip("m") or 0) == 0):
+    if cpu is not None and cpu_problem(cpu):
         msgs.append(Message("error", "bad-quantity", f"executor '{ex.name}': --cpu '{cpu}' is not a CPU quantity.",
                             "use cores or millicores, e.g. --cpu 2, --cpu 0.5 or --cpu 500m.", ex.cell))
-    if memory is not None and not MEMORY_RE.match(memory):
-        m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGTPE])(i?)B$", memory, re.I)
-        if m:
-            n, unit = m.group(1), m.group(2).upper()
-            decimal = "k" if unit == "K" else unit
-            fix = f"write --memory {n}{unit}i (binary units) or --memory {n}{decimal} (decimal units)."
-        else:
-            fix = "use Kubernetes units, e.g. --memory 512Mi or --memory 2Gi."
+    if memory is not None and memory_problem(memory):
         msgs.append(Message("error", "bad-quantity", f"executor '{ex.name}': --memory '{memory}' is not a memory quantity.",
-                            fix, ex.cell))
+                            memory_hint(memory), ex.cell))
     return msgs
 
 

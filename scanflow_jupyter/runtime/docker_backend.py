@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter.build.context import LABEL_APP, LABEL_RUN, LABEL_RUNNER, LABEL_STEP, runner_id
+from scanflow_jupyter.quantities import memory_bytes, nano_cpus
 from scanflow_jupyter.redact import redact_uri, tracking_environment
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
 from scanflow_jupyter.runtime.execute_step import EVENT_PREFIX
@@ -44,24 +45,16 @@ LABEL_ATTEMPT = "scanflow.io/attempt"
 FORWARDED_PREFIXES = ("MLFLOW_", "AWS_", "AZURE_", "GOOGLE_", "GCS_", "DATABRICKS_", "HF_", "HUGGING_FACE_")
 FORWARDED_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "TZ")
 NOT_FORWARDED = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
-_QUANTITY = re.compile(r"^([0-9.]+)\s*([A-Za-z]*)$")
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-          "Ti": 2**40, "K": 10**3, "m": 10**-3}
 
 
-def memory_bytes(quantity: str) -> int:
-    """A Kubernetes memory quantity ("512Mi", "2Gi", "1G") in bytes."""
-    match = _QUANTITY.match(str(quantity).strip())
-    if not match or match.group(2) not in _UNITS:
-        raise ValueError(f"not a memory quantity: {quantity!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def nano_cpus(quantity: str) -> int:
-    """A Kubernetes CPU quantity ("1", "0.5", "500m") in Docker nano-CPUs."""
-    text = str(quantity).strip()
-    value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    return int(value * 1e9)
+def container_limits(cpu: str | None, memory: str | None) -> dict[str, int]:
+    """Docker's `nano_cpus` / `mem_limit` for a step's `--cpu` / `--memory` (Kubernetes quantities)."""
+    limits = {}
+    if cpu:
+        limits["nano_cpus"] = nano_cpus(cpu)
+    if memory:
+        limits["mem_limit"] = memory_bytes(memory)
+    return limits
 
 
 def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -372,12 +365,8 @@ class DockerBackend(Backend):
             env.update(tracking_environment(container_uri, env))
         labels = {LABEL_APP: self.app.name, LABEL_STEP: job.step, LABEL_RUN: run_id,
                   LABEL_ATTEMPT: str(job.attempt), LABEL_RUNNER: runner_id()}
-        kwargs: dict[str, Any] = {}
         res = job.executor.resources
-        if res.cpu:
-            kwargs["nano_cpus"] = nano_cpus(res.cpu)
-        if res.memory:
-            kwargs["mem_limit"] = memory_bytes(res.memory)
+        kwargs: dict[str, Any] = container_limits(res.cpu, res.memory)
         if res.gpu:
             import docker.types
 

@@ -5,25 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from scanflow_jupyter.runtime.docker_backend import (
     _mounts,
     forwarded_environment,
-    memory_bytes,
-    nano_cpus,
     with_tracking_uri,
 )
 from scanflow_jupyter.tracker import is_local_store, status, wait_for_experiment
-
-
-def test_quantities_become_docker_limits() -> None:
-    assert memory_bytes("512Mi") == 512 * 2**20
-    assert memory_bytes("2Gi") == 2 * 2**30
-    assert memory_bytes("1G") == 10**9
-    assert nano_cpus("1") == 10**9 and nano_cpus("500m") == 5 * 10**8 and nano_cpus("0.25") == 25 * 10**7
-    with pytest.raises(ValueError):
-        memory_bytes("lots")
 
 
 def test_only_credentials_and_proxies_are_forwarded() -> None:
