@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scanflow_jupyter.model import Pipeline
+from scanflow_jupyter.runtime.child_protocol import parse_event, split_lines
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
 TERMINAL = ("Succeeded", "Failed", "Error")
 ATTEMPT_RUNNING = ("Running", *TERMINAL)
-EVENT_PREFIX = "\x1escanflow-event "  # = runtime.execute_step.EVENT_PREFIX (not imported: keeps this light)
 LOG_TIMEOUT = 10
 
 
@@ -174,18 +174,14 @@ def parse_log(raw: str) -> LogSummary:
     """Split `execute_step` output into plain text, cell events and the outcome."""
     out = LogSummary()
     lines = []
-    for line in raw.split("\n"):  # not splitlines(): it splits at the \x1e of EVENT_PREFIX
-        if line.startswith(EVENT_PREFIX):
-            try:
-                event = json.loads(line[len(EVENT_PREFIX):])
-            except ValueError:
-                event = None
-            if isinstance(event, dict):
-                if event.get("t") == "cell":
-                    out.cells.append(event)
-                elif event.get("t") == "outcome":
-                    out.outcome = event
-                continue
+    for line in split_lines(raw):
+        event = parse_event(line)
+        if event is not None:
+            if event.get("t") == "cell":
+                out.cells.append(event)
+            elif event.get("t") == "outcome":
+                out.outcome = event
+            continue
         if _ARGO_LINE.match(line):  # Argo's emissary writes its own lines into the main container's log
             continue
         lines.append(line)

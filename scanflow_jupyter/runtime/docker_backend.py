@@ -24,7 +24,6 @@ import ast
 import asyncio
 import copy
 import getpass
-import json
 import os
 import re
 import socket
@@ -38,7 +37,7 @@ from scanflow_jupyter.build.context import LABEL_APP, LABEL_RUN, LABEL_RUNNER, L
 from scanflow_jupyter.quantities import memory_bytes, nano_cpus
 from scanflow_jupyter.redact import redact_uri, tracking_environment
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
-from scanflow_jupyter.runtime.execute_step import EVENT_PREFIX
+from scanflow_jupyter.runtime.child_protocol import parse_event
 from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 
 LABEL_ATTEMPT = "scanflow.io/attempt"
@@ -400,14 +399,10 @@ class DockerBackend(Backend):
         log_path = job.step_dir / "log.txt"
 
         def handle(stream: str, line: str) -> None:
-            if stream == "stdout" and line.startswith(EVENT_PREFIX):
-                try:
-                    event = json.loads(line[len(EVENT_PREFIX):])
-                except ValueError:
-                    event = None
-                if isinstance(event, dict):
-                    self._on_event(job, loop, state, event)
-                    return
+            event = parse_event(line) if stream == "stdout" else None
+            if event is not None:
+                self._on_event(job, loop, state, event)
+                return
             state["tail"] = (state["tail"] + [line])[-30:]
             try:
                 with log_path.open("a", encoding="utf-8") as fh:

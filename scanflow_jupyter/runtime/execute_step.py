@@ -5,7 +5,7 @@
 Runs the notebook in a fresh ipykernel (IPC transport: no TCP ports, even with the host's
 network), saves the output notebook after every cell (a crash leaves what ran so far), adds
 papermill's error banner on failure, and reports progress on stdout as one JSON line per event,
-prefixed with `EVENT_PREFIX`: ``{"t": "cell", ...}`` after each cell, ``{"t": "outcome", ...}``
+prefixed with `child_protocol.EVENT_PREFIX`: ``{"t": "cell", ...}`` after each cell, ``{"t": "outcome", ...}``
 at the end. Exit code: 0 succeeded, 1 the step failed, 2 the executor itself failed.
 The docker backend turns those lines into runner events; anything else on stdout/stderr is log.
 """
@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.runtime.child_protocol import event_line
 from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 
-EVENT_PREFIX = "\x1escanflow-event "
 STARTUP_TIMEOUT = 120.0
 
 
 def _event(kind: str, **data: Any) -> None:
-    sys.stdout.write(EVENT_PREFIX + json.dumps({"t": kind, **data}, default=str) + "\n")
+    sys.stdout.write(event_line(kind, **data))
     sys.stdout.flush()
 
 

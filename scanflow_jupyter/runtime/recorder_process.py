@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter.redact import redact_uri
+from scanflow_jupyter.runtime.child_protocol import load_message, write_message
 from scanflow_jupyter.tracking import TrackingError, mlflow_status
 from scanflow_jupyter.tracking_sync import HTTP_ENV_DEFAULTS
 
@@ -315,7 +316,7 @@ class RecorderProcess:
             if item is _CLOSE:
                 break
             try:
-                stdin.write((json.dumps(item) + "\n").encode("utf-8"))
+                write_message(stdin, item)
                 stdin.flush()
             except (BrokenPipeError, OSError, ValueError):
                 # The child is gone: the reader reports it; drain until close.
@@ -328,7 +329,7 @@ class RecorderProcess:
         assert stdout is not None
         for raw in stdout:
             try:
-                msg = json.loads(raw)
+                msg = load_message(raw)
             except ValueError:
                 continue
             if msg.get("event") == "ready":
@@ -404,7 +405,7 @@ def _child_main() -> int:
 
     def send(msg: dict[str, Any]) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):
-            proto.write((json.dumps(msg) + "\n").encode("utf-8"))
+            write_message(proto, msg)
 
     started = time.monotonic()
     config = json.loads(os.environ.pop(_CONFIG_ENV, "{}"))
@@ -431,7 +432,7 @@ def _child_main() -> int:
             break
         rid = None
         try:
-            req = json.loads(raw)
+            req = load_message(raw)
             rid = req.get("id")
             method = req.get("method")
             if method not in _METHODS:
