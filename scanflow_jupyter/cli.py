@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a step failed, 2 invalid input (nothing executed, no ML
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,8 @@ def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str |
     try:
         result = run_notebook(notebook, params=overrides, only=list(only), resume=resume,
                               max_parallel=max_parallel, no_cache=no_cache, backend=backend,
-                              on_event=view.on_event if view else None)
+                              on_event=view.on_event if view else None,
+                              started_by=os.environ.get("SCANFLOW_STARTED_BY") or "cli")
     except InvalidApplication as exc:
         if as_json:
             click.echo(json.dumps({"status": "invalid", "messages": [message_doc(m) for m in exc.messages]}, indent=2))

@@ -554,6 +554,7 @@ class ScanflowMagics(Magics):
         try:
             result = run_notebook(
                 str(path),
+                started_by="notebook",
                 params=params or None,
                 only=list(args.only) or None,
                 resume=args.resume,

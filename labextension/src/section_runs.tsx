@@ -41,6 +41,18 @@ function KeyValues(props: { title: string; values: Record<string, unknown>; limi
 }
 
 /** A Scanflow run id (`20261204T100055-6f3cf9`) shown short: `#6f3cf9` (the date line has the time). */
+/** "started by agent planner", "started from the CLI", …; null for runs that do not say. */
+export function startedByLabel(by: string | null | undefined): string | null {
+  if (!by) {
+    return null;
+  }
+  if (by.startsWith('agent:')) {
+    return `started by agent ${by.slice('agent:'.length)}`;
+  }
+  const where: Record<string, string> = { cli: 'the CLI', notebook: 'the notebook', sidebar: 'the sidebar', python: 'Python' };
+  return `started from ${where[by] ?? by}`;
+}
+
 export function shortRunName(name: string | null, runId: string): string {
   const m = /^\d{8}T\d{6}-([A-Za-z0-9]+)$/.exec(name ?? '');
   return m ? `#${m[1]}` : name ?? runId.slice(0, 8);
@@ -240,6 +252,10 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
               <div className="sf-muted sf-run-when">
                 {fmtTime(r.start_time)}
                 {r.tags?.['scanflow.backend'] ? ` · ${r.tags['scanflow.backend']}` : ''}
+                {(() => {
+                  const by = startedByLabel(model.storeRuns[r.tags?.['scanflow.run_id'] ?? '']?.started_by);
+                  return by ? <span className="sf-started-by">{` · ${by}`}</span> : null;
+                })()}
                 {(() => {
                   const from = model.storeRuns[r.tags?.['scanflow.run_id'] ?? '']?.resumed_from;
                   return from ? <span className="sf-resumed-from" title={`resumed from run ${from}`}>{` · resumed from ${shortRunName(from, from)}`}</span> : null;

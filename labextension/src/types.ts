@@ -100,6 +100,8 @@ export interface IRunSummary {
   params: Record<string, unknown>;
   mlflow_run_id: string | null;
   resumed_from: string | null;
+  /** Who started the run: cli | notebook | sidebar | agent:<name> | python (null: older runs). */
+  started_by?: string | null;
   /** Where the run's MLflow records are: recording | synced | pending | failed (null: no tracking). */
   tracking?: string | null;
   steps: Record<string, IStepSummary>;

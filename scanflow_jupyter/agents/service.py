@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec_path = Path(args.spec)
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    os.environ.setdefault("SCANFLOW_STARTED_BY", f"agent:{spec.get('name') or spec_path.stem}")  # run_pipeline's runs
     boot = Path(args.boot) if args.boot else None
     home = scanflow_home()
     tracking_uri = resolve_tracking_uri(home)

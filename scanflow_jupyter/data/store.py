@@ -202,6 +202,7 @@ class RunState:
     pid: int | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
     resumed_from: str | None = None
+    started_by: str | None = None  # cli | notebook | sidebar | agent:<name> | python (who started the run)
     tracking: str | None = None  # recording | synced | pending | failed (scanflow_jupyter.tracking_sync)
     warnings: list[dict[str, Any]] = field(default_factory=list)  # {"code", "message", "fix"}
 
@@ -224,6 +225,7 @@ class RunState:
             "pid": self.pid,
             "steps": {name: step.to_dict() for name, step in self.steps.items()},
             "resumed_from": self.resumed_from,
+            "started_by": self.started_by,
             "tracking": self.tracking,
             "warnings": [dict(w) for w in self.warnings],
         }
@@ -247,6 +249,7 @@ class RunState:
                 name: StepState.from_dict(step) for name, step in (data.get("steps") or {}).items()
             },
             resumed_from=data.get("resumed_from"),
+            started_by=data.get("started_by"),
             tracking=data.get("tracking"),
             warnings=[dict(w) for w in data.get("warnings") or [] if isinstance(w, dict)],
         )
@@ -299,6 +302,7 @@ _RUN_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {  # key -> (JSON types,
     "pid": ((int,), False),
     "steps": ((dict,), False),
     "resumed_from": ((str,), False),
+    "started_by": ((str,), False),
     "tracking": ((str,), False),
     "warnings": ((list,), False),
 }

@@ -97,10 +97,13 @@ def run_notebook(
     on_event: Listener | None = None,
     store: str | Path | None = None,
     handle_signals: bool | None = None,
+    started_by: str | None = None,
 ) -> RunResult:
     """Run `notebook` as a pipeline and wait for it; see `scanflow run --help` for the options.
 
-    Raises InvalidApplication (nothing executed, no MLflow run) for bad input.
+    Raises InvalidApplication (nothing executed, no MLflow run) for bad input. `started_by` is
+    recorded in run.json (default: $SCANFLOW_STARTED_BY, set by the server and the agents, else
+    "python").
     """
     from scanflow_jupyter._ast_guard import install as guard_ast
 
@@ -109,6 +112,7 @@ def run_notebook(
     run = PipelineRun(app, messages, params=params or {}, only=only or [], resume=resume,
                       max_parallel=max_parallel or os.cpu_count() or 1, no_cache=no_cache,
                       backend=backend, store=store)
+    run.started_by = started_by or os.environ.get("SCANFLOW_STARTED_BY") or "python"
     if on_event:
         run.bus_listeners.append(on_event)
     run.plan()  # raises InvalidApplication before anything runs
@@ -175,6 +179,7 @@ class PipelineRun:
         self._store_wait: Any = None  # asyncio task: the tracking store is being created
         self._store_pending = False
         self._remote_target: Any = None  # backends.TrackingTarget when the backend names the tracker
+        self.started_by: str | None = None
         self.keys: Any = None  # runtime.cache.StepKeys, set by plan()
         self.explain: dict[str, str] = {}  # step -> why it ran or was cached (--explain)
         self._ingredients: dict[str, dict[str, Any]] = {}
@@ -279,7 +284,7 @@ class PipelineRun:
         self.state = RunState(run_id=run_id, app=self.app.name, notebook=self.app.notebook, backend=self.backend_name,
                               status="running", created_at=now, started_at=now, finished_at=None, params=self.params,
                               mlflow_run_id=None, pid=os.getpid(), steps=steps, resumed_from=self.resume,
-                              tracking="recording")
+                              started_by=self.started_by, tracking="recording")
         self.store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         journal = EventJournal(self.store.run_dir(run_id))
         self.bus.subscribe(journal)

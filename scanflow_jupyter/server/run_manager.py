@@ -196,6 +196,7 @@ class RunManager:
             child_env = {**os.environ, **self.extra_env, **(env or {})}
             child_env["SCANFLOW_HOME"] = str(self.home)
             child_env["PYTHONUNBUFFERED"] = "1"
+            child_env["SCANFLOW_STARTED_BY"] = "sidebar"
             started = time.time()
             try:
                 proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(self.root), env=child_env,
@@ -317,7 +318,7 @@ class RunManager:
             "started_at": state.started_at, "finished_at": state.finished_at,
             "duration_s": (end - state.started_at) if (end and state.started_at) else None,
             "params": state.params, "mlflow_run_id": state.mlflow_run_id, "resumed_from": state.resumed_from,
-            "tracking": state.tracking, "warnings": state.warnings,
+            "started_by": state.started_by, "tracking": state.tracking, "warnings": state.warnings,
             "steps": steps, "managed": state.run_id in self.managed,
         }
 
@@ -386,7 +387,8 @@ def unreadable_summary(entry: UnreadableRun) -> dict[str, Any]:
     """A RunSummary-shaped entry for a run whose run.json cannot be read."""
     return {"run_id": entry.run_id, "app": None, "notebook": None, "backend": None, "status": "unreadable",
             "created_at": entry.created_at, "started_at": None, "finished_at": None, "duration_s": None,
-            "params": {}, "mlflow_run_id": None, "resumed_from": None, "tracking": None, "warnings": [],
+            "params": {}, "mlflow_run_id": None, "resumed_from": None, "started_by": None, "tracking": None,
+            "warnings": [],
             "steps": {}, "managed": False,
             "message": entry.message, "reason": entry.reason, "fix": entry.fix}
 

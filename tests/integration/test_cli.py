@@ -42,6 +42,7 @@ def test_run_json_document_and_exit_0(cli_project):
     # the document agrees with the run store and the MLflow store
     state = cli_project.store.read_state(doc["run_id"])
     assert state.status == "succeeded" and state.mlflow_run_id == doc["mlflow_run_id"]
+    assert state.started_by == "cli"
     assert cli_project.mlflow_client().get_run(doc["mlflow_run_id"]).info.status == "FINISHED"
 
 

@@ -83,6 +83,7 @@ async def test_a_plugin_backend_runs_a_pipeline_and_an_unavailable_one_is_refuse
             break
         await asyncio.sleep(0.2)
     assert run["status"] == "succeeded", run
+    assert run["started_by"] == "sidebar"
     state = json.loads((jp_root_dir / ".scanflow" / "runs" / run_id / "run.json").read_text(encoding="utf-8"))
     assert state["backend"] == "echo-test"
     await drain(jp_serverapp)

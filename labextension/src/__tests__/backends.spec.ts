@@ -1,4 +1,5 @@
 import { ScanflowModels } from '../model';
+import { startedByLabel } from '../section_runs';
 import type { IConfig } from '../types';
 
 /** The backend picker's data: every backend the server lists (plug-ins included), reasons with fixes. */
@@ -41,5 +42,14 @@ describe('ScanflowModels.availability', () => {
 
   it('refuses a name the server does not list', () => {
     expect(models.availability('nope').available).toBe(false);
+  });
+});
+
+describe('startedByLabel', () => {
+  it('names the agent that started a run, and the other starters', () => {
+    expect(startedByLabel('agent:planner')).toBe('started by agent planner');
+    expect(startedByLabel('cli')).toBe('started from the CLI');
+    expect(startedByLabel('sidebar')).toBe('started from the sidebar');
+    expect(startedByLabel(null)).toBeNull();
   });
 });
