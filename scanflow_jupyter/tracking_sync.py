@@ -154,7 +154,7 @@ def _load_map(run_dir: Path) -> dict[str, Any]:
 
 
 def _save_map(run_dir: Path, data: dict[str, Any]) -> None:
-    from scanflow_jupyter.data.serializers import atomic_write_bytes
+    from scanflow_jupyter.data.files import atomic_write_bytes
 
     atomic_write_bytes(buffer_dir(run_dir) / _SYNC_FILE, json.dumps(data, indent=1).encode(), fsync=True)
 

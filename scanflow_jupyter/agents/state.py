@@ -31,7 +31,7 @@ def atomic_write_json(path: Path, data: Any, *, private: bool = False) -> None:
     what this guards against, and a sensor saving twice a second should not wait for the disk).
     `private`: the file is created with mode 0600 (never readable by other users, even briefly).
     """
-    from scanflow_jupyter.data.serializers import atomic_write_bytes
+    from scanflow_jupyter.data.files import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = json.dumps(data, indent=1, default=str).encode("utf-8")

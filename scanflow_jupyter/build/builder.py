@@ -38,7 +38,7 @@ from scanflow_jupyter.build.requirements import (
     runtime_layer,
 )
 from scanflow_jupyter.cell_numbers import message_doc, shown
-from scanflow_jupyter.data.serializers import atomic_write_bytes
+from scanflow_jupyter.data.files import atomic_write_bytes
 from scanflow_jupyter.model import Application, Message
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"

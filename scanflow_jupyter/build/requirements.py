@@ -41,7 +41,7 @@ PROVIDED_BY_RUNTIME = {"scanflow_jupyter": None, "mlflow": "mlflow-skinny"}
 NEVER_PIN = {"pip", "scanflow-jupyter"}
 #: Packages the output serializers need next to a library (pandas DataFrames go to parquet).
 SERIALIZER_EXTRAS = {"pandas": ("pyarrow",)}
-#: Distributions whose presence matters for loading a step's inputs (see data/serializers.py).
+#: Distributions whose presence matters for loading a step's inputs (see data/serializers/).
 SERIALIZER_LIBRARIES = {"numpy", "pandas", "pyarrow", "scikit-learn", "joblib", "torch", "cloudpickle"}
 
 _IMPORT_LINE = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*))")
@@ -434,7 +434,7 @@ def _inherited_serializer_libs(app: Application, ex: Executor, have: set[str]) -
     """Libraries the producers of this step's inputs use to save them (needed to load them)."""
     if not ex.inputs:
         return []
-    producers = app.producers()
+    producers = app.index().producers  # built once per application (read-only)
     wanted: dict[str, str] = {}
     for var in ex.inputs:
         for producer_name in producers.get(var, []):

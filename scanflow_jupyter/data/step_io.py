@@ -20,12 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter.data.serializers import (
-    OutputRecord,
-    UnserializableError,
-    dump_value,
-    load_value,
-)
+from scanflow_jupyter.data.records import OutputRecord
+from scanflow_jupyter.data.serializers import dump_value, load_value
+from scanflow_jupyter.data.serializers.base import UnserializableError
 
 __all__ = ["StepContextError", "UnknownInputError", "bind", "context", "load", "save", "saved"]
 

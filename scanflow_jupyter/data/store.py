@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter.data.serializers import OutputRecord, atomic_write_bytes
+from scanflow_jupyter.data.files import atomic_write_bytes
+from scanflow_jupyter.data.records import OutputRecord
 
 __all__ = [
     "RUN_STATUSES",

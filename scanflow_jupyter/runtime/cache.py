@@ -121,7 +121,7 @@ class FileDigests:
         """Write the remembered digests (atomically; concurrent runs: the last writer wins)."""
         if self.path is None or not self._dirty:
             return
-        from scanflow_jupyter.data.serializers import atomic_write_bytes
+        from scanflow_jupyter.data.files import atomic_write_bytes
 
         alive = {k: v for k, v in self._known.items() if os.path.exists(k)}
         try:
@@ -133,7 +133,7 @@ class FileDigests:
 
 
 def _hash_file(file: Path) -> str:
-    from scanflow_jupyter.data.serializers import new_hasher
+    from scanflow_jupyter.data.hashing import new_hasher
 
     hasher = new_hasher()
     with open(file, "rb") as fh:
@@ -504,7 +504,7 @@ class StepKeys:
 
     def remember(self, step: str, key: str, ingredients: dict[str, Any], run_id: str) -> None:
         """Keep the ingredients of the latest cache entry of `step` (what --explain compares with)."""
-        from scanflow_jupyter.data.serializers import atomic_write_bytes
+        from scanflow_jupyter.data.files import atomic_write_bytes
 
         path = self._record_path(step)
         if path is None:
@@ -538,7 +538,7 @@ class StepKeys:
     def save(self) -> None:
         self.files.save()
         if self._dist_file is not None and self._dist_known.pop("dirty", False):
-            from scanflow_jupyter.data.serializers import atomic_write_bytes
+            from scanflow_jupyter.data.files import atomic_write_bytes
 
             try:
                 self._dist_file.parent.mkdir(parents=True, exist_ok=True)

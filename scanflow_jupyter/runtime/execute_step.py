@@ -34,7 +34,7 @@ def _event(kind: str, **data: Any) -> None:
 
 
 def _write_atomic(path: Path, nb: dict[str, Any]) -> None:
-    from scanflow_jupyter.data.serializers import atomic_write_bytes
+    from scanflow_jupyter.data.files import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 

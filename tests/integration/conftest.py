@@ -57,7 +57,8 @@ class Outcome:
 
     def output(self, step: str, var: str) -> Any:
         """Load output `var` of `step` from the run store, as a downstream step would."""
-        from scanflow_jupyter.data.serializers import OutputRecord, load_value
+        from scanflow_jupyter.data.records import OutputRecord
+        from scanflow_jupyter.data.serializers import load_value
 
         record = dict(self.state.steps[step].outputs[var])
         folder = Path(record.pop("folder"))

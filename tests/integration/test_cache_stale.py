@@ -157,7 +157,8 @@ def test_exactly_the_steps_whose_dependencies_changed_re_execute(stale_project: 
 
 def test_results_follow_the_edits(stale_project: Project) -> None:
     """The values a rerun reports are those of the edited files (not only the statuses)."""
-    from scanflow_jupyter.data.serializers import OutputRecord, load_value
+    from scanflow_jupyter.data.records import OutputRecord
+    from scanflow_jupyter.data.serializers import load_value
 
     p = stale_project
 

@@ -62,7 +62,8 @@ def test_failing_notebook_exits_1(cli_project):
 
 
 def _result_of(project: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    from scanflow_jupyter.data.serializers import OutputRecord, load_value
+    from scanflow_jupyter.data.records import OutputRecord
+    from scanflow_jupyter.data.serializers import load_value
 
     record = dict(project.store.read_state(doc["run_id"]).steps["report"].outputs["result"])
     folder = record.pop("folder")

@@ -233,7 +233,8 @@ def test_stopping_the_runner_kills_every_kernel_and_resume_completes(cli_project
     assert statuses["side"] == ("cached" if state.steps["side"].status == "succeeded" else "succeeded")
     final = project.store.read_state(resumed["run_id"])
     assert final.resumed_from == doc["run_id"]
-    from scanflow_jupyter.data.serializers import OutputRecord, load_value
+    from scanflow_jupyter.data.records import OutputRecord
+    from scanflow_jupyter.data.serializers import load_value
 
     record = dict(final.steps["finish"].outputs["c"])
     assert load_value(Path(record.pop("folder")), OutputRecord.from_dict(record)) == 20

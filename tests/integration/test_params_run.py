@@ -21,7 +21,8 @@ CELLS = [
 
 
 def _out(project, doc_or_run_dir) -> dict:
-    from scanflow_jupyter.data.serializers import OutputRecord, load_value
+    from scanflow_jupyter.data.records import OutputRecord
+    from scanflow_jupyter.data.serializers import load_value
 
     state = json.loads(Path(doc_or_run_dir, "run.json").read_text(encoding="utf-8"))
     record = dict(state["steps"]["a"]["outputs"]["out"])

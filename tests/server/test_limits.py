@@ -21,7 +21,8 @@ BIG = [
 
 async def test_a_parameter_over_the_argv_limit_reaches_the_step(jp_fetch: Any, jp_root_dir: Path,
                                                                jp_serverapp: Any) -> None:
-    from scanflow_jupyter.data.serializers import OutputRecord, load_value
+    from scanflow_jupyter.data.records import OutputRecord
+    from scanflow_jupyter.data.serializers import load_value
     from scanflow_jupyter.data.store import RunStore
 
     write_notebook(jp_root_dir, "big.ipynb", BIG)

@@ -20,17 +20,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scanflow_jupyter.data import files
 from scanflow_jupyter.data import serializers as ser
-from scanflow_jupyter.data.serializers import (
-    LoadError,
-    OutputRecord,
+from scanflow_jupyter.data.records import LoadError, OutputRecord
+from scanflow_jupyter.data.serializers import dump_value, load_value, read_record
+from scanflow_jupyter.data.serializers.base import (
     Serializer,
     SerializerDeclined,
     UnserializableError,
-    dump_value,
-    load_value,
-    read_record,
 )
+from scanflow_jupyter.data.serializers.torch_modules import TorchSerializer
 
 
 def _expected_digest(data: bytes) -> str:
@@ -388,12 +387,12 @@ def test_torch_modules_defined_in_the_notebook_are_declined(tmp_path, fake_torch
 
     Net.__module__ = "__main__"
     with pytest.raises(SerializerDeclined, match="notebook"):
-        ser.TorchSerializer().dump_hashed(Net(), tmp_path / "n.pt")
+        TorchSerializer().dump_hashed(Net(), tmp_path / "n.pt")
 
 
 def test_torch_is_not_imported_for_other_values(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "torch", raising=False)
-    assert not ser.TorchSerializer().handles(object())
+    assert not TorchSerializer().handles(object())
     assert "torch" not in sys.modules
 
 
@@ -466,7 +465,7 @@ def test_failed_write_leaves_the_previous_value_intact(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("simulated crash before rename")
 
-    monkeypatch.setattr(ser.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="simulated crash"):
         dump_value("x", [4, 5, 6], tmp_path)
     monkeypatch.undo()

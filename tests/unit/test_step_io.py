@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from scanflow_jupyter.data import step_io
-from scanflow_jupyter.data.serializers import UnserializableError, read_record
+from scanflow_jupyter.data.serializers import read_record
+from scanflow_jupyter.data.serializers.base import UnserializableError
 
 MLFLOW_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
 

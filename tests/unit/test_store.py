@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from scanflow_jupyter.data import serializers as ser
+from scanflow_jupyter.data import files
 from scanflow_jupyter.data import store as store_mod
 from scanflow_jupyter.data.serializers import dump_value, load_value, read_record
 from scanflow_jupyter.data.store import (
@@ -300,7 +300,7 @@ def test_crash_while_writing_state_keeps_the_previous_run_json(tmp_path, monkeyp
     def crash(src, dst):
         raise OSError("simulated crash before rename")
 
-    monkeypatch.setattr(ser.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     state.status = "succeeded"
     state.steps["deploy"].status = "succeeded"
     with pytest.raises(OSError, match="simulated crash"):
@@ -316,10 +316,10 @@ def test_crash_while_writing_state_keeps_the_previous_run_json(tmp_path, monkeyp
 def test_state_write_is_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
     store = RunStore(tmp_path)
     calls: list[str] = []
-    real_fsync, real_replace = ser.os.fsync, ser.os.replace
-    monkeypatch.setattr(ser.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    real_fsync, real_replace = files.os.fsync, files.os.replace
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(
-        ser.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1]
+        files.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1]
     )
     store.write_state(make_state("r1"))
     assert calls[:2] == ["fsync", "replace"]
