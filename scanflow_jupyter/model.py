@@ -6,6 +6,7 @@ executors that the runtime schedules. Nothing here reads files or imports heavy 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -109,6 +110,43 @@ class Agent:
     template: str | None = None
 
 
+class ProducerIndex:
+    """Lookups over a list of executors, built in one pass (linear validation and DAG building).
+
+    `by_name`: the first executor of each name; `producers`: variable -> producer names in
+    declaration order; `above(ex, var)`: the nearest producer of `var` above `ex` (by cell).
+    """
+
+    def __init__(self, executors: list[Executor]) -> None:
+        self.executors, self.size = executors, len(executors)
+        self.by_name: dict[str, Executor] = {}
+        self.producers: dict[str, list[str]] = {}
+        self._cells: dict[str, list[tuple[int, int, str]]] = {}  # var -> (cell, position, name), sorted
+        for position, ex in enumerate(executors):
+            self.by_name.setdefault(ex.name, ex)
+            for var in dict.fromkeys(ex.outputs):
+                self.producers.setdefault(var, []).append(ex.name)
+                self._cells.setdefault(var, []).append((ex.cell, position, ex.name))
+        for entries in self._cells.values():
+            entries.sort()
+
+    def above(self, ex: Executor, var: str) -> str | None:
+        """The producer of `var` with the greatest cell below `ex.cell` (not `ex` itself); ties: declared first."""
+        entries = self._cells.get(var)
+        if not entries:
+            return None
+        i = bisect.bisect_left(entries, (ex.cell,)) - 1
+        best: tuple[int, int, str] | None = None
+        while i >= 0:
+            cell, position, name = entries[i]
+            if best is not None and cell < best[0]:
+                break
+            if name != ex.name:
+                best = (cell, position, name)  # walking down: a lower position at the same cell wins
+            i -= 1
+        return best[2] if best else None
+
+
 @dataclass
 class Application:
     """Everything one notebook declares; the single source of truth for every backend."""
@@ -131,20 +169,29 @@ class Application:
     messages: list[Message] = field(default_factory=list)
     cell_count: int = 0
 
+    def index(self) -> ProducerIndex:
+        """The executor lookups (by name, producers of each variable), built once per executor list.
+
+        Rebuilt when `executors` is replaced or grows/shrinks; code that edits an executor's name,
+        cell or outputs in place after parsing must call `invalidate_index()`.
+        """
+        cached = self.__dict__.get("_index")
+        if cached is None or cached.executors is not self.executors or cached.size != len(self.executors):
+            cached = ProducerIndex(self.executors)
+            self.__dict__["_index"] = cached
+        return cached
+
+    def invalidate_index(self) -> None:
+        """Forget the cached `index()` (after editing executors in place)."""
+        self.__dict__.pop("_index", None)
+
     def executor(self, name: str) -> Executor:
         """The executor called `name` (KeyError if there is none)."""
-        for ex in self.executors:
-            if ex.name == name:
-                return ex
-        raise KeyError(name)
+        return self.index().by_name[name]
 
     def producers(self) -> dict[str, list[str]]:
         """Variable name -> the executors that declare it in `--outputs`."""
-        out: dict[str, list[str]] = {}
-        for ex in self.executors:
-            for var in dict.fromkeys(ex.outputs):
-                out.setdefault(var, []).append(ex.name)
-        return out
+        return {var: list(names) for var, names in self.index().producers.items()}
 
     def producer_above(self, ex: Executor, var: str) -> str | None:
         """The executor whose output `var` `ex` loads: the nearest producer above `ex`'s first cell.
@@ -152,8 +199,7 @@ class Application:
         As in a top-to-bottom run, a variable refined by several steps is read in the version of
         the last step above the consumer; None when no producer is above it.
         """
-        above = [e for e in self.executors if e.name != ex.name and e.cell < ex.cell and var in e.outputs]
-        return max(above, key=lambda e: e.cell).name if above else None
+        return self.index().above(ex, var)
 
     def input_producers(self, ex: Executor) -> dict[str, str]:
         """Input variable -> the step it is loaded from (inputs without a producer above left out)."""
@@ -211,13 +257,26 @@ class Pipeline:
             unknown = [d for d in step.depends_on if d not in pending]
             if unknown:
                 raise ValueError(f"step {step.name} depends on unknown step(s): {', '.join(unknown)}")
+        # Level by level (Kahn): a step comes after all its dependencies, ties in declaration order.
+        position = {name: i for i, name in enumerate(pending)}
+        waiting = {name: len(set(step.depends_on)) for name, step in pending.items()}
+        dependents: dict[str, list[str]] = {}
+        for step in pending.values():
+            for dep in dict.fromkeys(step.depends_on):
+                dependents.setdefault(dep, []).append(step.name)
         ordered: dict[str, Step] = {}
-        while pending:
-            ready = [s for s in pending.values() if all(d in ordered for d in s.depends_on)]
-            if not ready:
-                raise ValueError(f"cycle among steps: {', '.join(pending)}")
-            for step in ready:
-                ordered[step.name] = pending.pop(step.name)
+        ready = [name for name, count in waiting.items() if count == 0]
+        while ready:
+            following: list[str] = []
+            for name in ready:
+                ordered[name] = pending.pop(name)
+                for later in dependents.get(name, ()):
+                    waiting[later] -= 1
+                    if waiting[later] == 0:
+                        following.append(later)
+            ready = sorted(following, key=position.__getitem__)
+        if pending:
+            raise ValueError(f"cycle among steps: {', '.join(pending)}")
         return cls(app.name, ordered)
 
     def dependents(self, name: str) -> list[str]:

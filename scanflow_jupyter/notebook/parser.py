@@ -133,6 +133,7 @@ def parse_notebook_dict(nb: dict[str, Any], notebook_path: str) -> Application:
                             "switch the notebook to a Python kernel."))
     app_name_cell: int | None = None
     markdown: dict[int, str] = {}
+    step_names: set[str] = set()  # executors so far (a set: parsing stays linear in the cell count)
     for index, cell in enumerate(nb["cells"]):
         if isinstance(cell, dict) and cell.get("cell_type") == "markdown":
             markdown[index] = cell_source(cell)
@@ -172,10 +173,12 @@ def parse_notebook_dict(nb: dict[str, Any], notebook_path: str) -> Application:
         except MagicArgError as err:
             msgs.append(Message("error", err.code, err.text, err.fix, index))
             continue
-        if magic == "executor" and any(e.name == parsed.args.name for e in app.executors):
+        if magic == "executor" and parsed.args.name in step_names:
             _continue_executor(app, index, parsed.args, body)
             continue
         _add_cell(app, index, magic, parsed.args, body)
+        if magic == "executor":
+            step_names.add(parsed.args.name)
     _join_parts(app, markdown)
     return app
 

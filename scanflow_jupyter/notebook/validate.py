@@ -106,9 +106,9 @@ def _check_code(app: Application) -> list[Message]:
 
 def _check_executor(app: Application, ex: Executor) -> list[Message]:
     msgs: list[Message] = []
-    executors = {e.name for e in app.executors}
+    index = app.index()  # built once per application: checking every executor stays linear
+    executors, producers = index.by_name.keys(), index.producers
     others = {s.name for s in app.services} | {a.name for a in app.agents}
-    producers = app.producers()
     for dep in ex.requires:
         if dep == ex.name:
             msgs.append(Message("error", "self-dependency", f"executor '{ex.name}' requires itself.",
