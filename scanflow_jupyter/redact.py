@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-MASK = "***"
+from scanflow_jupyter.runtime.constants import MASK
 
 # query parameters that carry credentials in database / object-store URIs
 _SECRET_QUERY_KEYS = frozenset({

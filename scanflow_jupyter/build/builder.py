@@ -40,10 +40,10 @@ from scanflow_jupyter.build.requirements import (
 from scanflow_jupyter.cell_numbers import message_doc, shown
 from scanflow_jupyter.data.files import atomic_write_bytes
 from scanflow_jupyter.model import Application, Message
+from scanflow_jupyter.runtime.constants import STEP_NOTEBOOK
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 DEFAULT_CA_CERTS = "/usr/local/share/ca-certificates"
-STEP_NOTEBOOK = "/opt/scanflow/step.ipynb"
 STEP_COMMAND = ["python", "-m", "scanflow_jupyter.runtime.execute_step", "--notebook", STEP_NOTEBOOK]
 RUNTIME_MODULES = ("scanflow_jupyter.data.step_io", "scanflow_jupyter.runtime.execute_step", "ipykernel",
                    "nbclient", "nbformat", "papermill", "cloudpickle")

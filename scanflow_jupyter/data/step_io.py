@@ -23,10 +23,10 @@ from typing import Any
 from scanflow_jupyter.data.records import OutputRecord
 from scanflow_jupyter.data.serializers import dump_value, load_value
 from scanflow_jupyter.data.serializers.base import UnserializableError
+from scanflow_jupyter.runtime.constants import MASK
 
 __all__ = ["StepContextError", "UnknownInputError", "bind", "context", "load", "save", "saved"]
 
-MASK = "***"  # = scanflow_jupyter.redact.MASK (not imported: this module must stay cheap)
 _MLFLOW_ENV = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
     "run_id": "MLFLOW_RUN_ID",

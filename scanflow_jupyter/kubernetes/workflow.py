@@ -49,6 +49,7 @@ from typing import Any
 from scanflow_jupyter.kubernetes.manifests import POD_USER_ENV, RUN_AS_USER
 from scanflow_jupyter.kubernetes.manifests import dns_label as env_label
 from scanflow_jupyter.model import Application, Pipeline
+from scanflow_jupyter.runtime.constants import ENV_CONFIGMAP, ENV_SECRET, PARAM_ENV_PREFIX
 from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 
 STORE_MOUNT = "/scanflow/store"
@@ -56,9 +57,8 @@ STORE_VOLUME = "scanflow-store"
 STEP_WORKDIR = "/opt/scanflow"
 STEP_ENTRY = ["python", "-m", "scanflow_jupyter.runtime.kubernetes_backend", "step"]
 ENTRYPOINT = "pipeline"
-PARAM_ENV_PREFIX = "SCANFLOW_PARAM_"
-DEFAULT_CONFIG_MAP = "scanflow-env"  # = manifests.ENV_CONFIGMAP of the team environment
-DEFAULT_SECRET = "scanflow-tracker"  # = manifests.SECRET (keys: aws-access-key-id, ...)
+DEFAULT_CONFIG_MAP = ENV_CONFIGMAP  # of the team environment
+DEFAULT_SECRET = ENV_SECRET  # keys: aws-access-key-id, ...
 # Step env var <- key of the team Secret (optional: absent keys are simply not set).
 SECRET_ENV = {"AWS_ACCESS_KEY_ID": "aws-access-key-id", "AWS_SECRET_ACCESS_KEY": "aws-secret-access-key"}
 DEFAULT_STORE_SIZE = "1Gi"
