@@ -574,6 +574,28 @@ class ServicesHandler(ScanflowHandler):
         self.reply(doc, 202)
 
 
+class ServicePredictHandler(ScanflowHandler):
+    """`services/predict`: the sidebar's "try it" request, sent from here to a registered service's `/predict`."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from scanflow_jupyter.server import services_api
+
+        body = self.json_body()
+        nb = self.notebook(body.get("path"))
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "`name` is required: the service's name (its %%service cell)")
+        if "payload" not in body:
+            raise ApiError(400, "`payload` is required: the JSON body for the service's /predict",
+                           'e.g. {"inputs": [1, 2, 3]}')
+        try:
+            doc = await agents_api.in_thread(services_api.try_service, self.ext.home, nb, name, body["payload"])
+        except services_api.TryError as exc:
+            raise ApiError(exc.status, str(exc), exc.fix) from None
+        self.reply(doc)
+
+
 def _validation_errors(nb: Path) -> list[dict[str, Any]]:
     from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook
     from scanflow_jupyter.notebook.validate import validate
@@ -696,6 +718,7 @@ def routes(base_url: str) -> list[tuple[str, type]]:
         (url("mlflow/runs"), MlflowRunsHandler),
         (url("agents"), AgentsHandler),
         (url("services"), ServicesHandler),
+        (url("services/predict"), ServicePredictHandler),
         (url("builds"), BuildsHandler),
         (url(f"builds/{JOB_ID}"), BuildHandler),
         (url("deployments"), DeploymentsHandler),

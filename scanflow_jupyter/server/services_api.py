@@ -2,7 +2,8 @@
 
 `GET services?path=NB` lists them (state, url, pid, model, version served now, restarts, error);
 `POST services {"path", "action": "start"|"stop", "names": [..]|null}` runs `services up|down`.
-The sidebar's "try it" request goes to the service's own URL (its `/predict` is open).
+`POST services/predict {"path", "name", "payload"}` sends the sidebar's "try it" request to that
+service's registered `/predict` from the server (the page never holds a service URL's token).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["list_services", "start_services", "stop_services"]
+__all__ = ["TryError", "list_services", "start_services", "stop_services", "try_service"]
 
 
 def list_services(home: Path, notebook: Path | None) -> list[dict[str, Any]]:
@@ -38,3 +39,45 @@ def stop_services(home: Path, notebook: Path) -> dict[str, Any]:
     from scanflow_jupyter.services.supervisor import down
 
     return {"stopped": down(notebook, home=home), "services": list_services(home, notebook)}
+
+
+class TryError(Exception):
+    """A "try it" request the server will not send: `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, text: str, fix: str = "") -> None:
+        super().__init__(text)
+        self.status, self.fix = status, fix
+
+
+def try_service(home: Path, notebook: Path, name: str, payload: Any, timeout: float = 30.0) -> dict[str, Any]:
+    """POST `payload` to the `/predict` of service `name` of `notebook`, as registered in `services.json`
+    (no other URL is ever contacted). Returns `{"status": <service's HTTP status>, "answer": <its JSON>}`."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from scanflow_jupyter.services.supervisor import ls
+
+    rows = [r for r in ls(home=home, notebook=str(notebook), fetch=False) if r.name == name]
+    if not rows:
+        raise TryError(404, f"no service {name!r} of {notebook.name} in {home / 'services.json'}",
+                       "start it first (Start in the sidebar, or `scanflow services up`)")
+    row = rows[0]
+    if row.state != "running" or not row.url:
+        raise TryError(409, f"service {name!r} is {row.state}, not running", "start it, then send again")
+    data = json.dumps(payload).encode("utf-8")
+    req = urllib.request.Request(f"{row.url.rstrip('/')}/predict", data=data, method="POST",  # noqa: S310 - registry
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the registered local URL
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise TryError(502, f"service {name!r} at {row.url} did not answer: {exc}",
+                       f"see its log: {row.log}" if row.log else "") from None
+    try:
+        answer: Any = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        answer = raw.decode("utf-8", "replace")[:4000]
+    return {"status": status, "answer": answer}

@@ -51,3 +51,27 @@ async def test_bad_requests(jp_fetch: Any, services_root: Path) -> None:
     assert status == 400
     status, _ = await api(jp_fetch, "services", method="POST", body={"path": "../outside.ipynb", "action": "start"})
     assert status in (400, 403, 404)
+
+
+async def test_try_it_through_the_server(jp_fetch: Any, services_root: Path) -> None:
+    body = {"path": "svc/scoring.ipynb", "name": "scorer", "payload": {"inputs": [{"age": 1, "income": 1}]}}
+    status, doc = await api(jp_fetch, "services/predict", method="POST", body=body)
+    assert status == 404 and "start it first" in doc["fix"], doc  # never started: not in services.json
+    await api(jp_fetch, "services", method="POST", body={"path": "svc/scoring.ipynb", "action": "start"}, expect=202)
+    _, doc = await api(jp_fetch, "services/predict", method="POST", body=body, expect=200)
+    assert doc == {"status": 200, "answer": {"predictions": [{"score": 4.0, "loads": 1}]}}
+    # the service's own refusal comes back as its status and JSON, inside a 200 from the server
+    _, doc = await api(jp_fetch, "services/predict", method="POST", expect=200,
+                       body={**body, "payload": {"inputs": [{"age": "old"}]}})
+    assert doc["status"] == 422 and "age" in str(doc["answer"]), doc
+    _, doc = await api(jp_fetch, "services/predict", method="POST", expect=200, body={**body, "payload": [1]})
+    assert doc["status"] in (400, 422), doc
+    # only services registered for that notebook are reachable
+    status, doc = await api(jp_fetch, "services/predict", method="POST", body={**body, "name": "other"})
+    assert status == 404 and "no service 'other'" in doc["message"]
+    status, _ = await api(jp_fetch, "services/predict", method="POST", body={"path": "svc/scoring.ipynb",
+                                                                           "name": "scorer"})
+    assert status == 400
+    await api(jp_fetch, "services", method="POST", body={"path": "svc/scoring.ipynb", "action": "stop"}, expect=202)
+    status, _ = await api(jp_fetch, "services/predict", method="POST", body=body)
+    assert status == 404
