@@ -61,11 +61,13 @@ from scanflow_jupyter.runtime.backends import (
     StepOutcome,
     TrackingTarget,
 )
+from scanflow_jupyter.runtime.constants import (
+    ENV_CONFIGMAP,
+    ENV_SECRET,
+    PARAM_ENV_PREFIX,
+    STEP_NOTEBOOK,
+)
 
-STEP_NOTEBOOK = "/opt/scanflow/step.ipynb"  # = build.builder.STEP_NOTEBOOK
-PARAM_ENV_PREFIX = "SCANFLOW_PARAM_"  # = kubernetes.workflow.PARAM_ENV_PREFIX
-ENV_CONFIGMAP = "scanflow-env"  # = kubernetes.manifests.ENV_CONFIGMAP
-ENV_SECRET = "scanflow-tracker"  # = kubernetes.manifests.SECRET
 RUN_STORE_KEY = "SCANFLOW_RUN_STORE"
 S3_ENDPOINT_KEY = "SCANFLOW_S3_ENDPOINT_URL"
 
