@@ -18,7 +18,9 @@ import type {
   IOutputNotebook,
   IRunEvent,
   IRunSummary,
+  IServiceInfo,
   IStepLog,
+  ITryAnswer,
   IValidationMessage
 } from './types';
 
@@ -285,6 +287,21 @@ export class ScanflowClient {
   async agentAction(path: string, action: 'start' | 'stop', names: string[] | null = null): Promise<IAgentInfo[]> {
     const reply = await this.request<{ agents: IAgentInfo[] }>('POST', 'agents', {}, this.withSettings({ path, action, names }));
     return reply.agents ?? [];
+  }
+
+  async services(path: string): Promise<IServiceInfo[]> {
+    const reply = await this.request<{ services: IServiceInfo[] }>('GET', 'services', { path });
+    return reply.services ?? [];
+  }
+
+  async servicesAction(path: string, action: 'start' | 'stop', names: string[] | null = null): Promise<IServiceInfo[]> {
+    const reply = await this.request<{ services: IServiceInfo[] }>('POST', 'services', {}, this.withSettings({ path, action, names }));
+    return reply.services ?? [];
+  }
+
+  /** The "try it" request, sent by the server to the service (the page holds no service token). */
+  tryService(path: string, name: string, payload: unknown): Promise<ITryAnswer> {
+    return this.request('POST', 'services/predict', {}, { path, name, payload });
   }
 
   build(path: string): Promise<IJob> {

@@ -1,4 +1,4 @@
-/** The Scanflow left sidebar: Application (DAG), Actions, Runs, Agents for the active notebook. */
+/** The Scanflow left sidebar: Application (DAG), Actions, Runs, Agents, Services for the active notebook. */
 import type { NotebookPanel } from '@jupyterlab/notebook';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
@@ -8,6 +8,7 @@ import { ActionsSection } from './section_actions';
 import { AgentsSection } from './section_agents';
 import { ApplicationSection } from './section_app';
 import { RunsSection } from './section_runs';
+import { ServicesSection } from './section_services';
 import { Section, useSignals } from './widgets';
 
 export type { IScanflowSettings, ISidebarContext } from './context';
@@ -52,6 +53,9 @@ function NotebookView(props: { panel: NotebookPanel; ctx: ISidebarContext }): JS
         }
       >
         <AgentsSection model={model} />
+      </Section>
+      <Section title="Services" id="services">
+        <ServicesSection key={model.path} model={model} />
       </Section>
     </div>
   );

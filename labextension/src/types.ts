@@ -188,3 +188,26 @@ export interface IOutputNotebook {
   step: string;
   notebook: { cells: INotebookCell[]; metadata?: Record<string, unknown> };
 }
+
+/** One local service (`GET services`; `scanflow services ls`). */
+export interface IServiceInfo {
+  app: string;
+  name: string;
+  notebook: string;
+  state: 'starting' | 'running' | 'restarting' | 'failed' | 'stopped' | string;
+  kind: 'custom' | 'mlflow' | string;
+  model: string | null;
+  version: string | null;
+  port: number | null;
+  pid: number | null;
+  url: string | null;
+  restarts: number;
+  log: string | null;
+  error: string | null;
+}
+
+/** The answer of `POST services/predict`: the service's own HTTP status and JSON. */
+export interface ITryAnswer {
+  status: number;
+  answer: unknown;
+}
