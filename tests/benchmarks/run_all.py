@@ -3,7 +3,7 @@
 Ratios only compare figures measured in this same run; nothing here asserts on time.
 Results also go to tests/benchmarks/results/latest.json.
 
-    python -m tests.benchmarks.run_all [--only chain,sleep,rerun,cache_check,array,load_ext,docker,agents] [--reps 3]
+    python -m tests.benchmarks.run_all [--only chain,sleep,rerun,cache_check,array,load_ext,inspect,docker,agents,...] [--reps 3]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tests.benchmarks import (
     bench_cache,
     bench_data,
     bench_docker,
+    bench_inspect,
     bench_k8s_compile,
     bench_k8s_deploy,
     bench_pipelines,
@@ -30,8 +31,8 @@ from tests.benchmarks import (
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
-ALL = ("chain", "sleep", "rerun", "cache_check", "array", "load_ext", "docker", "agents", "server_runs", "k8s_compile",
-       "k8s")
+ALL = ("chain", "sleep", "rerun", "cache_check", "array", "load_ext", "inspect", "docker", "agents", "server_runs",
+       "k8s_compile", "k8s")
 
 
 def _progress(text: str) -> None:
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         if "load_ext" in chosen:
             _progress("5/5 %load_ext scanflow_jupyter vs import mlflow")
             rows += bench_startup.load_ext(args.startup_reps)
+        if "inspect" in chosen:
+            _progress("inspect: `scanflow inspect` of a 1000-step chain vs 10 steps (text and --json)")
+            rows += bench_inspect.inspect(root, args.reps)
         if "docker" in chosen:
             _progress("6/6 images: base, cold build, rebuild after one edit; docker vs local per-step overhead")
             rows += bench_docker.docker(root, args.reps, progress=_progress)
