@@ -59,7 +59,9 @@ export function parsePayload(text: string): { ok: true; value: unknown } | { ok:
 export function answerView(a: ITryAnswer): { ok: boolean; head: string; body: string } {
   const ok = a.status >= 200 && a.status < 300;
   const reason: Record<number, string> = { 400: 'bad request', 422: 'refused: the payload does not fit', 500: 'predict() failed', 503: 'not ready' };
-  const head = ok ? `${a.status} OK` : `${a.status} ${reason[a.status] ?? 'error'}`;
-  const body = typeof a.answer === 'string' ? a.answer : JSON.stringify(a.answer, null, 2);
+  const head = ok ? `✔ ${a.status} OK` : `✖ ${a.status} ${reason[a.status] ?? 'error'}`;
+  const error = !ok && a.answer && typeof a.answer === 'object' ? (a.answer as { error?: unknown }).error : undefined;
+  // a refusal shows the service's error text; an answer shows its JSON
+  const body = typeof error === 'string' ? error : typeof a.answer === 'string' ? a.answer : JSON.stringify(a.answer, null, 2);
   return { ok, head, body };
 }

@@ -57,12 +57,13 @@ describe('parsePayload', () => {
 describe('answerView', () => {
   it('shows a 200 as OK with pretty JSON and a 422 as refused with the error text', () => {
     expect(answerView({ status: 200, answer: { predictions: [6] } })).toEqual({
-      ok: true, head: '200 OK', body: '{\n  "predictions": [\n    6\n  ]\n}'
+      ok: true, head: '✔ 200 OK', body: '{\n  "predictions": [\n    6\n  ]\n}'
     });
     const refused = answerView({ status: 422, answer: { error: 'inputs.0: not a number' } });
     expect(refused.ok).toBe(false);
-    expect(refused.head).toBe('422 refused: the payload does not fit');
-    expect(refused.body).toContain('inputs.0: not a number');
-    expect(answerView({ status: 502, answer: 'Bad gateway' })).toEqual({ ok: false, head: '502 error', body: 'Bad gateway' });
+    expect(refused.head).toBe('✖ 422 refused: the payload does not fit');
+    expect(refused.body).toBe('inputs.0: not a number');
+    expect(answerView({ status: 400, answer: { detail: 'x' } }).body).toBe('{\n  "detail": "x"\n}');
+    expect(answerView({ status: 502, answer: 'Bad gateway' })).toEqual({ ok: false, head: '✖ 502 error', body: 'Bad gateway' });
   });
 });
