@@ -25,9 +25,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install scanflow-jupyter with test tools
 
-run: $(STAMP) ## Set up, then run the tutorial notebook as a pipeline (local runner, local MLflow store)
-	$(BIN)/scanflow run $(TUTORIAL)
-	@echo "MLflow store: .scanflow/mlflow.db  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///.scanflow/mlflow.db)"
+run: $(STAMP) ## Set up, then play the tutorial's story: train -> serve -> drift -> agents retrain -> hot swap
+	$(BIN)/python scripts/run_tutorial.py
 
 run-examples: $(STAMP) ## Run the small example notebooks as pipelines
 	@for nb in $(EXAMPLES); do echo "== scanflow run $$nb"; $(BIN)/scanflow run $$nb || exit $$?; done
