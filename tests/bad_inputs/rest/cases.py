@@ -209,6 +209,11 @@ def build_cases() -> list[Case]:
                        ("names_string", {"action": "start", "names": "a"}),
                        ("names_ints", {"action": "start", "names": [1]}), ("no_service", {"action": "start"})]:
         cases.append(Case(f"services-{cid}", "POST", "services", _j({**ok, **extra}), 400))
+    # the sidebar's "try it" (no service of diamond.ipynb is registered: 404, nothing is sent)
+    cases += _post_bodies("services/predict", {"name": "x", "payload": {"inputs": [1]}})
+    for cid, extra, code in [("name_missing", {"payload": {}}, 400), ("name_int", {"name": 5, "payload": {}}, 400),
+                             ("payload_missing", {"name": "x"}, 400), ("unregistered", {"name": "x", "payload": []}, 404)]:
+        cases.append(Case(f"services-predict-{cid}", "POST", "services/predict", _j({**ok, **extra}), code))
     # builds and deployments (never a valid notebook: these would build or deploy for real)
     cases += _post_bodies("builds", {})
     cases.append(Case("builds-broken-notebook", "POST", "builds", _j({"path": "broken.ipynb"}), 400))
