@@ -26,6 +26,12 @@ from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 from scanflow_jupyter.runtime.kernel_pool import Kernel, KernelPool
 
 
+def _load_nbclient() -> None:
+    """Import what `_execute` needs (run in a thread by `prepare`)."""
+    import nbclient  # noqa: F401
+    import nbformat  # noqa: F401
+
+
 class LocalBackend(Backend):
     """Run steps in kernels started by a warm pool (zygote-forked when possible)."""
 
@@ -36,6 +42,7 @@ class LocalBackend(Backend):
         self.pool: KernelPool | None = None
         self._running: dict[str, Kernel] = {}
         self.secrets: list[str] = []
+        self._imports: asyncio.Future[None] | None = None
 
     async def prepare(self, steps_to_run: int) -> None:
         from scanflow_jupyter.runtime.fork_provisioner import Zygote
@@ -60,6 +67,10 @@ class LocalBackend(Backend):
             preamble = list(itertools.takewhile(lambda c: c["metadata"]["scanflow"]["role"] == "setup", step_nb["cells"]))
         self.pool = KernelPool(self.app.kernel_name or "python3", cwd, env, warm=warm, preamble=preamble)
         self.pool.expect(steps_to_run)
+        if steps_to_run and self._imports is None:
+            # nbclient imports nbformat -> jsonschema (1-2 s of CPU): load it in a thread while the
+            # first kernel starts instead of blocking the event loop when the first step executes
+            self._imports = asyncio.ensure_future(asyncio.to_thread(_load_nbclient))
 
     def expect(self, steps_left: int) -> None:
         if self.pool:
@@ -93,6 +104,8 @@ class LocalBackend(Backend):
             self.pool.discard_soon(kernel)
 
     async def _execute(self, job: StepJob, kernel: Kernel) -> StepOutcome:
+        if self._imports is not None:
+            await asyncio.shield(self._imports)
         import nbformat
         from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError, DeadKernelError
