@@ -7,7 +7,9 @@ import { expect, test } from '@jupyterlab/galata';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import type { Locator } from '@playwright/test';
+import type { Locator, Page } from '@playwright/test';
+
+import AxeBuilder from '@axe-core/playwright';
 
 import { contrastRatio, parseColor } from '../../src/contrast';
 
@@ -49,6 +51,13 @@ async function checkContrast(section: Locator, theme: string): Promise<void> {
     const bg = parseColor(s.bg);
     expect(contrastRatio(parseColor(s.color, bg), bg), `${theme}: ${s.cls} ${s.color} on ${s.bg}`).toBeGreaterThanOrEqual(4.5);
   }
+}
+
+/** axe-core on the Services section: no serious or critical violations. */
+async function checkAxe(page: Page, theme: string): Promise<void> {
+  const results = await new AxeBuilder({ page }).include(`${SIDEBAR} .sf-section-services`).analyze();
+  const serious = results.violations.filter(v => v.impact === 'serious' || v.impact === 'critical');
+  expect(serious.map(v => `${theme} ${v.id}: ${v.help} — ${v.nodes.map(n => n.target.join(' ')).join(' | ')}`)).toEqual([]);
 }
 
 test.use({ autoGoto: true });
@@ -96,6 +105,7 @@ test('services: start from the sidebar, try a good and a bad payload, stop', asy
   await expect(card.locator('.sf-try-answer')).toHaveClass(/sf-try-refused/);
   await expect(card.locator('.sf-try-answer pre')).toContainText('list[float]');
   await checkContrast(section, 'light');
+  await checkAxe(page, 'light');
   await section.screenshot({ path: path.join(SHOTS, 'services-light-422.png') });
 
   // not JSON: said in the page, nothing sent
@@ -108,6 +118,7 @@ test('services: start from the sidebar, try a good and a bad payload, stop', asy
   await card.locator('button[data-action="Send"]').click();
   await expect(card.locator('.sf-try-refused')).toBeVisible();
   await checkContrast(section, 'dark');
+  await checkAxe(page, 'dark');
   await section.screenshot({ path: path.join(SHOTS, 'services-dark-refused.png') });
   await payload.fill('{"inputs": [1.5, 2]}');
   await card.locator('button[data-action="Send"]').click();
