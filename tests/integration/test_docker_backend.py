@@ -195,3 +195,22 @@ def test_tracker_up_status_down(project: Any) -> None:
     assert not Path(f"/proc/{up['pid']}").exists() or "mlflow" not in Path(f"/proc/{up['pid']}/cmdline").read_text()
     code, status = project.cli_json("tracker", "status", "--json")
     assert code == 1 and status["running"] is False
+
+
+LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v2, v1
+               "/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+
+
+def test_kubernetes_quantities_become_container_limits(docker_project: Any, runner: Any) -> None:
+    """`--memory 1Pi` passes validation, so the docker backend must run it (its own parser used to raise)."""
+    docker_project.write_notebook("limits", [
+        "%load_ext scanflow_jupyter\n%scanflow_app limits",
+        "%%executor big --memory 1Pi --cpu 500m --outputs limits\nfrom pathlib import Path\n"
+        f"limits = {{p: Path(p).read_text().split()[0] for p in {LIMIT_FILES!r} if Path(p).exists()}}",
+    ])
+    outcome = runner.run("limits", backend="docker")
+    assert outcome.statuses() == {"big": "succeeded"}, {n: s.error for n, s in outcome.state.steps.items()}
+    limits = outcome.output("big", "limits")
+    memory = limits.get(LIMIT_FILES[0]) or limits.get(LIMIT_FILES[1])
+    cpu = limits.get(LIMIT_FILES[2]) or limits.get(LIMIT_FILES[3])
+    assert (memory, cpu) == (str(2**50), "50000"), limits  # 1Pi bytes; 500m = 50 ms per 100 ms period
