@@ -152,6 +152,11 @@ def _step_requirements(app: Any) -> dict[str, Any]:
 def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str | None, only: tuple[str, ...],
         resume: str | None, max_parallel: int | None, no_cache: bool, as_json: bool, explain: bool) -> None:
     """Run NOTEBOOK as a pipeline of isolated, cached, parallel steps."""
+    # nbclient -> nbformat -> jsonschema compiles an RFC 3987 grammar at import when the optional
+    # rfc3987_syntax is installed (1-3 s of CPU on the first step's path); this process checks no
+    # `iri` formats, so jsonschema is told it is absent (a no-op once jsonschema is loaded).
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     from scanflow_jupyter.cli_view import load_params_file, print_unreadable_run
     from scanflow_jupyter.data.store import RunUnreadableError
     from scanflow_jupyter.runtime.backends import UnknownBackendError
