@@ -35,6 +35,7 @@ from scanflow_jupyter.kubernetes.config import (
     DeployConfig,
 )
 from scanflow_jupyter.model import Agent, Application, Service
+from scanflow_jupyter.runtime.constants import ENV_CONFIGMAP, ENV_SECRET
 
 Manifest = dict[str, Any]
 
@@ -42,8 +43,7 @@ LABEL_APP = "scanflow.io/app"
 LABEL_TEAM = "scanflow.io/team"
 SERVICE_ACCOUNT = "scanflow"
 ROLE = "scanflow-runner"
-SECRET = "scanflow-tracker"
-ENV_CONFIGMAP = "scanflow-env"
+SECRET = ENV_SECRET  # credentials of the environment (S3 keys, the tracker's database URI)
 AGENTS_CONFIGMAP = "scanflow-agents"
 TRACKER = "scanflow-tracker"  # Deployment + Service (port 5000) of the MLflow tracker
 TRACKER_PVC = "mlflow-data"

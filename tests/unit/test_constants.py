@@ -19,12 +19,11 @@ def test_importers_use_the_shared_names() -> None:
     assert redact.MASK is constants.MASK and step_io.MASK is constants.MASK
 
 
-def test_copies_in_modules_not_yet_switched_agree() -> None:
-    """kubernetes_backend.py and manifests.py were being edited by others: they still hold copies."""
-    assert kubernetes_backend.STEP_NOTEBOOK == constants.STEP_NOTEBOOK
-    assert kubernetes_backend.PARAM_ENV_PREFIX == constants.PARAM_ENV_PREFIX
-    assert kubernetes_backend.ENV_CONFIGMAP == manifests.ENV_CONFIGMAP == constants.ENV_CONFIGMAP
-    assert kubernetes_backend.ENV_SECRET == manifests.SECRET == constants.ENV_SECRET
+def test_the_kubernetes_modules_use_the_shared_names_too() -> None:
+    assert kubernetes_backend.STEP_NOTEBOOK is constants.STEP_NOTEBOOK
+    assert kubernetes_backend.PARAM_ENV_PREFIX is constants.PARAM_ENV_PREFIX
+    assert kubernetes_backend.ENV_CONFIGMAP is manifests.ENV_CONFIGMAP is constants.ENV_CONFIGMAP
+    assert kubernetes_backend.ENV_SECRET is manifests.SECRET is constants.ENV_SECRET
 
 
 def test_constants_import_nothing_of_ours() -> None:
