@@ -305,17 +305,23 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`cmd &`)
     summary: dict[str, Any] | None = None
+    interrupted = False
     try:
         summary = play(story, args)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        interrupted = True
         story.say("interrupted: stopping everything the story started")
     except Exception as exc:  # noqa: BLE001 - narrated, then everything is stopped
         story.say(f"FAILED: {exc}")
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the `down` subprocesses too
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop(story)
     if summary is None:
-        return 1
+        return 130 if interrupted else 1
     png = workdir / "story.png"
     plot(story, png, threshold=0.25)
     summary["png"] = str(png)

@@ -28,6 +28,19 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def _processes_of(workdir: Path) -> list[str]:
+    """Command lines of live processes that name the story's folder (supervisors, services, agents)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and str(workdir) in cmdline and int(entry.name) != os.getpid():
+            found.append(cmdline)
+    return found
+
+
 def test_the_story_retrains_promotes_swaps_and_recovers(tmp_path: Path, require: Any,
                                                          scanflow_cmd: list[str]) -> None:
     for module in ("mlflow", "sklearn", "scipy", "uvicorn", "pyarrow", "matplotlib", "httpx"):
@@ -77,3 +90,42 @@ def test_the_story_retrains_promotes_swaps_and_recovers(tmp_path: Path, require:
         rows = rows.get(kind, rows) if isinstance(rows, dict) else rows
         running = [r for r in rows if r.get("state") in ("running", "starting") or _alive(r.get("pid"))]
         assert running == [], (kind, rows)
+    assert _processes_of(workdir) == []
+
+
+def test_ctrl_c_during_the_story_stops_every_service_and_agent(tmp_path: Path, require: Any,
+                                                               scanflow_cmd: list[str]) -> None:
+    import signal
+    import time
+
+    for module in ("mlflow", "sklearn", "scipy", "uvicorn", "pyarrow", "httpx"):
+        require(module)
+    workdir = tmp_path / "story"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SCANFLOW_HOME")}
+    log = tmp_path / "story.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "run_tutorial.py"), "--workdir", str(workdir)],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 400
+        while "sending shifted digits" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group, twice
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=300) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "interrupted: stopping everything" in text and "stopped services (exit 0)" in text, text
+    home_env = {**env, "SCANFLOW_HOME": str(workdir / ".scanflow")}
+    for kind in ("services", "agents"):
+        ls = subprocess.run([*scanflow_cmd, kind, "ls", "--json"], cwd=workdir, env=home_env, text=True,
+                            capture_output=True, timeout=60)
+        rows = json.loads(ls.stdout or "[]")
+        rows = rows.get(kind, rows) if isinstance(rows, dict) else rows
+        assert [r for r in rows if r.get("state") in ("running", "starting")] == [], (kind, rows)
+    assert _processes_of(workdir) == []
