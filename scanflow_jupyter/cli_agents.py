@@ -77,8 +77,8 @@ def agents() -> None:
 def up(notebook: str, timeout: float, as_json: bool) -> None:
     """Start (or restart) the agents of NOTEBOOK; bad agents are refused, the others start."""
     from scanflow_jupyter.agents.auth import AgentTokenError
-    from scanflow_jupyter.agents.supervisor import NoAgents
-    from scanflow_jupyter.agents.supervisor import up as agents_up
+    from scanflow_jupyter.agents.control import NoAgents
+    from scanflow_jupyter.agents.control import up as agents_up
     from scanflow_jupyter.notebook.parser import NotebookReadError
 
     try:
@@ -134,7 +134,7 @@ def up(notebook: str, timeout: float, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def down(notebook: str | None, all_: bool, as_json: bool) -> None:
     """Stop the agents of NOTEBOOK (or of every notebook with --all)."""
-    from scanflow_jupyter.agents.supervisor import down as agents_down
+    from scanflow_jupyter.agents.control import down as agents_down
 
     if notebook is None and not all_:
         raise click.UsageError("name the notebook, or pass --all to stop every agent of this project.")
@@ -170,7 +170,7 @@ def token() -> None:
 @click.option("--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
 def ls_(as_json: bool, watch: float | None) -> None:
     """List the agents of this project: port, pid, uptime, sensors, last value, last error."""
-    from scanflow_jupyter.agents.supervisor import ls as agents_ls
+    from scanflow_jupyter.agents.control import ls as agents_ls
 
     if as_json:
         rows = [{**r.to_dict(), "cell": shown(r.cell)} for r in agents_ls()]  # cell: 1-based

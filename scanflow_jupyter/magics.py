@@ -490,32 +490,32 @@ class ScanflowMagics(Magics):
             print(widget.text())
 
     def _agents_ls(self) -> None:
-        from scanflow_jupyter.agents.supervisor import ls
+        from scanflow_jupyter.agents.control import ls
         from scanflow_jupyter.agents.widget import AgentsWidget
 
         self._show_agents(AgentsWidget(ls(), title="agents of this project", reload=ls))
 
     def _agents(self, path: Path, action: str) -> None:
-        from scanflow_jupyter.agents import supervisor
+        from scanflow_jupyter.agents import control
         from scanflow_jupyter.agents.widget import AgentsWidget
         from scanflow_jupyter.notebook.parser import NotebookReadError
 
         if action == "down":
-            result = supervisor.down(path)
+            result = control.down(path)
             print(f"stopped {len(result.agents)} agent(s): {', '.join(result.agents) or '-'}"
                   if result.notebooks else f"no agents were running for {path.name}")
             return
         try:
-            result = supervisor.up(path)
+            result = control.up(path)
         except NotebookReadError as exc:
             raise UsageError(f"%scanflow agents up: {exc.message.text} Fix: {exc.message.fix}") from None
-        except supervisor.NoAgents as exc:
+        except control.NoAgents as exc:
             raise UsageError(f"%scanflow agents up: {exc} Fix: add a cell starting with %%agent NAME.") from None
-        except supervisor.auth.AgentTokenError as exc:
+        except control.auth.AgentTokenError as exc:
             raise UsageError(f"%scanflow agents up: {exc}") from None
 
         def reload() -> list[Any]:
-            return supervisor.ls(notebook=result.notebook)
+            return control.ls(notebook=result.notebook)
 
         widget = AgentsWidget(result.agents, title=f"agents of {result.app}", refused=result.refused,
                               warnings=result.warnings, reload=reload)

@@ -19,7 +19,7 @@ def weak_models(ctx, runs):
 `scanflow agents up NOTEBOOK` (or `%scanflow agents up`) starts every agent of the notebook as
 a local HTTP service; see `agents.service` (routes), `agents.runtime` (what `ctx` offers),
 `agents.events` (MLflow events), `agents.templates` (built-in actions),
-`agents.supervisor` (processes, ports, restarts) and `agents.auth` (the project's agent token,
+`agents.control` + `agents.daemon` (processes, ports, restarts) and `agents.auth` (the project's agent token,
 required on every route but `GET /healthz`).
 
 Importing this package is cheap: no FastAPI, uvicorn, httpx or MLflow.

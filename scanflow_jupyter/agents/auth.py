@@ -21,6 +21,7 @@ import secrets
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -225,3 +226,18 @@ def refusal(method: str, path: str, headers: Mapping[str, str], *, token: str,
         elif has_body:
             return 415, "a POST body needs 'Content-Type: application/json'."
     return None
+
+
+async def refuse_asgi(scope: dict[str, Any], receive: Any, send: Any, *, token: str, hosts: frozenset[str]) -> bool:
+    """In ASGI middleware: answer an HTTP request that `refusal` refuses (401 with
+    `WWW-Authenticate: Bearer`, or 403) and return True; False lets it through."""
+    from starlette.responses import JSONResponse
+
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+    refused = refusal(scope["method"], scope["path"], headers, token=token, hosts=hosts)
+    if refused is None:
+        return False
+    status, message = refused
+    extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    await JSONResponse({"ok": False, "error": message}, status_code=status, headers=extra)(scope, receive, send)
+    return True

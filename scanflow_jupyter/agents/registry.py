@@ -13,21 +13,16 @@ Layout (version 1)::
 
 Writers take an exclusive `flock` on `agents.json.lock`, read, change and replace the file
 atomically; readers just read (they always see a whole file). The file is private to its owner
-(mode 0600) and holds no credentials: `tracking_uri` is recorded redacted.
+(mode 0600) and holds no credentials: `tracking_uri` is recorded redacted
+(`supervision.SupervisedRegistry`, shared with `services.json`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter.agents.state import atomic_write_json
-from scanflow_jupyter.redact import redact_uri
+from scanflow_jupyter.supervision import SupervisedRegistry, pid_alive
 
 __all__ = ["PeerNotFound", "Registry", "pid_alive"]
 
@@ -38,68 +33,11 @@ class PeerNotFound(LookupError):
     """`ctx.call(agent, ...)` named an agent that is not running; the message lists those that are."""
 
 
-def pid_alive(pid: int | None, marker: str | None = None) -> bool:
-    """True if process `pid` runs (and is not a zombie); with `marker`, its command line must
-    contain it (protects against a recycled pid)."""
-    if not pid:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        if marker is not None:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            return marker in cmdline
-    except (OSError, IndexError):
-        pass
-    return True
-
-
-class Registry:
-    """The agents registry of one Scanflow home."""
+class Registry(SupervisedRegistry):
+    """The agents registry of one Scanflow home (`agents.json`)."""
 
     def __init__(self, home: Path) -> None:
-        self.home = Path(home)
-        self.path = self.home / REGISTRY_NAME
-        self.lock_path = self.home / (REGISTRY_NAME + ".lock")
-
-    def read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-        data.setdefault("version", 1)
-        data.setdefault("notebooks", {})
-        return data
-
-    @contextlib.contextmanager
-    def edit(self) -> Iterator[dict[str, Any]]:
-        """Lock, read, let the caller change the dict, write it back atomically."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                data = self.read()
-                yield data
-                for entry in data["notebooks"].values():  # entries written by older versions too
-                    if isinstance(entry, dict) and entry.get("tracking_uri"):
-                        entry["tracking_uri"] = redact_uri(str(entry["tracking_uri"]))
-                atomic_write_json(self.path, data, private=True)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def notebook(self, notebook: str) -> dict[str, Any] | None:
-        return self.read()["notebooks"].get(notebook)
+        super().__init__(home, REGISTRY_NAME)
 
     def update_agent(self, notebook: str, agent: str, **fields: Any) -> None:
         with self.edit() as data:

@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse
 
 from scanflow_jupyter.agents import auth
 from scanflow_jupyter.agents.runtime import AgentRuntime
+from scanflow_jupyter.supervision import watch_parent
 
 __all__ = ["EXIT_REFUSED", "create_app", "main"]
 
@@ -58,15 +59,9 @@ class _Guard:
         if scope["type"] == "websocket":  # agents have no websocket route: refuse before any app code
             await send({"type": "websocket.close", "code": 1008})
             return
-        if scope["type"] == "http":
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-            refused = auth.refusal(scope["method"], scope["path"], headers, token=self.token, hosts=self.hosts)
-            if refused is not None:
-                status, message = refused
-                extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                await JSONResponse({"ok": False, "error": message}, status_code=status, headers=extra)(
-                    scope, receive, send)
-                return
+        if scope["type"] == "http" and await auth.refuse_asgi(scope, receive, send, token=self.token,
+                                                              hosts=self.hosts):
+            return
         await self.app(scope, receive, send)
 
 
@@ -184,15 +179,6 @@ def _prepare_environment(tracking_uri: str) -> None:
     quiet_mlflow_logs()
 
 
-async def _watch_parent(parent: int, server: Any) -> None:
-    while True:
-        await asyncio.sleep(0.5)
-        if os.getppid() != parent:
-            _log.warning("supervisor (pid %s) is gone: stopping", parent)
-            server.should_exit = True
-            return
-
-
 def main(argv: list[str] | None = None) -> int:
     from scanflow_jupyter._ast_guard import install as guard_ast
 
@@ -253,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_started(_app: FastAPI) -> Any:
         if args.parent:
-            return asyncio.get_running_loop().create_task(_watch_parent(args.parent, holder["server"]))
+            return asyncio.get_running_loop().create_task(watch_parent(args.parent, holder["server"], _log))
         return None
 
     host, port = sock.getsockname()[:2]

@@ -19,7 +19,7 @@ _STATES = {"failed": "crashed", "restarting": "crashed"}
 
 def _messages(home: Path, app: str, agent: str) -> list[dict[str, Any]]:
     """The last MESSAGES lines of the agent's messages.jsonl."""
-    from scanflow_jupyter.agents.supervisor import agents_folder
+    from scanflow_jupyter.agents.control import agents_folder
 
     path = agents_folder(home, app) / agent / "messages.jsonl"
     lines: deque[str] = deque(maxlen=MESSAGES)
@@ -51,7 +51,7 @@ def list_agents(home: Path, notebook: Path | None) -> list[dict[str, Any]]:
     """Every agent of `notebook` (all of the home if None), with its live `/status`."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from scanflow_jupyter.agents.supervisor import _summarise, ls, probe_status, project_token
+    from scanflow_jupyter.agents.control import _summarise, ls, probe_status, project_token
 
     rows = ls(home=home, notebook=str(notebook) if notebook else None, fetch=False)
     live = [r for r in rows if r.state == "running" and r.url]
@@ -71,7 +71,7 @@ def list_agents(home: Path, notebook: Path | None) -> list[dict[str, Any]]:
 
 def start_agents(home: Path, notebook: Path, tracking_uri: str | None) -> dict[str, Any]:
     """`scanflow agents up`: returns the agents and the refused ones (cell + fix)."""
-    from scanflow_jupyter.agents.supervisor import up
+    from scanflow_jupyter.agents.control import up
 
     env = dict(os.environ)
     if tracking_uri:
@@ -83,7 +83,7 @@ def start_agents(home: Path, notebook: Path, tracking_uri: str | None) -> dict[s
 
 
 def stop_agents(home: Path, notebook: Path) -> dict[str, Any]:
-    from scanflow_jupyter.agents.supervisor import down
+    from scanflow_jupyter.agents.control import down
 
     down(notebook, home=home)
     return {"agents": list_agents(home, notebook), "refused": [], "warnings": []}

@@ -502,7 +502,7 @@ class AgentsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
         from scanflow_jupyter.agents.auth import AgentTokenError
-        from scanflow_jupyter.agents.supervisor import NoAgents
+        from scanflow_jupyter.agents.control import NoAgents
         from scanflow_jupyter.notebook.parser import NotebookReadError
 
         body = self.json_body()

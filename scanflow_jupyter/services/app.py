@@ -109,15 +109,9 @@ def create_app(holder: ModelHolder, *, log: InferenceLog | None = None, token: s
     secret = token
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in PROTECTED:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-            refused = auth.refusal(scope["method"], scope["path"], headers, token=secret or "", hosts=allowed)
-            if refused is not None:
-                status, message = refused
-                extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                await JSONResponse({"ok": False, "error": message}, status_code=status, headers=extra)(
-                    scope, receive, send)
-                return
+        if (scope["type"] == "http" and scope["path"] in PROTECTED
+                and await auth.refuse_asgi(scope, receive, send, token=secret or "", hosts=allowed)):
+            return
         await app(scope, receive, send)
 
     return guarded

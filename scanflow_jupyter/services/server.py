@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXIT_FAILED", "ServeOptions", "main", "serve"]
+from scanflow_jupyter.supervision import listen, watch_parent
+
+__all__ = ["EXIT_FAILED", "ServeOptions", "listen", "main", "serve"]
 
 EXIT_FAILED = 3
 _log = logging.getLogger("scanflow.services")
@@ -90,7 +92,7 @@ def serve(spec: Any, sock: socket.socket, *, options: ServeOptions | None = None
 
     async def run() -> None:
         holder.start()
-        watcher = asyncio.create_task(_watch_parent(parent, server)) if parent else None
+        watcher = asyncio.create_task(watch_parent(parent, server, _log)) if parent else None
         await server.serve(sockets=[sock])
         if watcher:
             watcher.cancel()
@@ -103,28 +105,6 @@ def serve(spec: Any, sock: socket.socket, *, options: ServeOptions | None = None
         if log is not None:
             log.close()
     return EXIT_FAILED if holder_box.get("failed") else 0
-
-
-async def _watch_parent(parent: int, server: Any) -> None:
-    while True:
-        await asyncio.sleep(0.5)
-        if os.getppid() != parent:
-            _log.warning("supervisor (pid %s) is gone: stopping", parent)
-            server.should_exit = True
-            return
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: a free one); OSError if it is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # accepted connections inherit it: uvicorn serving a socket it did not create leaves Nagle on,
-    # and Nagle + the client's delayed ACK add ~40 ms to every answer
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    return sock
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,14 +57,14 @@ def _percentile(values: list[float], q: float) -> float:
 def agents(root: Path, reps: int) -> list[Row]:
     import httpx
 
-    from scanflow_jupyter.agents import supervisor
+    from scanflow_jupyter.agents import control
     from scanflow_jupyter.agents.registry import Registry
 
     folder = root / "agents"
     nb = nbs.write(nbs.notebook(["%scanflow_app bench-agents", PINGER, PONGER]), folder / "ping.ipynb")
     with scanflow_home(root, "agents") as home:
         started = time.perf_counter()
-        up = supervisor.up(nb, home=home)
+        up = control.up(nb, home=home)
         up_s = time.perf_counter() - started
         try:
             if up.exit_code != 0:
@@ -90,7 +90,7 @@ def agents(root: Path, reps: int) -> list[Row]:
             supervisor_mb = _rss_mb(int(entry["supervisor_pid"])) if entry.get("supervisor_pid") else float("nan")
             client.close()
         finally:
-            supervisor.down(nb, home=home)
+            control.down(nb, home=home)
     p50, p95 = median(sensor_s), _percentile(sensor_s, 0.95)
     d50, d95 = median(direct_s), _percentile(direct_s, 0.95)
     memory = statistics.mean(agent_mb)

@@ -90,7 +90,7 @@ def agents_project(project, require, monkeypatch):
     require("mlflow.tracking")
     fresh_store(project.home)
     yield project
-    from scanflow_jupyter.agents.supervisor import down
+    from scanflow_jupyter.agents.control import down
 
     down(home=project.home)
     deadline = time.monotonic() + 15
@@ -223,13 +223,13 @@ def _ticker_notebook(project: Any, seen_file: Path) -> Path:
 
 
 def test_sigkilled_agent_is_restarted_with_its_schedule_and_watermark(agents_project):
-    from scanflow_jupyter.agents import supervisor
+    from scanflow_jupyter.agents import control
     from scanflow_jupyter.agents.registry import Registry
 
     project = agents_project
     seen_file = project.root / "seen.txt"
     nb = _ticker_notebook(project, seen_file)
-    up = supervisor.up(nb)
+    up = control.up(nb)
     assert up.exit_code == 0, up.to_dict()
     ports = {a.name: a.port for a in up.agents}
     client = mlflow_client(project.tracking_uri())
@@ -271,7 +271,7 @@ def test_sigkilled_agent_is_restarted_with_its_schedule_and_watermark(agents_pro
 
 
 def test_mlflow_store_unavailable_errors_show_in_status_and_the_agent_keeps_running(agents_project, monkeypatch):
-    from scanflow_jupyter.agents import supervisor
+    from scanflow_jupyter.agents import control
 
     project = agents_project
     store = project.root / "store"
@@ -291,7 +291,7 @@ def test_mlflow_store_unavailable_errors_show_in_status_and_the_agent_keeps_runn
                 return [r.info.run_id for r in runs]
         """),
     ])
-    up = supervisor.up(nb)
+    up = control.up(nb)
     assert up.exit_code == 0, up.to_dict()
     port, pid = up.agents[0].port, up.agents[0].pid
     wait_for(lambda: sensor(get(port), "experiments")["state"] == "ok", 20, "the store to be read once")
@@ -305,7 +305,7 @@ def test_mlflow_store_unavailable_errors_show_in_status_and_the_agent_keeps_runn
         for name in ("experiments", "runs"):
             assert "unable to open database file" in sensor(down_status, name)["last_error"]
         assert sensor(down_status, "runs")["last_error"].startswith("MLflow: ")
-        rows = {r.name: r for r in supervisor.ls()}
+        rows = {r.name: r for r in control.ls()}
         assert rows["probe"].state == "running" and "unable to open database file" in rows["probe"].last_error
         time.sleep(1.0)
         assert get(port)["pid"] == pid  # still the same process, still answering

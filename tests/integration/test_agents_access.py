@@ -55,9 +55,9 @@ def _guarded_notebook(project: Any, allow: list[str] | None = None) -> Path:
 
 
 def _start(project: Any, nb: Path) -> int:
-    from scanflow_jupyter.agents import supervisor
+    from scanflow_jupyter.agents import control
 
-    up = supervisor.up(nb)
+    up = control.up(nb)
     assert up.exit_code == 0, up.to_dict()
     return up.agents[0].port
 
@@ -241,9 +241,9 @@ def test_agents_record_and_answer_no_credentials(agents, monkeypatch):
     entry = next(iter(registry["notebooks"].values()))
     assert entry["tracking_uri"] == f"http://***@127.0.0.1:{closed}"
 
-    from scanflow_jupyter.agents import supervisor
+    from scanflow_jupyter.agents import control
 
-    supervisor.down(nb)  # flush logs and state to disk first
+    control.down(nb)  # flush logs and state to disk first
     files = list(_files(project.home))
     assert any(p.name == "watcher.log" for p in files) and any(p.name == "messages.jsonl" for p in files)
     leaks = [name for name, text in answers.items() if any(s in text for s in secrets)]

@@ -30,7 +30,7 @@ def agents_root(jp_root_dir: Path, require: Any) -> Any:
     fresh_store(home)
     write_notebook(jp_root_dir, "agents/ticker.ipynb", TICKER)
     yield jp_root_dir
-    from scanflow_jupyter.agents.supervisor import down
+    from scanflow_jupyter.agents.control import down
 
     down(home=home)
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from scanflow_jupyter.agents.control import AgentRow, UpResult, ls
 from scanflow_jupyter.agents.registry import PeerNotFound, Registry, pid_alive
-from scanflow_jupyter.agents.supervisor import AgentRow, UpResult, ls
 from scanflow_jupyter.agents.widget import AgentsWidget
 
 
