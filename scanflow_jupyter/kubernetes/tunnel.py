@@ -92,8 +92,12 @@ class ServiceTunnel:
         from kubernetes.stream import portforward
 
         forward = None
+        # a client of its own per connection: the kubernetes package's stream/portforward swaps
+        # `api_client.request` for a websocket call while it runs, so sharing the caller's client
+        # (or one between connections) races with every other request made through it
+        api = client.ApiClient(self.api.configuration)
         try:
-            core = client.CoreV1Api(self.api)
+            core = client.CoreV1Api(api)
             try:
                 forward = portforward(core.connect_get_namespaced_pod_portforward, self._pod, self.namespace,
                                       ports=str(self._target))
@@ -113,6 +117,7 @@ class ServiceTunnel:
                     forward.close()
                 except Exception:  # noqa: BLE001
                     pass
+            api.close()
 
 
 def _pump(a: socket.socket, b: Any, closed: threading.Event) -> None:
