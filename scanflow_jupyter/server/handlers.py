@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -501,9 +502,7 @@ class AgentsHandler(ScanflowHandler):
 
     @tornado.web.authenticated
     async def post(self) -> None:
-        from scanflow_jupyter.agents.auth import AgentTokenError
         from scanflow_jupyter.agents.control import NoAgents
-        from scanflow_jupyter.notebook.parser import NotebookReadError
 
         body = self.json_body()
         nb = self.notebook(body.get("path"))
@@ -514,21 +513,29 @@ class AgentsHandler(ScanflowHandler):
         if body.get("names"):
             raise ApiError(400, "starting or stopping some agents of a notebook only is not supported",
                            "send names: null to act on every agent of the notebook")
-        try:
-            if action == "start":
-                doc = await agents_api.in_thread(agents_api.start_agents, self.ext.home, nb, tracking_uri)
-            else:
-                doc = await agents_api.in_thread(agents_api.stop_agents, self.ext.home, nb)
-        except NotebookReadError as exc:
-            raise ApiError(400, exc.message.text, exc.message.fix, messages=[message_doc(exc.message)]) from None
-        except NoAgents as exc:
-            raise ApiError(400, str(exc), "add a cell starting with %%agent NAME") from None
-        except AgentTokenError as exc:  # the project's token file is unsafe: state to repair, not a crash
-            text, _, fix = str(exc).partition(" Fix: ")
-            raise ApiError(409, text, fix) from None
-        except RuntimeError as exc:
-            raise ApiError(500, str(exc)) from None
-        self.reply(doc, 202)
+        if action == "start":
+            work = functools.partial(agents_api.start_agents, self.ext.home, nb, tracking_uri)
+        else:
+            work = functools.partial(agents_api.stop_agents, self.ext.home, nb)
+        self.reply(await supervised(work, NoAgents, "add a cell starting with %%agent NAME"), 202)
+
+
+async def supervised(work: Any, none_declared: type[Exception], add_fix: str) -> Any:
+    """Run an agents/services start or stop in a thread; its failures as the REST errors they mean."""
+    from scanflow_jupyter.agents.auth import AgentTokenError
+    from scanflow_jupyter.notebook.parser import NotebookReadError
+
+    try:
+        return await agents_api.in_thread(work)
+    except NotebookReadError as exc:
+        raise ApiError(400, exc.message.text, exc.message.fix, messages=[message_doc(exc.message)]) from None
+    except none_declared as exc:
+        raise ApiError(400, str(exc), add_fix) from None
+    except AgentTokenError as exc:  # the project's token file is unsafe: state to repair, not a crash
+        text, _, fix = str(exc).partition(" Fix: ")
+        raise ApiError(409, text, fix) from None
+    except RuntimeError as exc:
+        raise ApiError(500, str(exc)) from None
 
 
 class ServicesHandler(ScanflowHandler):
@@ -544,8 +551,6 @@ class ServicesHandler(ScanflowHandler):
 
     @tornado.web.authenticated
     async def post(self) -> None:
-        from scanflow_jupyter.agents.auth import AgentTokenError
-        from scanflow_jupyter.notebook.parser import NotebookReadError
         from scanflow_jupyter.server import services_api
         from scanflow_jupyter.services.spec import ServiceSpecError
 
@@ -556,22 +561,12 @@ class ServicesHandler(ScanflowHandler):
             raise ApiError(400, f"action {action!r} is not 'start' or 'stop'")
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             raise ApiError(400, "names must be a list of service names or null (every service of the notebook)")
-        try:
-            if action == "start":
-                doc = await agents_api.in_thread(services_api.start_services, self.ext.home, nb, names or None,
-                                                 self.body_settings(body).get("tracking_uri"))
-            else:
-                doc = await agents_api.in_thread(services_api.stop_services, self.ext.home, nb)
-        except NotebookReadError as exc:
-            raise ApiError(400, exc.message.text, exc.message.fix, messages=[message_doc(exc.message)]) from None
-        except ServiceSpecError as exc:
-            raise ApiError(400, str(exc), "add a cell starting with %%service NAME") from None
-        except AgentTokenError as exc:
-            text, _, fix = str(exc).partition(" Fix: ")
-            raise ApiError(409, text, fix) from None
-        except RuntimeError as exc:
-            raise ApiError(500, str(exc)) from None
-        self.reply(doc, 202)
+        if action == "start":
+            work = functools.partial(services_api.start_services, self.ext.home, nb, names or None,
+                                     self.body_settings(body).get("tracking_uri"))
+        else:
+            work = functools.partial(services_api.stop_services, self.ext.home, nb)
+        self.reply(await supervised(work, ServiceSpecError, "add a cell starting with %%service NAME"), 202)
 
 
 class ServicePredictHandler(ScanflowHandler):
