@@ -216,12 +216,15 @@ def new_model_version(model: str | None = None, *, poll: Any = DEFAULT_POLL,
 
 def initial_watermark(spec: EventSpec, now_ms: int | None = None) -> dict[str, Any]:
     """The watermark of a sensor that has never polled: start now (or at 0 with history)."""
-    since = 0 if spec.include_existing else int(time.time() * 1000 if now_ms is None else now_ms)
+    # inference-log parts are named by nanosecond: a part written 0.1 ms after this call is new,
+    # so the parts' watermark is taken in nanoseconds, not rounded to the millisecond
+    now_ns = time.time_ns() if now_ms is None else now_ms * 1_000_000 + 999_999
+    since = 0 if spec.include_existing else now_ns // 1_000_000
     mark: dict[str, Any] = {"since_ms": since, "floor_ms": since, "seen": {}}
     if isinstance(spec, MetricCrosses):
         mark["side"] = None
     if isinstance(spec, NewPredictions):
-        mark["after_part"] = "" if spec.include_existing else f"part-{since * 1_000_000 + 999_999:019d}"
+        mark["after_part"] = "" if spec.include_existing else f"part-{now_ns:019d}"
     return mark
 
 

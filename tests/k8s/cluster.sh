@@ -516,12 +516,21 @@ start() {
     log "started $name (pid $!)"
 }
 
+# starting NAME -> the process just started for NAME is still alive, whether or not it has exec'd its program
+# yet (right after the fork its command line is still setsid's or bash's: pid_of alone raced on a loaded machine)
+starting() {
+    local pid state
+    pid=$(cat "$RUN/pids/$1.pid" 2>/dev/null) || return 1
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
 # wait_for NAME SECONDS CMD... -> poll CMD until it succeeds; fail with NAME's log otherwise
 wait_for() {
     local name=$1 timeout=$2; shift 2
     local deadline=$((SECONDS + timeout))
     until "$@" >/dev/null 2>&1; do
-        pid_of "$name" >/dev/null || fail_with_log "$name" "$name exited during start-up"
+        pid_of "$name" >/dev/null || starting "$name" || fail_with_log "$name" "$name exited during start-up"
         ((SECONDS < deadline)) || fail_with_log "$name" "$name not ready after ${timeout}s"
         sleep 0.5
     done

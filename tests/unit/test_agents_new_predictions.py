@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,19 @@ def test_fires_once_min_rows_are_there_and_never_twice(home: Path) -> None:
     assert list(events.inputs_frame()["x"]) == [1.0, 1.0, 1.0, 2.0, 2.0]
     assert events.predictions() == [1] * 5 and events[0]["status"] == 200
     assert poll(spec, None, mark3)[0] == []  # delivered once
+
+
+def test_a_part_written_in_the_watermarks_millisecond_is_new(home: Path) -> None:
+    """Parts are named by nanosecond: one written 0.1 ms after the sensor started counts (a watermark
+    rounded up to the end of its millisecond dropped it — a CI run lost a batch that way)."""
+    spec = new_predictions("clf", min_rows=1)
+    _write(home, [{"x": 0.0}])
+    (old,) = inference_folder(home, "clf").glob("part-*.parquet")
+    mark = initial_watermark(spec)
+    now = time.time_ns()
+    old.rename(old.with_name(f"part-{now:019d}.parquet"))
+    events, _ = poll(spec, None, mark)
+    assert len(events) == 1
 
 
 def test_include_existing_and_bad_arguments(home: Path) -> None:
