@@ -169,6 +169,27 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     return Project(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _no_mlflow_uri_leaks_between_tests() -> Any:
+    """`mlflow.set_tracking_uri`/`set_registry_uri` in the test process are global and also export
+    MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI to every later child: one test's store then answered
+    another's `models:/` lookup (a CI run failed so). Put both back after each test."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        if tracking_utils._tracking_uri is not None:
+            tracking_utils.set_tracking_uri(None)
+        registry_utils._registry_uri = None
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(name="require", scope="session")
 def require_fixture() -> Any:
     """`require(module)`: import it, or fail (CI) / skip (elsewhere) when it is missing."""
