@@ -261,6 +261,9 @@ class KubernetesBackend(Backend):
             return
         meta = workflow["metadata"]
         ns, name = meta["namespace"], meta["name"]
+        from scanflow_jupyter.kubernetes import workflow_ref
+
+        workflow_ref.write(job.run_dir, name, ns, self.setting("context", "SCANFLOW_K8S_CONTEXT"))  # the sidebar's link
         pod_logs: dict[str, list[str]] = {}  # the pods' logs: the local log.txt when no folder comes back
 
         def on_event(type_: str, step: str, attempt: int | None, **data: Any) -> None:

@@ -30,6 +30,9 @@ class ScanflowExtension:
         self.runs = RunManager(self.root, self.home, env)
         self.jobs = JobManager(self.root, self.home, env)
         self._mlflow: dict[str, Any] = {}
+        from scanflow_jupyter.server.mlflow_ui import MlflowUi
+
+        self.mlflow_ui = MlflowUi(self.home)  # the "Open in MLflow" links' UI, started on demand
 
     def tracking_uri(self, user: str = "") -> str:
         """The user's setting, else the trait, else $MLFLOW_TRACKING_URI, else the project's sqlite store."""
@@ -66,6 +69,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     ext = ScanflowExtension(Path(serverapp.root_dir), config)
     web_app = serverapp.web_app
     web_app.settings["scanflow"] = ext
+    from scanflow_jupyter.server.mlflow_ui import stop_with_server
+
+    stop_with_server(serverapp, ext.mlflow_ui.stop)
     # the sidebar sends its tracking_uri setting as a query parameter: the access log must not show it
     scrubbed = list(web_app.settings.get("extra_log_scrub_param_keys") or [])
     web_app.settings["extra_log_scrub_param_keys"] = [*scrubbed, "tracking_uri"]

@@ -492,6 +492,21 @@ class MlflowRunsHandler(ScanflowHandler):
         self.reply(doc)
 
 
+class MlflowUiHandler(ScanflowHandler):
+    """`mlflow-ui`: the MLflow UI of the effective tracking URI, started on demand (see server.mlflow_ui)."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from scanflow_jupyter.server.mlflow_ui import MlflowUiError
+
+        uri = self.ext.tracking_uri(self.body_settings(self.json_body()).get("tracking_uri", ""))
+        try:
+            answer = await asyncio.to_thread(self.ext.mlflow_ui.open, uri)
+        except MlflowUiError as exc:
+            raise ApiError(exc.status, exc.message, exc.fix) from None
+        self.reply(answer.to_dict())
+
+
 class AgentsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
@@ -711,6 +726,7 @@ def routes(base_url: str) -> list[tuple[str, type]]:
         (url(f"runs/{RUN_ID}/notebook"), OutputNotebookHandler),
         (url("mlflow/experiments"), ExperimentsHandler),
         (url("mlflow/runs"), MlflowRunsHandler),
+        (url("mlflow-ui"), MlflowUiHandler),
         (url("agents"), AgentsHandler),
         (url("services"), ServicesHandler),
         (url("services/predict"), ServicePredictHandler),

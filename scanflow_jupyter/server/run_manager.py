@@ -320,7 +320,19 @@ class RunManager:
             "params": state.params, "mlflow_run_id": state.mlflow_run_id, "resumed_from": state.resumed_from,
             "started_by": state.started_by, "tracking": state.tracking, "warnings": state.warnings,
             "steps": steps, "managed": state.run_id in self.managed,
+            "workflow": self._workflow(state),
         }
+
+    def _workflow(self, state: RunState) -> dict[str, Any] | None:
+        """A kubernetes run's Argo Workflow (name, namespace, kubectl command, Argo UI link), or None."""
+        if state.backend != "kubernetes":
+            return None
+        from scanflow_jupyter.kubernetes import workflow_ref
+
+        try:
+            return workflow_ref.summary(self.store.run_dir(state.run_id))
+        except StoreError:
+            return None
 
     def _executor_cells(self, notebook: str) -> dict[str, int]:
         """Executor name → cell index of the notebook as it is now (cached by mtime)."""
@@ -389,7 +401,7 @@ def unreadable_summary(entry: UnreadableRun) -> dict[str, Any]:
             "created_at": entry.created_at, "started_at": None, "finished_at": None, "duration_s": None,
             "params": {}, "mlflow_run_id": None, "resumed_from": None, "started_by": None, "tracking": None,
             "warnings": [],
-            "steps": {}, "managed": False,
+            "steps": {}, "managed": False, "workflow": None,
             "message": entry.message, "reason": entry.reason, "fix": entry.fix}
 
 

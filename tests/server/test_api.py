@@ -21,7 +21,7 @@ ROUTES = [
     ("POST", "runs", {"path": "diamond.ipynb"}), ("GET", "runs/20260101T000000-abcdef", None),
     ("POST", "runs/20260101T000000-abcdef/cancel", {}), ("GET", "runs/20260101T000000-abcdef/events", None),
     ("GET", "runs/20260101T000000-abcdef/logs?step=load", None), ("GET", "mlflow/experiments", None),
-    ("GET", "mlflow/runs", None), ("GET", "agents", None), ("POST", "agents", {"path": "diamond.ipynb", "action": "stop"}),
+    ("GET", "mlflow/runs", None), ("POST", "mlflow-ui", {}), ("GET", "agents", None), ("POST", "agents", {"path": "diamond.ipynb", "action": "stop"}),
     ("POST", "builds", {"path": "diamond.ipynb"}), ("GET", "builds/0123456789ab", None),
     ("GET", "deployments?path=diamond.ipynb", None), ("POST", "deployments", {"path": "diamond.ipynb"}),
     ("DELETE", "deployments?path=diamond.ipynb", None), ("GET", "deployments/0123456789ab", None),
@@ -192,7 +192,8 @@ async def test_cookie_auth_without_xsrf_is_403(server_url: str, jp_serverapp: An
     ok = await raw(server_url + "scanflow/api/runs", headers={"Cookie": cookie})
     assert ok.code == 200, "the cookie alone authenticates a GET"
     for route, body in [("runs", {"path": "broken.ipynb"}), ("agents", {"path": "broken.ipynb", "action": "stop"}),
-                        ("builds", {"path": "broken.ipynb"}), ("runs/20260101T000000-abcdef/cancel", {})]:
+                        ("builds", {"path": "broken.ipynb"}), ("runs/20260101T000000-abcdef/cancel", {}),
+                        ("mlflow-ui", {})]:
         resp = await raw(server_url + "scanflow/api/" + route, method="POST", body=json.dumps(body),
                          headers={"Cookie": cookie})
         assert resp.code == 403, (route, resp.code, resp.body[:300])

@@ -214,6 +214,11 @@ def build_cases() -> list[Case]:
     for cid, extra, code in [("name_missing", {"payload": {}}, 400), ("name_int", {"name": 5, "payload": {}}, 400),
                              ("payload_missing", {"name": "x"}, 400), ("unregistered", {"name": "x", "payload": []}, 404)]:
         cases.append(Case(f"services-predict-{cid}", "POST", "services/predict", _j({**ok, **extra}), code))
+    # the MLflow UI of the links (never a usable local store: that would start a UI)
+    cases += [Case(f"mlflow-ui-{cid}", "POST", "mlflow-ui", body, code) for cid, body, code in MALFORMED]
+    cases += [Case(f"mlflow-ui-{cid}", "POST", "mlflow-ui", _j({"settings": v}), code) for cid, v, code in BAD_SETTINGS]
+    cases.append(Case("mlflow-ui-no-ui-store", "POST", "mlflow-ui",
+                      _j({"settings": {"tracking_uri": "postgresql://u:pw@db/mlflow"}}), 400))
     # builds and deployments (never a valid notebook: these would build or deploy for real)
     cases += _post_bodies("builds", {})
     cases.append(Case("builds-broken-notebook", "POST", "builds", _j({"path": "broken.ipynb"}), 400))
