@@ -15,6 +15,7 @@ import type {
   IDeployments,
   IJob,
   IMlflowRunPage,
+  IMlflowUi,
   IOutputNotebook,
   IRunEvent,
   IRunSummary,
@@ -272,6 +273,11 @@ export class ScanflowClient {
       order_by: options.orderBy,
       tracking_uri: this.trackingUri
     });
+  }
+
+  /** The MLflow UI of the tracking URI setting (the server starts the project's on demand). */
+  mlflowUi(): Promise<IMlflowUi> {
+    return this.request('POST', 'mlflow-ui', {}, this.withSettings({}));
   }
 
   async experiments(): Promise<Array<{ experiment_id: string; name: string; lifecycle_stage: string }>> {

@@ -18,19 +18,96 @@ export function fitLayout(ids: string[], edges: IAppInfo['edges'], maxWidth: num
   return layoutDag(ids, edges, { nodeWidth, hGap });
 }
 
+/** Zoom limits and step of the DAG's −/+ buttons. */
+export const ZOOM_MIN = 0.25;
+export const ZOOM_MAX = 3;
+export const ZOOM_STEP = 1.25;
+
+/** The scale that fits a `width`-wide DAG into `maxWidth` (never above 1: a small DAG keeps its size). */
+export function fitScale(width: number, maxWidth: number): number {
+  if (width <= 0 || maxWidth <= 0 || width <= maxWidth) {
+    return 1;
+  }
+  return Math.max(ZOOM_MIN, Math.floor((maxWidth / width) * 1000) / 1000);
+}
+
+/** One zoom step in (`+1`) or out (`-1`) from `scale`, within [ZOOM_MIN, ZOOM_MAX]. */
+export function zoomStep(scale: number, direction: 1 | -1): number {
+  const next = direction > 0 ? scale * ZOOM_STEP : scale / ZOOM_STEP;
+  return Math.min(ZOOM_MAX, Math.max(ZOOM_MIN, Math.round(next * 1000) / 1000));
+}
+
+/** The DAG with its zoom bar: fitted to the width by default, −/+ to zoom, Fit to go back. */
 export function DagView(props: {
   app: IAppInfo;
   run: IRunState | null;
   onSelect: (node: IAppNode) => void;
   maxWidth?: number;
+  agentStatus?: Record<string, string>;
+}): JSX.Element {
+  const maxWidth = props.maxWidth ?? 250;
+  const layout = React.useMemo(
+    () => fitLayout(props.app.nodes.map(n => n.id), props.app.edges, maxWidth),
+    [JSON.stringify(props.app.nodes.map(n => n.id)), JSON.stringify(props.app.edges), maxWidth]
+  );
+  /** null: fit to the width (the default, follows sidebar resizes). */
+  const [zoom, setZoom] = React.useState<number | null>(null);
+  const fit = fitScale(layout.width, maxWidth);
+  const scale = zoom ?? fit;
+  return (
+    <div className="sf-dag-view">
+      <div className="sf-dag-tools" role="toolbar" aria-label="Pipeline graph zoom">
+        <button
+          type="button"
+          className="sf-dag-tool sf-zoom-out"
+          aria-label="Zoom out of the pipeline graph"
+          title="Zoom out"
+          disabled={scale <= ZOOM_MIN}
+          onClick={() => setZoom(zoomStep(scale, -1))}
+        >
+          −
+        </button>
+        <span className="sf-dag-zoom-level" aria-live="polite" title={zoom === null ? 'fitted to the width' : 'zoomed'}>
+          {Math.round(scale * 100)}%
+        </span>
+        <button
+          type="button"
+          className="sf-dag-tool sf-zoom-in"
+          aria-label="Zoom in on the pipeline graph"
+          title="Zoom in"
+          disabled={scale >= ZOOM_MAX}
+          onClick={() => setZoom(zoomStep(scale, 1))}
+        >
+          +
+        </button>
+        <button
+          type="button"
+          className="sf-dag-tool sf-zoom-fit"
+          aria-label="Fit the pipeline graph to the width"
+          title="Fit to the width"
+          disabled={zoom === null}
+          onClick={() => setZoom(null)}
+        >
+          Fit
+        </button>
+      </div>
+      <div className="sf-dag-scroll">
+        <DagGraph {...props} layout={layout} scale={scale} />
+      </div>
+    </div>
+  );
+}
+
+function DagGraph(props: {
+  app: IAppInfo;
+  run: IRunState | null;
+  onSelect: (node: IAppNode) => void;
+  layout: ILayout;
+  scale: number;
   /** Agent name → running | stopped | crashed (agents are not steps of a run). */
   agentStatus?: Record<string, string>;
 }): JSX.Element {
-  const { app, run } = props;
-  const layout = React.useMemo(
-    () => fitLayout(app.nodes.map(n => n.id), app.edges, props.maxWidth ?? 250),
-    [JSON.stringify(app.nodes.map(n => n.id)), JSON.stringify(app.edges), props.maxWidth]
-  );
+  const { app, run, layout, scale } = props;
   const maxChars = Math.max(6, Math.floor((Object.values(layout.nodes)[0]?.width ?? 112) / 7.4));
   const byId = new Map(app.nodes.map(n => [n.id, n]));
   const status = (id: string): StepStatus | string =>
@@ -38,12 +115,12 @@ export function DagView(props: {
   return (
     <svg
       className="sf-dag"
-      width={layout.width}
-      height={layout.height}
-      viewBox={`0 0 ${layout.width} ${layout.height}`}
+      width={Math.ceil(layout.width * scale)}
+      height={Math.ceil(layout.height * scale)}
       role="group"
       aria-label={`Pipeline ${app.app.name}: its steps are buttons that select their cell`}
     >
+      <g className="sf-dag-zoom" transform={`scale(${scale})`}>
       <defs>
         <marker id="sf-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
           <path d="M 0 0 L 10 5 L 0 10 z" className="sf-dag-arrow" />
@@ -91,6 +168,7 @@ export function DagView(props: {
           </g>
         );
       })}
+      </g>
     </svg>
   );
 }

@@ -5,6 +5,7 @@ import * as React from 'react';
 import { cellIndexOf, findCellIndex, revealCell } from './cells';
 import type { ISidebarContext } from './context';
 import { DagView } from './dag';
+import { MlflowLink, RunId, WorkflowLine } from './links';
 import type { NotebookScanflowModel } from './model';
 import type { IAppNode } from './types';
 import { StatusPill, Ticks } from './widgets';
@@ -74,6 +75,17 @@ export function ApplicationSection(props: { model: NotebookScanflowModel; panel:
           </>
         )}
       </div>
+      {model.run && (
+        <div className="sf-last-run">
+          <RunId runId={model.run.runId} label="last run" />
+          {model.run.mlflowRunId && (
+            <MlflowLink client={model.client} runId={model.run.mlflowRunId} what={`run ${model.run.runId}`} />
+          )}
+          {model.storeRuns[model.run.runId]?.workflow && (
+            <WorkflowLine workflow={model.storeRuns[model.run.runId].workflow!} />
+          )}
+        </div>
+      )}
       {app.nodes.length ? (
         <DagBox>{width => <DagView
               app={app}

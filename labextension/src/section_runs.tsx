@@ -6,6 +6,7 @@ import { RunComparison } from './compare';
 import type { ISidebarContext } from './context';
 import type { NotebookScanflowModel } from './model';
 import { formatDuration } from './state';
+import { MlflowLink, RunId, WorkflowLine } from './links';
 import type { IAppNode, IMlflowRun } from './types';
 import { Btn, StatusPill } from './widgets';
 
@@ -116,6 +117,7 @@ function StepRuns(props: { parent: IMlflowRun; model: NotebookScanflowModel; ctx
                 </button>
               </>
             )}
+            <MlflowLink client={props.model.client} runId={s.run_id} experimentId={s.experiment_id} what={`step run ${name}`} />
             {err && (
               <div className="sf-error-text sf-step-error">
                 {err}: {s.tags?.['scanflow.error.evalue']}
@@ -126,6 +128,19 @@ function StepRuns(props: { parent: IMlflowRun; model: NotebookScanflowModel; ctx
         );
       })}
     </ul>
+  );
+}
+
+/** An expanded run's ids (whole, copyable) and, for a kubernetes run, its Workflow. */
+function RunDetail(props: { run: IMlflowRun; model: NotebookScanflowModel }): JSX.Element {
+  const runId = props.run.tags?.['scanflow.run_id'];
+  const workflow = runId ? props.model.storeRuns[runId]?.workflow : null;
+  return (
+    <div className="sf-run-detail">
+      {runId && <RunId runId={runId} label="run" />}
+      <RunId runId={props.run.run_id} label="MLflow run" />
+      {workflow && <WorkflowLine workflow={workflow} />}
+    </div>
   );
 }
 
@@ -248,6 +263,12 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
                   </span>
                   <span className="sf-muted sf-run-duration">{formatDuration(r.duration_s)}</span>
                 </div>
+                <MlflowLink
+                  client={model.client}
+                  runId={r.run_id}
+                  experimentId={r.experiment_id}
+                  what={`run ${shortRunName(r.run_name, r.run_id)}`}
+                />
               </div>
               <div className="sf-muted sf-run-when">
                 {fmtTime(r.start_time)}
@@ -262,6 +283,7 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
                 })()}
               </div>
               <KeyValues title="metrics" values={r.metrics ?? {}} limit={open ? undefined : 3} />
+              {open && <RunDetail run={r} model={model} />}
               {open && <KeyValues title="params" values={r.params ?? {}} />}
               {open && <StepRuns parent={r} model={model} ctx={props.ctx} />}
             </li>

@@ -106,6 +106,25 @@ export interface IRunSummary {
   tracking?: string | null;
   steps: Record<string, IStepSummary>;
   managed: boolean;
+  /** A kubernetes run's Argo Workflow (null for other backends, or runs of an older Scanflow). */
+  workflow?: IWorkflowRef | null;
+}
+
+/** Where a kubernetes run's Workflow is: `url` (the Argo UI, when SCANFLOW_ARGO_UI_URL is set) or `command`. */
+export interface IWorkflowRef {
+  name: string;
+  namespace: string;
+  context: string | null;
+  command: string;
+  url: string | null;
+}
+
+/** POST mlflow-ui: the MLflow UI behind the "Open in MLflow" links. */
+export interface IMlflowUi {
+  url: string;
+  remote: boolean;
+  started: boolean;
+  pid: number | null;
 }
 
 export interface IRunEvent {
@@ -127,6 +146,7 @@ export interface IStepLog {
 
 export interface IMlflowRun {
   run_id: string;
+  experiment_id?: string;
   run_name: string | null;
   status: string;
   start_time: number | null;
