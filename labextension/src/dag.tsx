@@ -121,53 +121,53 @@ function DagGraph(props: {
       aria-label={`Pipeline ${app.app.name}: its steps are buttons that select their cell`}
     >
       <g className="sf-dag-zoom" transform={`scale(${scale})`}>
-      <defs>
-        <marker id="sf-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
-          <path d="M 0 0 L 10 5 L 0 10 z" className="sf-dag-arrow" />
-        </marker>
-      </defs>
-      {layout.edges.map(edge => {
-        const d = edge.points
-          .map(([x, y], i) => {
-            if (i === 0) {
-              return `M ${x} ${y}`;
-            }
-            const [px, py] = edge.points[i - 1];
-            const my = (py + y) / 2;
-            return px === x ? `L ${x} ${y}` : `C ${px} ${my} ${x} ${my} ${x} ${y}`;
-          })
-          .join(' ');
-        return <path key={`${edge.source}->${edge.target}`} className="sf-dag-edge" d={d} markerEnd="url(#sf-arrow)" />;
-      })}
-      {Object.values(layout.nodes).map(box => {
-        const node = byId.get(box.id)!;
-        const st = status(box.id);
-        const label = box.id;
-        const shown = label.length > maxChars ? label.slice(0, maxChars - 1) + '…' : label;
-        return (
-          <g
-            key={box.id}
-            className={`sf-dag-node sf-status-${st} sf-kind-${node.kind}`}
-            data-node={box.id}
-            data-status={st}
-            transform={`translate(${box.x}, ${box.y})`}
-            onClick={() => props.onSelect(node)}
-            role="button"
-            tabIndex={0}
-            onKeyDown={e => {
-              if (e.key === 'Enter' || e.key === ' ') {
-                props.onSelect(node);
+        <defs>
+          <marker id="sf-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+            <path d="M 0 0 L 10 5 L 0 10 z" className="sf-dag-arrow" />
+          </marker>
+        </defs>
+        {layout.edges.map(edge => {
+          const d = edge.points
+            .map(([x, y], i) => {
+              if (i === 0) {
+                return `M ${x} ${y}`;
               }
-            }}
-          >
-            <title>{`${node.kind} ${box.id} — cell ${node.cell}${st !== 'none' ? ` — ${st}` : ''}`}</title>
-            <rect width={box.width} height={box.height} rx={node.kind === 'executor' ? 6 : 15} />
-            <text x={box.width / 2} y={box.height / 2} dominantBaseline="central" textAnchor="middle">
-              {shown}
-            </text>
-          </g>
-        );
-      })}
+              const [px, py] = edge.points[i - 1];
+              const my = (py + y) / 2;
+              return px === x ? `L ${x} ${y}` : `C ${px} ${my} ${x} ${my} ${x} ${y}`;
+            })
+            .join(' ');
+          return <path key={`${edge.source}->${edge.target}`} className="sf-dag-edge" d={d} markerEnd="url(#sf-arrow)" />;
+        })}
+        {Object.values(layout.nodes).map(box => {
+          const node = byId.get(box.id)!;
+          const st = status(box.id);
+          const label = box.id;
+          const shown = label.length > maxChars ? label.slice(0, maxChars - 1) + '…' : label;
+          return (
+            <g
+              key={box.id}
+              className={`sf-dag-node sf-status-${st} sf-kind-${node.kind}`}
+              data-node={box.id}
+              data-status={st}
+              transform={`translate(${box.x}, ${box.y})`}
+              onClick={() => props.onSelect(node)}
+              role="button"
+              tabIndex={0}
+              onKeyDown={e => {
+                if (e.key === 'Enter' || e.key === ' ') {
+                  props.onSelect(node);
+                }
+              }}
+            >
+              <title>{`${node.kind} ${box.id} — cell ${node.cell}${st !== 'none' ? ` — ${st}` : ''}`}</title>
+              <rect width={box.width} height={box.height} rx={node.kind === 'executor' ? 6 : 15} />
+              <text x={box.width / 2} y={box.height / 2} dominantBaseline="central" textAnchor="middle">
+                {shown}
+              </text>
+            </g>
+          );
+        })}
       </g>
     </svg>
   );
