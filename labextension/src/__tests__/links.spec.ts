@@ -1,4 +1,5 @@
 /** #15: MLflow / Workflow links and the DAG's zoom arithmetic. */
+import { contrastRatio, parseColor } from '../contrast';
 import { fitScale, ZOOM_MAX, ZOOM_MIN, zoomStep } from '../dag';
 import { mlflowRunUrl, safeLink } from '../links';
 
@@ -44,5 +45,18 @@ describe('DAG zoom', () => {
       s = zoomStep(s, 1);
     }
     expect(s).toBeCloseTo(0.976, 3);
+  });
+});
+
+describe('text colours of #15 (style/base.css)', () => {
+  const ratio = (fg: string, bg: string) => contrastRatio(parseColor(fg), parseColor(bg));
+  it('the dark theme error text (--jp-error-color2) is >= 4.5:1 on the dark backgrounds; color1 was not', () => {
+    expect(ratio('#e57373', '#212121')).toBeGreaterThanOrEqual(4.5);
+    expect(ratio('#e57373', '#111111')).toBeGreaterThanOrEqual(4.5);
+    expect(ratio('#f44336', '#212121')).toBeLessThan(4.5);
+  });
+  it('the light theme warning text (#b45309) is >= 4.5:1 on white; --jp-warn-color1 was not', () => {
+    expect(ratio('#b45309', '#ffffff')).toBeGreaterThanOrEqual(4.5);
+    expect(ratio('#f57c00', '#ffffff')).toBeLessThan(4.5);
   });
 });
