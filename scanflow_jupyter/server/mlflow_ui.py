@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,4 +116,11 @@ def stop_with_server(serverapp: Any, stop: Any) -> None:
         await original()
 
     serverapp.cleanup_extensions = cleanup_extensions
-    atexit.register(stop)
+    ref = weakref.WeakMethod(stop) if hasattr(stop, "__self__") else (lambda: stop)
+
+    def at_exit() -> None:  # a server killed by a signal it does not handle never gets here
+        method = ref()
+        if method is not None:
+            method()
+
+    atexit.register(at_exit)
