@@ -333,17 +333,24 @@ def _poll_model_versions(spec: NewModelVersion, client: Any, watermark: dict[str
 
 
 def _poll_predictions(spec: NewPredictions, watermark: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """New inference-log parts of `spec.service` after the watermark, once they hold `min_rows`."""
+    """New inference-log parts of `spec.service` after the watermark, once they hold `min_rows` (on
+    Kubernetes, mirrored from `s3://BUCKET/services/SERVICE/` first)."""
     from scanflow_jupyter.services.inference_log import (
         count_rows,
         inference_folder,
+        mirror_parts,
         new_parts,
+        object_store_target,
         read_batch,
     )
     from scanflow_jupyter.tracking import scanflow_home
 
     after = str(watermark.get("after_part", ""))
-    parts = new_parts(inference_folder(scanflow_home(), spec.service), after)
+    folder = inference_folder(scanflow_home(), spec.service)
+    target = object_store_target(spec.service)
+    if target is not None:  # in the team environment: the service pods write to the object store
+        mirror_parts(target, folder, after)
+    parts = new_parts(folder, after)
     if not parts or count_rows(parts) < spec.min_rows:
         return [], watermark
     batch = read_batch(parts)

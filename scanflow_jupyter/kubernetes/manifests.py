@@ -7,7 +7,7 @@ Secret without data: `environment.deploy` generates the token), ConfigMaps, PVCs
 `scanflow-s3` (bucket `scanflow`: the run store and, with `postgres` storage, MLflow's artifacts),
 PostgreSQL `scanflow-postgres` (`postgres` storage), the MLflow tracker (Deployment + ClusterIP
 Service), one Deployment + Service per agent, and one Deployment + Service +
-HorizontalPodAutoscaler per `%%service`. Every pod runs as a non-root numeric user
+HorizontalPodAutoscaler per `%%service` (their specs in the ConfigMap `scanflow-services`). Every pod runs as a non-root numeric user
 with no privilege escalation, no capabilities and the runtime's default seccomp profile.
 Nothing here talks to a cluster; names that Kubernetes would refuse are left for `validation`
 to report (object, field, fix).
@@ -49,7 +49,10 @@ TRACKER = "scanflow-tracker"  # Deployment + Service (port 5000) of the MLflow t
 TRACKER_PVC = "mlflow-data"
 AGENT_HOME = "/var/lib/scanflow"
 AGENT_SPEC_DIR = "/etc/scanflow/agent"
-SERVICE_COMMAND_MODULE = "scanflow_jupyter.serving"
+SERVICE_COMMAND_MODULE = "scanflow_jupyter.services.server"
+SERVICES_CONFIGMAP = "scanflow-services"  # `<service>.json`: the spec each service pod serves
+SERVICE_SPEC_DIR = "/etc/scanflow/service"
+SERVICE_POLL_S = 5.0  # how often service pods check their model alias in the tracker
 AGENT_TOKEN_SECRET = "scanflow-agent-token"  # key `token`: generated at apply time, never in a manifest
 AGENT_TOKEN_KEY = "token"
 NETWORK_POLICY = "scanflow-team-only"
@@ -496,7 +499,9 @@ def agent(app: Application, config: DeployConfig, a: Agent) -> list[Manifest]:
                 *_user_env(),
                 {"name": "SCANFLOW_AGENT_TOKEN",
                  "valueFrom": {"secretKeyRef": {"name": AGENT_TOKEN_SECRET, "key": AGENT_TOKEN_KEY}}},
-                {"name": "SCANFLOW_AGENT_ALLOWED_HOSTS", "value": ",".join(agent_hosts(app, config, a))}],
+                {"name": "SCANFLOW_AGENT_ALLOWED_HOSTS", "value": ",".join(agent_hosts(app, config, a))},
+                # the object store's keys: the `new_predictions` trigger reads the services' inference logs
+                *(_s3_keys_env() if config.bundled_s3 or "aws-access-key-id" in config.secret_data() else [])],
         "readinessProbe": _probe("/healthz", "http", 3, 10, host="localhost"),
         "livenessProbe": _probe("/healthz", "http", 30, 20, host="localhost"),
         "volumeMounts": [{"name": "spec", "mountPath": AGENT_SPEC_DIR, "readOnly": True},
@@ -515,31 +520,70 @@ def agent(app: Application, config: DeployConfig, a: Agent) -> list[Manifest]:
             _deployment(app, config, name, "agent", pod, replicas=1)]
 
 
+def services_configmap(app: Application, config: DeployConfig) -> Manifest:
+    """One `<service>.json` per `%%service`: the spec `python -m scanflow_jupyter.services.server` serves
+    (the same ServiceSpec as `scanflow services up`; custom code carries the notebook's setup cells)."""
+    from scanflow_jupyter.services.spec import ServiceSpec
+
+    setup = "\n\n".join(block.source for block in app.setup)
+    notebook = PurePosixPath(str(app.notebook).replace("\\", "/")).name  # no host paths in-cluster
+
+    def spec(s: Service) -> str:
+        source = (setup + "\n\n" + s.source) if setup and not s.model else s.source
+        doc = ServiceSpec(name=s.name, app=app.name, notebook=notebook, cell=s.cell, source=source,
+                          model=s.model).to_dict()
+        doc["options"] = {"poll_s": SERVICE_POLL_S}
+        return json.dumps(doc, indent=1, sort_keys=True)
+
+    data = {f"{dns_label(s.name)}.json": spec(s) for s in app.services}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(app, config, SERVICES_CONFIGMAP, "service"),
+            "data": data}
+
+
+def service_hosts(app: Application, config: DeployConfig, s: Service) -> list[str]:
+    """The Host names of service `s`'s Service (loopback names are always allowed)."""
+    name, ns = dns_label(s.name), namespace_name(app, config)
+    return [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+
+
 def online_service(app: Application, config: DeployConfig, s: Service) -> list[Manifest]:
-    """Deployment + Service + HorizontalPodAutoscaler (autoscaling/v2) of one `%%service`."""
+    """Deployment + Service + HorizontalPodAutoscaler (autoscaling/v2) of one `%%service`: the pods run
+    `python -m scanflow_jupyter.services.server` (as `scanflow serve` does locally) on the spec of the
+    `scanflow-services` ConfigMap, with the environment's tracker (`MLFLOW_TRACKING_URI`: models and
+    the alias poller) and object store (the inference log, when the bundled S3 server holds the run
+    store); ready once the model is loaded (`/health`)."""
     name = dns_label(s.name)
-    if s.model:
-        command = ["mlflow", "models", "serve", "-m", s.model, "-h", "0.0.0.0", "-p", str(SERVICE_PORT),
-                   "--env-manager", "local"]
-        probe_path = "/ping"
-    else:
-        command = ["python", "-m", SERVICE_COMMAND_MODULE, "--source", "/opt/scanflow/service.py", "--name", s.name,
-                   "--host", "0.0.0.0", "--port", str(SERVICE_PORT)]
-        probe_path = "/health"
+    command = ["python", "-m", SERVICE_COMMAND_MODULE, "--spec", f"{SERVICE_SPEC_DIR}/spec.json",
+               "--host", "0.0.0.0", "--port", str(SERVICE_PORT)]
+    env: list[dict[str, Any]] = [
+        {"name": "SCANFLOW_SERVICE", "value": s.name}, {"name": "PYTHONUNBUFFERED", "value": "1"}, *_user_env(),
+        # POST /reload needs the agents' token (optional: an environment without agents has no such Secret)
+        {"name": "SCANFLOW_AGENT_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": AGENT_TOKEN_SECRET, "key": AGENT_TOKEN_KEY, "optional": True}}},
+        {"name": "SCANFLOW_AGENT_ALLOWED_HOSTS", "value": ",".join(service_hosts(app, config, s))}]
+    if config.bundled_s3 or "aws-access-key-id" in config.secret_data():
+        env += _s3_keys_env()
     container: dict[str, Any] = {
         "name": "service", "image": image_for(app, config, s.name), "command": command,
         "ports": [{"name": "http", "containerPort": SERVICE_PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": ENV_CONFIGMAP}}],
-        "env": _user_env(),
-        "readinessProbe": _probe(probe_path, "http", 5, 10),
-        "livenessProbe": _probe(probe_path, "http", 30, 20),
+        "env": env,
+        "readinessProbe": _probe("/health", "http", 2, 5),
+        "livenessProbe": _probe("/health", "http", 30, 20),
+        # the first load downloads the model from the tracker: no liveness kill before it is loaded
+        "startupProbe": {**_probe("/health", "http", 2, 5), "failureThreshold": STARTUP_CHECKS},
+        "volumeMounts": [{"name": "spec", "mountPath": SERVICE_SPEC_DIR, "readOnly": True},
+                         {"name": "home", "mountPath": AGENT_HOME}],
         "securityContext": _container_security(),
     }
     resources = config.service_resources.to_manifest()
     if resources:
         container["resources"] = resources
     pod = {"serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
-           "securityContext": pod_security(), "containers": [container]}
+           "securityContext": pod_security(volumes=True), "containers": [container],
+           "volumes": [{"name": "spec", "configMap": {"name": SERVICES_CONFIGMAP,
+                                                      "items": [{"key": f"{name}.json", "path": "spec.json"}]}},
+                       {"name": "home", "emptyDir": {}}]}
     replicas = max(1, s.replicas)
     hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
            "metadata": _meta(app, config, name, "service"),
@@ -548,8 +592,10 @@ def online_service(app: Application, config: DeployConfig, s: Service) -> list[M
                     "metrics": [{"type": "Resource", "resource": {
                         "name": "cpu", "target": {"type": "Utilization",
                                                   "averageUtilization": config.hpa_cpu_utilization}}}]}}
-    return [_service(app, config, name, "service", SERVICE_PORT),
-            _deployment(app, config, name, "service", pod, replicas=None), hpa]
+    deployment = _deployment(app, config, name, "service", pod, replicas=None)
+    # a rollout starts the new pod and waits for its /health before it stops an old one
+    deployment["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    return [_service(app, config, name, "service", SERVICE_PORT), deployment, hpa]
 
 
 def build_manifests(app: Application, config: DeployConfig) -> list[Manifest]:
@@ -559,6 +605,8 @@ def build_manifests(app: Application, config: DeployConfig) -> list[Manifest]:
            env_configmap(app, config)]
     if app.agents:
         out += [agent_token_secret(app, config), agents_configmap(app, config)]
+    if app.services:
+        out.append(services_configmap(app, config))
     if config.bundled_s3:
         out += s3_server(app, config)
     if config.storage == "postgres":

@@ -7,6 +7,11 @@ thread as `part-<ns>.parquet` files (written to a hidden temporary name, then re
 reader never sees half a file; `pandas.read_parquet(folder)` reads them all). Sampling keeps a
 fraction `sample` of the requests; rotation deletes the oldest parts once the folder exceeds
 `max_bytes`.
+
+On Kubernetes (the environment's ConfigMap sets `SCANFLOW_RUN_STORE=s3://BUCKET/...` and the S3
+endpoint, its Secret the keys) the parts go to the object store instead:
+`s3://BUCKET/services/NAME/part-<ns>.parquet` (one PUT per part: a reader never sees half an
+object; no rotation there). `object_store_target(name)` says where, or None (local folder).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["InferenceLog", "PredictionBatch", "count_rows", "inference_folder", "new_parts", "read_batch"]
+__all__ = ["InferenceLog", "PredictionBatch", "count_rows", "inference_folder", "mirror_parts", "new_parts",
+           "object_store_target", "read_batch"]
 
 _log = logging.getLogger("scanflow.services")
 _STOP = object()
@@ -52,8 +58,10 @@ class InferenceLog:
     """Append-only, sampled, size-bounded parquet log of one service."""
 
     def __init__(self, folder: Path, service: str, *, sample: float = 1.0, max_bytes: int = 64 * 2**20,
-                 flush_rows: int = 500, flush_s: float = 2.0, max_field_chars: int = 16384) -> None:
+                 flush_rows: int = 500, flush_s: float = 2.0, max_field_chars: int = 16384,
+                 store: tuple[Any, Any] | None = None) -> None:
         self.folder, self.service = Path(folder), service
+        self.store = store  # (S3Client, StoreURI of the service's prefix): parts go there, not to `folder`
         self.sample, self.max_bytes = sample, max_bytes
         self.flush_rows, self.flush_s, self.max_field_chars = flush_rows, flush_s, max_field_chars
         self.rows_written = 0
@@ -108,13 +116,20 @@ class InferenceLog:
                                ("predictions", preds_json), ("truncated", cut_in or cut_out)):
                 columns[key].append(value)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{time.time_ns()}.parquet"
-            tmp = self.folder / f".{name}.tmp"
-            pq.write_table(pa.table(columns, schema=_schema()), tmp)
-            os.replace(tmp, self.folder / name)
+            table = pa.table(columns, schema=_schema())
+            if self.store is not None:
+                client, uri = self.store
+                sink = pa.BufferOutputStream()
+                pq.write_table(table, sink)
+                client.put(uri.bucket, uri.key(name), sink.getvalue().to_pybytes())
+            else:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                tmp = self.folder / f".{name}.tmp"
+                pq.write_table(table, tmp)
+                os.replace(tmp, self.folder / name)
+                self._rotate()
             self.rows_written += len(batch)
-            self._rotate()
             self.error = None
         except Exception as exc:  # a full disk must not stop the service
             self.error = f"{type(exc).__name__}: {exc}"
@@ -131,12 +146,50 @@ class InferenceLog:
             total -= size
 
 
+def object_store_target(service: str, environ: Any = None) -> tuple[Any, Any] | None:
+    """(S3Client, `s3://BUCKET/services/SERVICE`) when the environment's run store is an object store
+    (`SCANFLOW_RUN_STORE=s3://...` and an S3 endpoint), else None: the log stays in a local folder."""
+    from scanflow_jupyter.data.object_store import ENDPOINT_VARS, S3Client, StoreURI
+
+    env = os.environ if environ is None else environ
+    store = (env.get("SCANFLOW_RUN_STORE") or "").strip()
+    if not store.startswith("s3://") or not any(env.get(v) for v in ENDPOINT_VARS):
+        return None
+    bucket = StoreURI.parse(store).bucket
+    return S3Client.from_env(env), StoreURI(bucket, f"services/{service}")
+
+
 # -- reading (agents' `new_predictions` trigger) ----------------------------------------------
 
 
 def inference_folder(home: Path, service: str) -> Path:
     """`<home>/services/SERVICE/inference`: where the service writes its log."""
     return Path(home) / "services" / service / "inference"
+
+
+def mirror_parts(target: tuple[Any, Any], folder: Path, after: str = "") -> int:
+    """Copy the object store's parts named after `after` that `folder` lacks into `folder` (so the
+    agents' `new_predictions` trigger reads a service's log on Kubernetes as it does locally), and
+    drop the mirrored parts up to `after` (already handled); the number of parts copied."""
+    client, uri = target
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("part-*.parquet"):
+        if after and old.name <= after:
+            old.unlink(missing_ok=True)
+    copied = 0
+    prefix = uri.key() + "/"
+    for key, _size in client.list(uri.bucket, prefix):
+        name = key[len(prefix):]
+        if "/" in name or not (name.startswith("part-") and name.endswith(".parquet")) or name <= after:
+            continue
+        if (folder / name).exists():
+            continue
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(client.get(uri.bucket, key))
+        os.replace(tmp, folder / name)
+        copied += 1
+    return copied
 
 
 def new_parts(folder: Path, after: str = "") -> list[Path]:

@@ -56,7 +56,11 @@ def serve(spec: Any, sock: socket.socket, *, options: ServeOptions | None = None
 
     from scanflow_jupyter.agents import auth
     from scanflow_jupyter.services.app import create_app
-    from scanflow_jupyter.services.inference_log import InferenceLog, inference_folder
+    from scanflow_jupyter.services.inference_log import (
+        InferenceLog,
+        inference_folder,
+        object_store_target,
+    )
     from scanflow_jupyter.services.loading import ModelHolder
     from scanflow_jupyter.tracking import resolve_tracking_uri, scanflow_home
 
@@ -83,7 +87,7 @@ def serve(spec: Any, sock: socket.socket, *, options: ServeOptions | None = None
 
     holder = ModelHolder(spec, tracking_uri, poll_s=opts.poll_s, on_loaded=on_loaded, on_failed=on_failed)
     log = InferenceLog(inference_folder(home, spec.name), spec.name, sample=opts.log_sample,
-                       max_bytes=opts.log_max_bytes) if opts.log_enabled else None
+                       max_bytes=opts.log_max_bytes, store=object_store_target(spec.name)) if opts.log_enabled else None
     token = auth.agent_token(home)
     app = create_app(holder, log=log, token=token)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

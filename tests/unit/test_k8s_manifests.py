@@ -231,15 +231,60 @@ def test_online_service_has_deployment_service_and_hpa():
     dep = _by(manifests, "Deployment", "scorer")
     assert "replicas" not in dep["spec"], "the autoscaler owns the replica count"
     c = dep["spec"]["template"]["spec"]["containers"][0]
-    assert c["command"][:3] == ["mlflow", "models", "serve"] and "models:/churn@champion" in c["command"]
     assert c["resources"]["requests"]["cpu"]
     hpa = _by(manifests, "HorizontalPodAutoscaler", "scorer")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 6
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scorer"}
-    custom = _by(manifests, "Deployment", "custom-api")  # '_' is not allowed in Kubernetes names
-    assert "/opt/scanflow/service.py" in custom["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert _by(manifests, "Service", "custom-api")
+    assert _by(manifests, "Service", "custom-api")  # '_' is not allowed in Kubernetes names
+
+
+def _service_pod(manifests, name):
+    return _by(manifests, "Deployment", name)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("case", ["services", "services-external"])
+def test_service_pods_run_the_services_server_on_a_spec_from_the_configmap(case):
+    from scanflow_jupyter.services.server import main as server_main
+    from scanflow_jupyter.services.spec import ServiceSpec
+
+    manifests = REGEN.case_manifests(case)
+    specs = _by(manifests, "ConfigMap", mf.SERVICES_CONFIGMAP)["data"]
+    assert sorted(specs) == ["custom-api.json", "scorer.json"]
+    scorer = ServiceSpec.from_dict(json.loads(specs["scorer.json"]))
+    assert (scorer.name, scorer.model, scorer.notebook) == ("scorer", "models:/churn@champion", "services.ipynb")
+    custom = ServiceSpec.from_dict(json.loads(specs["custom-api.json"]))
+    assert custom.model is None and "def predict" in custom.source
+    assert json.loads(specs["scorer.json"])["options"] == {"poll_s": mf.SERVICE_POLL_S}
+    for name in ("scorer", "custom-api"):
+        pod = _service_pod(manifests, name)
+        c = pod["containers"][0]
+        assert c["command"][:3] == ["python", "-m", "scanflow_jupyter.services.server"]
+        assert server_main.__module__ == c["command"][2]  # the module exists and has main()
+        assert c["command"][c["command"].index("--spec") + 1] == f"{mf.SERVICE_SPEC_DIR}/spec.json"
+        spec_volume = next(v for v in pod["volumes"] if v["name"] == "spec")
+        assert spec_volume["configMap"] == {"name": mf.SERVICES_CONFIGMAP,
+                                            "items": [{"key": f"{name}.json", "path": "spec.json"}]}
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert c[probe]["httpGet"]["path"] == "/health", probe  # 200 only once the model is loaded
+        assert c["envFrom"] == [{"configMapRef": {"name": mf.ENV_CONFIGMAP}}]  # MLFLOW_TRACKING_URI, S3 endpoint
+        env = {e["name"]: e for e in c["env"]}
+        assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == mf.SECRET  # the inference log
+        assert env["SCANFLOW_AGENT_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+        assert f"{name}.{mf.namespace_name(parse_notebook(REGEN.CASES[case][0]), REGEN.config_for(REGEN.CASES[case][1]))}.svc" \
+            in env["SCANFLOW_AGENT_ALLOWED_HOSTS"]["value"]
+        home = next(m for m in c["volumeMounts"] if m["name"] == "home")
+        assert home["mountPath"] == mf.AGENT_HOME  # SCANFLOW_HOME is writable (emptyDir)
+        assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["allowPrivilegeEscalation"] is False
+        strategy = _by(manifests, "Deployment", name)["spec"]["strategy"]
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_run_store_in_the_bundled_object_store_sends_the_inference_log_there():
+    cm = _by(REGEN.case_manifests("services"), "ConfigMap", mf.ENV_CONFIGMAP)["data"]
+    assert cm["SCANFLOW_RUN_STORE"].startswith("s3://") and cm["SCANFLOW_S3_ENDPOINT_URL"]
+    external = _by(REGEN.case_manifests("services-external"), "ConfigMap", mf.ENV_CONFIGMAP)["data"]
+    assert "SCANFLOW_RUN_STORE" not in external  # an external store holds no run store: the log stays in the pod
 
 
 def test_sqlite_tracker_uses_a_pvc_and_external_store_does_not():
