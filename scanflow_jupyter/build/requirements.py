@@ -34,7 +34,8 @@ from scanflow_jupyter.notebook import ipython_source
 #: What every step image needs to execute a notebook (installed before the step's packages).
 RUNTIME_DISTRIBUTIONS = ("ipykernel", "nbclient", "nbformat", "cloudpickle", "xxhash", "mlflow-skinny", "papermill")
 #: What service and agent images need on top (their HTTP runtime; see scanflow_jupyter.agents).
-KIND_RUNTIME = {"service": ("fastapi", "uvicorn"), "agent": ("fastapi", "uvicorn", "httpx", "croniter")}
+KIND_RUNTIME = {"service": ("fastapi", "uvicorn", "pyarrow"),  # pyarrow: the inference log
+                "agent": ("fastapi", "uvicorn", "httpx", "croniter")}
 #: Imported modules that the runtime itself provides: never resolved to another distribution.
 PROVIDED_BY_RUNTIME = {"scanflow_jupyter": None, "mlflow": "mlflow-skinny"}
 #: Distributions that never go into a requirements file.
