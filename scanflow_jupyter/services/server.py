@@ -5,6 +5,8 @@ supervisor runs it with a spec file and a listening socket it keeps across resta
 so the port never changes. The HTTP server starts at once (`/health` answers 503) and the model
 loads in a background thread; the boot file says `ready` once it is loaded, or `failed` (exit
 code 3: the cell or model cannot be served; the reason is in the boot file and the log).
+On Kubernetes the service pods run it with `--spec` from the ConfigMap `scanflow-services` and the
+environment's tracker; the inference log then goes to its object store (`object_store_target`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,18 @@ class ServeOptions:
         self.poll_s, self.log_sample, self.log_max_bytes, self.log_enabled = poll_s, log_sample, log_max_bytes, log_enabled
 
 
+def _log_store(name: str) -> Any:
+    """Where the inference log goes: the object store of the environment, else None (the local folder)."""
+    from scanflow_jupyter.data.object_store import ObjectStoreError
+    from scanflow_jupyter.services.inference_log import object_store_target
+
+    try:
+        return object_store_target(name)
+    except (ObjectStoreError, ValueError) as exc:
+        _log.warning("service %s: inference log kept in the local folder: %s", name, exc)
+        return None
+
+
 def serve(spec: Any, sock: socket.socket, *, options: ServeOptions | None = None, boot: Path | None = None,
           parent: int | None = None, announce: bool = False) -> int:
     """Serve `spec` on `sock` until SIGTERM/SIGINT (or the model fails to load: EXIT_FAILED)."""
@@ -56,11 +70,7 @@ def serve(spec: Any, sock: socket.socket, *, options: ServeOptions | None = None
 
     from scanflow_jupyter.agents import auth
     from scanflow_jupyter.services.app import create_app
-    from scanflow_jupyter.services.inference_log import (
-        InferenceLog,
-        inference_folder,
-        object_store_target,
-    )
+    from scanflow_jupyter.services.inference_log import InferenceLog, inference_folder
     from scanflow_jupyter.services.loading import ModelHolder
     from scanflow_jupyter.tracking import resolve_tracking_uri, scanflow_home
 
@@ -87,7 +97,7 @@ def serve(spec: Any, sock: socket.socket, *, options: ServeOptions | None = None
 
     holder = ModelHolder(spec, tracking_uri, poll_s=opts.poll_s, on_loaded=on_loaded, on_failed=on_failed)
     log = InferenceLog(inference_folder(home, spec.name), spec.name, sample=opts.log_sample,
-                       max_bytes=opts.log_max_bytes, store=object_store_target(spec.name)) if opts.log_enabled else None
+                       max_bytes=opts.log_max_bytes, store=_log_store(spec.name)) if opts.log_enabled else None
     token = auth.agent_token(home)
     app = create_app(holder, log=log, token=token)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

@@ -59,3 +59,20 @@ def test_rotation_keeps_the_folder_under_max_bytes(tmp_path: Path) -> None:
     import pandas as pd
 
     assert json.loads(pd.read_parquet(parts[-1])["inputs"][0])["row"] == 39  # the newest part is kept
+
+
+def test_the_object_store_is_used_only_when_the_run_store_is_one() -> None:
+    from scanflow_jupyter.services.inference_log import object_store_target
+
+    keys = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    assert object_store_target("svc", {}) is None  # locally: the folder
+    assert object_store_target("svc", {"SCANFLOW_S3_ENDPOINT_URL": "http://s3:9000", **keys}) is None  # no run store
+    assert object_store_target("svc", {"SCANFLOW_RUN_STORE": "/srv/runs", "SCANFLOW_S3_ENDPOINT_URL": "http://s3:9000",
+                                       **keys}) is None
+    client, uri = object_store_target("svc", {"SCANFLOW_RUN_STORE": "s3://team-bucket/runs",
+                                              "SCANFLOW_S3_ENDPOINT_URL": "http://s3:9000", **keys})
+    assert str(uri) == "s3://team-bucket/services/svc" and client.endpoint == "http://s3:9000"
+    from scanflow_jupyter.data.object_store import ObjectStoreError
+
+    with pytest.raises(ObjectStoreError, match="AWS_ACCESS_KEY_ID"):  # configured but without keys: say so
+        object_store_target("svc", {"SCANFLOW_RUN_STORE": "s3://b/runs", "SCANFLOW_S3_ENDPOINT_URL": "http://s3:9000"})
