@@ -26,13 +26,14 @@ from tests.benchmarks import (
     bench_k8s_deploy,
     bench_pipelines,
     bench_server_runs,
+    bench_serving,
     bench_startup,
 )
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
 ALL = ("chain", "sleep", "rerun", "cache_check", "array", "load_ext", "inspect", "docker", "agents", "server_runs",
-       "k8s_compile", "k8s")
+       "serving", "k8s_compile", "k8s")
 
 
 def _progress(text: str) -> None:
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         if "server_runs" in chosen:
             _progress("server extension: Runs list of 10 000 MLflow runs vs mlflow server REST")
             rows += bench_server_runs.server_runs(root, args.reps)
+        if "serving" in chosen:
+            _progress("serving: /predict p50/p99 and req/s, scanflow serve vs mlflow models serve; hot swap at 50 req/s")
+            rows += bench_serving.serving(root, args.reps)
         if "k8s_compile" in chosen:
             _progress("k8s: compile a 100-step pipeline to an Argo Workflow")
             rows += bench_k8s_compile.k8s_compile(root, args.reps)
