@@ -155,6 +155,19 @@ class AgentContext:
 
         return drift_test(reference, current, **options)
 
+    def training_data(self, model: str, version: str | int | None = None, *, alias: str = "champion") -> Any:
+        """The training data (a DataFrame) that `model` `version` (default: the version `alias` names)
+        was trained on, as its training step logged it with `log_training_data`; read once per version."""
+        from scanflow_jupyter.training_data import load_training_data, model_version
+
+        if version is None or str(version) == "":
+            version = model_version(self.mlflow, model, alias=alias).version
+        cache = self._runtime.training_data_cache
+        key = (model, str(version))
+        if key not in cache:
+            cache[key] = load_training_data(self.mlflow, model, version)
+        return cache[key]
+
     def metric_summary(self, experiment: str, metric: str, **options: Any) -> dict[str, Any]:
         """Finished runs of `experiment` and count/sum/last/min/max/mean of `metric`."""
         from scanflow_jupyter.agents.templates import metric_summary
@@ -173,6 +186,7 @@ class AgentRuntime:
         self.home = Path(home)
         self.tracking_uri = tracking_uri
         self.started_at = time.time()
+        self.training_data_cache: dict[tuple[str, str], Any] = {}  # (model, version) -> DataFrame
         self.state = AgentState(state_dir)
         self.messages = self.state.messages
         self._lock_path = self.home / "agents" / ".mlflow-store.lock"
