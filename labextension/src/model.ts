@@ -132,7 +132,8 @@ export class NotebookScanflowModel {
     }
     this.storeRuns = Object.fromEntries(runs.map(r => [r.run_id, r]));
     // tracking: MLflow runs may be written after the run ends (buffered, then synced)
-    const signature = runs.map(r => `${r.run_id}:${r.status}:${r.tracking ?? ''}`).join(',');
+    // (and a kubernetes run names its Workflow once submitted)
+    const signature = runs.map(r => `${r.run_id}:${r.status}:${r.tracking ?? ''}:${r.workflow?.name ?? ''}`).join(',');
     let changed = false;
     if (signature !== this.runsSignature) {
       changed = this.runsSignature !== null;

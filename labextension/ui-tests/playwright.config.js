@@ -41,6 +41,8 @@ module.exports = {
     url: `http://127.0.0.1:${port}/lab`,
     timeout: 120000,
     reuseExistingServer: false,
+    // SIGTERM, not SIGKILL: the server then stops what it started in sessions of their own (the MLflow UI)
+    gracefulShutdown: { signal: 'SIGTERM', timeout: 20000 },
     env: { ...process.env, SCANFLOW_GALATA_PORT: port }
   }
 };
