@@ -168,6 +168,12 @@ def test_diamond_runs_as_an_argo_workflow(k8s_env: dict[str, Any]) -> None:
     assert {n: s.status for n, s in state.steps.items()} == dict.fromkeys(("load", "features", "stats", "train"), "succeeded")
     proc = project.cli("runs", "--json")
     assert result.run_id in proc.stdout, proc.stdout + proc.stderr
+    # the sidebar's Workflow line (#15): the run names the Workflow it submitted
+    from scanflow_jupyter.kubernetes import workflow_ref
+
+    shown = workflow_ref.summary(project.store.run_dir(result.run_id), env={})
+    assert shown is not None and (shown["name"], shown["namespace"]) == (wf["metadata"]["name"], ns)
+    assert shown["command"] == f"kubectl -n {ns} get workflow {wf['metadata']['name']}"
 
 
 def test_failing_step_fails_the_run_and_skips_its_dependents(k8s_env: dict[str, Any],
