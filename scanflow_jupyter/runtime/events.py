@@ -26,11 +26,17 @@ EVENT_TYPES = (
     "run_warning",
     "run_finished",
 )
+STATE_CHANGED = "state_changed"  # internal: state moved without a public moment; only state subscribers see it
 
 
 @dataclass
 class Event:
-    """One moment of a run: what happened, to which step, which attempt, when, and details."""
+    """One moment of a run: what happened, to which step, which attempt, when, and details.
+
+    `changes` is the state the event leaves behind: the step's run.json entry for a step event,
+    the whole run.json otherwise (empty: no change). Subscribers derive run state from it; it is
+    not part of the public event (journal, SSE, CLI).
+    """
 
     type: str
     run_id: str
@@ -38,28 +44,42 @@ class Event:
     attempt: int | None = None
     time: float = field(default_factory=time.time)
     data: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        del doc["changes"]
+        return doc
 
 
 Listener = Callable[[Event], None]
 
 
 class EventBus:
-    """Fan events out to listeners; a failing listener is logged, never breaks the run."""
+    """Fan events out to listeners in subscription order; a failing listener is logged, never breaks the run.
+
+    Listeners subscribed with `state=True` (run-store writer, MLflow recorder) also get
+    `state_changed` events, and their errors stop the run (run.json must not go stale silently);
+    the others get public events only.
+    """
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, bool]] = []
 
-    def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, listener: Listener, *, state: bool = False) -> None:
+        self._listeners.append((listener, state))
 
-    def emit(self, type_: str, step: str | None = None, attempt: int | None = None, **data: Any) -> Event:
-        assert type_ in EVENT_TYPES, type_
-        event = Event(type_, self.run_id, step, attempt, data=data)
-        for listener in list(self._listeners):
+    def emit(self, type_: str, step: str | None = None, attempt: int | None = None, *,
+             changes: dict[str, Any] | None = None, **data: Any) -> Event:
+        assert type_ in EVENT_TYPES or type_ == STATE_CHANGED, type_
+        event = Event(type_, self.run_id, step, attempt, data=data, changes=changes or {})
+        for listener, wants_state in list(self._listeners):
+            if type_ == STATE_CHANGED and not wants_state:
+                continue
+            if wants_state:
+                listener(event)
+                continue
             try:
                 listener(event)
             except Exception:  # noqa: BLE001 - a listener must not break the run

@@ -19,7 +19,7 @@ from typing import Any
 
 from scanflow_jupyter.model import Application, Message, Pipeline
 from scanflow_jupyter.notebook.application import InvalidApplication, load_application
-from scanflow_jupyter.runtime.events import EventBus, EventJournal, Listener
+from scanflow_jupyter.runtime.events import STATE_CHANGED, EventBus, EventJournal, Listener
 from scanflow_jupyter.runtime.figures import FIGURES_DIR, extract_figures
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_KILLED = 0, 1, 2, 130
@@ -163,6 +163,7 @@ class PipelineRun:
         self.no_cache = no_cache
         self.backend_name = backend
         self.bus_listeners: list[Listener] = []
+        self.state_listeners: list[Listener] = []  # also hear `state_changed` (after the run-store writer)
         self.params: dict[str, Any] = {}
         self.selected: list[str] = []
         self.reuse: dict[str, dict[str, Any]] = {}  # step -> {"outputs": ..., "cached_from": ...}
@@ -273,10 +274,15 @@ class PipelineRun:
     async def execute(self, handle_signals: bool = False) -> RunResult:
         from scanflow_jupyter.data.store import RunState, StepState
         from scanflow_jupyter.runtime.backends import load_backend
+        from scanflow_jupyter.runtime.run_subscribers import MlflowRecorder, RunStoreWriter
         from scanflow_jupyter.runtime.scheduler import Scheduler
 
         run_id = self.store.new_run_id()
         self.bus = EventBus(run_id)
+        self.writer = RunStoreWriter(self.store)  # first: run.json is current when the others hear of a change
+        self.bus.subscribe(self.writer, state=True)
+        for listener in self.state_listeners:
+            self.bus.subscribe(listener, state=True)
         for listener in self.bus_listeners:
             self.bus.subscribe(listener)
         steps = {name: StepState(name=name) for name in self.pipeline.steps if name in self.selected or name in self.reuse}
@@ -288,6 +294,7 @@ class PipelineRun:
         self.store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         journal = EventJournal(self.store.run_dir(run_id))
         self.bus.subscribe(journal)
+        self.bus.subscribe(MlflowRecorder(self._track_final), state=True)  # last: records after everyone heard
         self._save()
         backend_cls = load_backend(self.backend_name)
         self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel})
@@ -346,9 +353,7 @@ class PipelineRun:
         for name, step in self.state.steps.items():
             if step.status in ("pending", "queued", "running"):
                 step.status = "killed" if killed else "skipped"
-                if step.status == "killed":
-                    self.bus.emit("step_killed", name)
-                self._track_step(name, step.mlflow_run_id)
+                self.bus.emit("step_killed" if killed else STATE_CHANGED, name, changes=self._step_doc(name))
         statuses = [s.status for s in self.state.steps.values()]
         if killed or "killed" in statuses:
             status = "killed"
@@ -381,18 +386,25 @@ class PipelineRun:
         return result
 
     def _save(self) -> None:
-        self.store.write_state(self.state)
+        """Say the run's state changed (the run-store writer writes run.json from the event)."""
+        self.bus.emit(STATE_CHANGED, changes=self.state.to_dict())
+
+    def _step_doc(self, name: str) -> dict[str, Any]:
+        return self.state.steps[name].to_dict()
+
+    def _track_final(self, name: str) -> None:
+        """MlflowRecorder's callback: record step `name`, in its nested run if one was started."""
+        self._track_step(name, self._buffer_steps.get(name) or self.state.steps[name].mlflow_run_id)
 
     def _queued(self, name: str) -> None:
         self.state.steps[name].status = "queued"
-        self.bus.emit("step_queued", name)
+        self.bus.emit("step_queued", name, changes=self._step_doc(name))
 
     def _skipped(self, name: str, because: str) -> None:
         step = self.state.steps[name]
         step.status = "skipped"
-        self._save()
-        self.bus.emit("step_skipped", name, reason=f"upstream step '{because}' did not succeed", upstream=because)
-        self._track_step(name, step.mlflow_run_id)
+        self.bus.emit("step_skipped", name, reason=f"upstream step '{because}' did not succeed", upstream=because,
+                      changes=self._step_doc(name))
 
     def _settle_reused(self, name: str, reuse: dict[str, Any]) -> str:
         step = self.state.steps[name]
@@ -400,11 +412,9 @@ class PipelineRun:
         step.status, step.cached_from, step.cache_key = "cached", reuse["cached_from"], reuse.get("cache_key")
         self._reused_step[name] = reuse.get("step") or name  # its MLflow metrics are copied (tracking_metrics)
         step.duration_s = 0.0
-        self._save()
         self.explain.setdefault(name, f"reused the outputs of run {reuse['cached_from']} ("
                                 + ("--resume)" if self.resume else "upstream of --only)"))
-        self.bus.emit("step_cached", name, cached_from=reuse["cached_from"])
-        self._track_step(name, None)
+        self.bus.emit("step_cached", name, cached_from=reuse["cached_from"], changes=self._step_doc(name))
         return "cached"
 
     async def _run_step(self, name: str) -> str:
@@ -453,7 +463,7 @@ class PipelineRun:
             for attempt in range(1, ex.retries + 2):
                 step.attempts = attempt
                 step.error = None
-                self._save()
+                self.bus.emit(STATE_CHANGED, name, changes=self._step_doc(name))
                 notebook = self._step_notebook(name, upstream_outputs=outputs_by_step, mlflow_id=mlflow_id)
                 (step_dir / "input.ipynb").write_text(_dumps(notebook), encoding="utf-8")
 
@@ -468,15 +478,13 @@ class PipelineRun:
                     break
                 step.error = StepError(**{k: outcome.error.get(k) for k in ("cell", "ename", "evalue", "traceback")}) if outcome.error else None
                 if attempt <= ex.retries:
-                    self._save()
-                    self.bus.emit("step_retrying", name, attempt, **(outcome.error or {}), next_attempt=attempt + 1)
+                    self.bus.emit("step_retrying", name, attempt, **(outcome.error or {}), next_attempt=attempt + 1,
+                                  changes=self._step_doc(name))
         except asyncio.CancelledError:
             step.status = "killed"
             step.finished_at = time.time()
             step.duration_s = step.finished_at - started
-            self._save()
-            self.bus.emit("step_killed", name, step.attempts)
-            self._track_step(name, mlflow_id)
+            self.bus.emit("step_killed", name, step.attempts, changes=self._step_doc(name))
             raise
         step.finished_at = time.time()
         step.duration_s = round(step.finished_at - started, 3)
@@ -491,13 +499,13 @@ class PipelineRun:
                 self._record_cache(name)
         else:
             step.status = "failed"
-        self._save()
         if step.status == "succeeded":
-            self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs))
+            self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs),
+                          changes=self._step_doc(name))
         else:
             err = step.error.to_dict() if step.error else {}
-            self.bus.emit("step_failed", name, step.attempts, duration_s=step.duration_s, **err)
-        self._track_step(name, mlflow_id)
+            self.bus.emit("step_failed", name, step.attempts, duration_s=step.duration_s, **err,
+                          changes=self._step_doc(name))
         return step.status
 
     # ------------------------------------------------------------------ whole-pipeline backends
@@ -564,16 +572,14 @@ class PipelineRun:
         step = self.state.steps[name]
         step.status, step.attempts, step.error = "running", attempt, None
         step.started_at = step.started_at or time.time()
-        self._save()
-        self.bus.emit("step_started", name, attempt)
+        self.bus.emit("step_started", name, attempt, changes=self._step_doc(name))
 
     def _whole_retrying(self, name: str, attempt: int, error: dict[str, Any]) -> None:
         from scanflow_jupyter.data.store import StepError
 
         step = self.state.steps[name]
         step.error = StepError(**{k: error.get(k) for k in ("cell", "ename", "evalue", "traceback")})
-        self._save()
-        self.bus.emit("step_retrying", name, attempt, **error, next_attempt=attempt + 1)
+        self.bus.emit("step_retrying", name, attempt, **error, next_attempt=attempt + 1, changes=self._step_doc(name))
 
     def _whole_finished(self, name: str, attempt: int, status: str, error: dict[str, Any] | None,
                         fetched: bool) -> None:
@@ -600,15 +606,15 @@ class PipelineRun:
                 self._record_cache(name)
         elif status == "failed":
             step.error = StepError(**{k: (error or {}).get(k) for k in ("cell", "ename", "evalue", "traceback")})
-        self._save()
+        doc = self._step_doc(name)
         if step.status == "succeeded":
-            self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs))
+            self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs),
+                          changes=doc)
         elif step.status == "failed":
             self.bus.emit("step_failed", name, step.attempts, duration_s=step.duration_s,
-                          **(step.error.to_dict() if step.error else {}))
+                          **(step.error.to_dict() if step.error else {}), changes=doc)
         else:
-            self.bus.emit("step_killed", name, step.attempts)
-        self._track_step(name, step.mlflow_run_id)
+            self.bus.emit("step_killed", name, step.attempts, changes=doc)
         if step.status == "failed":  # as the scheduler does: nothing below a failed step runs
             for child in self.pipeline.steps:
                 if (child in self.pipeline.downstream(name) and child in self.state.steps

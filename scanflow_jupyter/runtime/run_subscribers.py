@@ -1,0 +1,55 @@
+"""Subscribers of a run's event bus that keep state and tracking: the runner itself only emits.
+
+`RunStoreWriter` derives run.json from the events' `changes` and writes it; `MlflowRecorder`
+records a step in MLflow when an event says it reached a final status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from scanflow_jupyter.data.store import RunState, RunStore, StepState
+from scanflow_jupyter.runtime.events import Event
+
+FINAL_STEP_STATUSES = ("succeeded", "failed", "killed", "skipped", "cached")
+
+
+def apply_event(state: RunState | None, event: Event) -> RunState | None:
+    """The run state after `event`: a step event replaces that step's entry, a run event the whole run."""
+    if not event.changes:
+        return state
+    if event.step is None:
+        return RunState.from_dict(event.changes)
+    if state is None:
+        raise ValueError(f"event {event.type} for step {event.step!r} arrived before the run's state")
+    state.steps[event.step] = StepState.from_dict(event.changes)
+    return state
+
+
+class RunStoreWriter:
+    """Keep run.json equal to the state the events describe (written after every change)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.state: RunState | None = None
+
+    def __call__(self, event: Event) -> None:
+        if event.changes:
+            self.state = apply_event(self.state, event)
+            assert self.state is not None
+            self.store.write_state(self.state)
+
+
+class MlflowRecorder:
+    """Record a step in MLflow once an event leaves it in a final status.
+
+    `track(step)` queues the record (the runner's tracking pool: nested run, artifacts, metrics).
+    """
+
+    def __init__(self, track: Callable[[str], Any]) -> None:
+        self._track = track
+
+    def __call__(self, event: Event) -> None:
+        if event.step is not None and event.changes.get("status") in FINAL_STEP_STATUSES:
+            self._track(event.step)

@@ -1,0 +1,83 @@
+"""The event bus and the subscribers that derive run state from events (real RunStore on disk)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scanflow_jupyter.data.store import RunState, RunStore, StepState
+from scanflow_jupyter.runtime.events import STATE_CHANGED, EventBus
+from scanflow_jupyter.runtime.run_subscribers import MlflowRecorder, RunStoreWriter, apply_event
+
+
+def _state(run_id: str) -> RunState:
+    return RunState(run_id=run_id, app="demo", notebook="demo.ipynb", backend="local", status="running",
+                    created_at=1.0, started_at=1.0, finished_at=None, params={}, mlflow_run_id=None, pid=1,
+                    steps={"a": StepState(name="a"), "b": StepState(name="b")}, resumed_from=None,
+                    started_by="python", tracking="recording")
+
+
+def test_state_changed_reaches_state_subscribers_only():
+    bus = EventBus("r1")
+    public: list[str] = []
+    state: list[str] = []
+    bus.subscribe(lambda e: public.append(e.type))
+    bus.subscribe(lambda e: state.append(e.type), state=True)
+    bus.emit(STATE_CHANGED, changes={"x": 1})
+    bus.emit("step_queued", "a")
+    assert public == ["step_queued"]
+    assert state == [STATE_CHANGED, "step_queued"]
+
+
+def test_public_listener_errors_are_contained_state_listener_errors_are_not():
+    bus = EventBus("r1")
+
+    def broken(_event):
+        raise RuntimeError("boom")
+
+    bus.subscribe(broken)
+    bus.emit("step_queued", "a")  # logged, the run goes on
+    bus.subscribe(broken, state=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        bus.emit("step_queued", "a")
+
+
+def test_changes_are_not_part_of_the_public_event():
+    event = EventBus("r1").emit("step_queued", "a", changes={"name": "a", "status": "queued"})
+    assert event.changes["status"] == "queued"
+    assert "changes" not in event.to_dict()
+
+
+def test_writer_derives_run_json_from_events(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    store.run_dir("r1").mkdir(parents=True)
+    bus = EventBus("r1")
+    writer = RunStoreWriter(store)
+    bus.subscribe(writer, state=True)
+    state = _state("r1")
+    bus.emit(STATE_CHANGED, changes=state.to_dict())
+    state.steps["a"].status, state.steps["a"].attempts = "succeeded", 1
+    bus.emit("step_succeeded", "a", 1, changes=state.steps["a"].to_dict())
+    bus.emit("step_log", "b", 1, text="no state change")
+    on_disk = json.loads((store.run_dir("r1") / "run.json").read_text())
+    assert on_disk == state.to_dict()
+    assert on_disk["steps"]["a"]["status"] == "succeeded" and on_disk["steps"]["b"]["status"] == "pending"
+
+
+def test_a_step_event_before_the_run_state_is_an_error():
+    event = EventBus("r1").emit("step_queued", "a", changes={"name": "a", "status": "queued"})
+    with pytest.raises(ValueError, match="before the run's state"):
+        apply_event(None, event)
+
+
+def test_recorder_records_steps_that_reach_a_final_status():
+    bus = EventBus("r1")
+    recorded: list[str] = []
+    bus.subscribe(MlflowRecorder(recorded.append), state=True)
+    bus.emit("step_queued", "a", changes={"name": "a", "status": "queued"})
+    bus.emit(STATE_CHANGED, "a", changes={"name": "a", "status": "running"})
+    bus.emit("step_failed", "a", 1, changes={"name": "a", "status": "failed"})
+    bus.emit(STATE_CHANGED, "b", changes={"name": "b", "status": "skipped"})
+    bus.emit(STATE_CHANGED, changes={"status": "failed"})  # the run, not a step
+    assert recorded == ["a", "b"]
