@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import threading
 import time
@@ -38,25 +37,12 @@ class KubernetesUnavailable(RuntimeError):
 
 def kube_client(context: str | None = None, kubeconfig: str | None = None) -> Any:
     """An ApiClient for `context` of `kubeconfig` (defaults: KUBECONFIG, current context), else in-cluster."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from scanflow_jupyter.kubernetes.api import KubeconfigUnavailable, api_client
 
-    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")  # read now: the client reads it at import
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (ConfigException, FileNotFoundError, TypeError) as exc:
-        if context or kubeconfig:
-            raise KubernetesUnavailable(f"cannot load kube context {context or '(current)'} from "
-                                        f"{kubeconfig or 'KUBECONFIG / ~/.kube/config'}: {exc}. Fix: check "
-                                        "`kubectl config get-contexts` and SCANFLOW_K8S_CONTEXT.") from exc
-        try:
-            config.load_incluster_config()
-        except ConfigException:
-            raise KubernetesUnavailable(
-                "no Kubernetes cluster configured: no kubeconfig (KUBECONFIG, ~/.kube/config) and not running "
-                "in a pod. Fix: export KUBECONFIG=/path/to/kubeconfig (and SCANFLOW_K8S_CONTEXT to pick a "
-                "context).") from exc
-        return client.ApiClient()
+        return api_client(context, kubeconfig)
+    except KubeconfigUnavailable as exc:
+        raise KubernetesUnavailable(str(exc)) from exc
 
 
 def submit(api: Any, workflow: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """A small REST client for the objects Scanflow manages: server-side apply, get, list, delete.
 
-A kubeconfig context with a CA and a client certificate or token is served by httpx
-(`kubeconfig.py`: no 1-2 s `import kubernetes`); any other (exec plugins, auth providers, merged
-files) is loaded with the `kubernetes` package and served by its `ApiClient`. Apply is a server-side apply
+Requests go through the `kubernetes` package's `ApiClient`, configured by `api.py` like Argo runs
+and the server's availability check (every kubeconfig: certificates, tokens, exec plugins, auth
+providers, merged files, in-cluster). Apply is a server-side apply
 (`PATCH` with `application/apply-patch+yaml`, `fieldManager=scanflow`, `force=true`). Every error
 the API server answers becomes a `ClusterError` whose message names the object and the field.
 """
@@ -126,63 +126,30 @@ def error_from_api(exc: Any, obj: str, action: str) -> ClusterError:
     return ClusterError(text, object=obj, field=field, status=status, reason=reason)
 
 
-@dataclass
-class _HttpError:
-    """What `error_from_api` reads from an API error (the shape of kubernetes' ApiException)."""
-
-    status: int
-    reason: str
-    body: str
-
-
 class Cluster:
     """One API server reached through a kubeconfig context."""
 
     def __init__(self, context: str | None = None, kubeconfig: str | None = None, timeout: float = 30.0) -> None:
-        from scanflow_jupyter.kubernetes.kubeconfig import (
-            KubeconfigError,
-            http_client,
-            load_endpoint,
-        )
+        from scanflow_jupyter.kubernetes.api import KubeconfigUnavailable, api_client
 
         self.timeout = timeout
         self.context = context
-        self.api: Any = None
-        self.http: Any = None
-        self._endpoint: Any = None
         try:
-            self._endpoint = load_endpoint(kubeconfig, context)
-            if self._endpoint is not None:
-                self.http = http_client(self._endpoint, timeout)
-                self.host = self._endpoint.server
-                return
-        except (KubeconfigError, OSError, ValueError) as exc:
-            raise self._unavailable(kubeconfig, context, exc) from exc
-        from kubernetes import config as kconfig
-        from kubernetes.config.config_exception import ConfigException
-
-        try:
-            self.api = kconfig.new_client_from_config(config_file=kubeconfig, context=context,
-                                                      persist_config=False)
-        except (ConfigException, OSError, TypeError, ValueError) as exc:
+            self.api: Any = api_client(context, kubeconfig)
+        except KubeconfigUnavailable as exc:
             raise self._unavailable(kubeconfig, context, exc) from exc
         self.host = self.api.configuration.host
 
     @staticmethod
-    def _unavailable(kubeconfig: str | None, context: str | None, exc: Exception) -> ClusterUnavailable:
+    def _unavailable(kubeconfig: str | None, context: str | None, exc: Any) -> ClusterUnavailable:
         where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
         return ClusterUnavailable(
             f"cannot load the kubeconfig {where}" + (f" (context {context})" if context else "")
-            + f": {exc}. Fix: point KUBECONFIG at a valid file and pick a context with --context "
+            + f": {exc.detail}. Fix: point KUBECONFIG at a valid file and pick a context with --context "
             "(`kubectl config get-contexts` lists them).")
 
     def close(self) -> None:
-        if self.http is not None:
-            self.http.close()
-        if self._endpoint is not None:
-            self._endpoint.close()
-        if self.api is not None:
-            self.api.close()
+        self.api.close()
 
     def __enter__(self) -> Cluster:
         return self
@@ -198,8 +165,6 @@ class Cluster:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        if self.http is not None:
-            return self._request_http(method, path, body, query or [], headers, obj or path, action or method)
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -213,21 +178,6 @@ class Cluster:
             raise self._no_answer(exc) from exc
         data = resp.data
         return resp.status, (json.loads(data) if data else None)
-
-    def _request_http(self, method: str, path: str, body: Any, query: list[tuple[str, str]],
-                      headers: dict[str, str], obj: str, action: str) -> tuple[int, Any]:
-        import httpx
-
-        content = None if body is None else json.dumps(body).encode()
-        if content is not None and "Content-Type" not in headers:
-            headers["Content-Type"] = "application/json"
-        try:
-            resp = self.http.request(method, path, params=query, headers=headers, content=content)
-        except httpx.HTTPError as exc:
-            raise self._no_answer(exc) from exc
-        if resp.status_code >= 300:
-            raise error_from_api(_HttpError(resp.status_code, resp.reason_phrase, resp.text), obj, action) from None
-        return resp.status_code, (resp.json() if resp.content else None)
 
     def _no_answer(self, exc: Exception) -> ClusterUnavailable:
         return ClusterUnavailable(

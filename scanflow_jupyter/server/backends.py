@@ -37,45 +37,18 @@ def check_docker() -> dict[str, Any]:
     return {"name": "docker", "available": True, "reason": None}
 
 
-def _plain_kubeconfig_loads(context: str) -> bool:
-    """True if $KUBECONFIG's context has a server and plain credentials (see kubernetes/kubeconfig.py);
-    False leaves the decision, and the reason, to the kubernetes package."""
-    from scanflow_jupyter.kubernetes.kubeconfig import KubeconfigError, load_endpoint
-
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not context:
-        return False
-    try:
-        endpoint = load_endpoint(None, context or None)
-    except (KubeconfigError, OSError, ValueError):
-        return False
-    if endpoint is None:
-        return False
-    endpoint.close()
-    return True
-
-
 def check_kubernetes(context: str = "") -> dict[str, Any]:
     if "kubernetes" not in _entry_point_names():
         return {"name": "kubernetes", "available": False,
                 "reason": "no 'kubernetes' backend is registered in the scanflow_jupyter.backends entry points"}
-    if _plain_kubeconfig_loads(context):  # no 1-2 s `import kubernetes` for the common case
-        return {"name": "kubernetes", "available": True, "reason": None}
-    try:
-        from kubernetes import client, config
+    from scanflow_jupyter.kubernetes.api import KubeconfigUnavailable, configuration
 
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not context:
-            config.load_incluster_config(client_configuration=client.Configuration())
-        else:
-            # $KUBECONFIG as it is now (the library reads it once, at import)
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, context=context or None,
-                                    client_configuration=client.Configuration())
-    except Exception as exc:  # noqa: BLE001
+    try:
+        configuration(context or None)  # the configuration deploy and runs use (kubernetes/api.py)
+    except KubeconfigUnavailable as exc:
         where = f"context '{context}'" if context else "the current context"
-        detail = str(exc).strip().rstrip(".")
-        if "No configuration found" in detail or "Invalid kube-config file" in detail:
-            detail = f"there is none at {os.environ.get('KUBECONFIG') or '~/.kube/config'}"  # the library's words say less
         return {"name": "kubernetes", "available": False,
-                "reason": f"no usable kubeconfig for {where}: {detail}. Fix: set KUBECONFIG to your cluster's "
+                "reason": f"no usable kubeconfig for {where}: {exc.detail}. Fix: set KUBECONFIG to your cluster's "
                           "kubeconfig, or pick a context (Settings → Scanflow → kube context, or c.Scanflow.kube_context)"}
     return {"name": "kubernetes", "available": True, "reason": None}
 
