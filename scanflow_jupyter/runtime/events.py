@@ -33,9 +33,8 @@ STATE_CHANGED = "state_changed"  # internal: state moved without a public moment
 class Event:
     """One moment of a run: what happened, to which step, which attempt, when, and details.
 
-    `changes` is the state the event leaves behind: the step's run.json entry for a step event,
-    the whole run.json otherwise (empty: no change). Subscribers derive run state from it; it is
-    not part of the public event (journal, SSE, CLI).
+    `changes` is the state the event leaves behind: the whole run.json (empty: no change).
+    Subscribers derive run state from it; it is not part of the public event (journal, SSE, CLI).
     """
 
     type: str

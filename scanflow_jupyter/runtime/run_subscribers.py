@@ -9,22 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from scanflow_jupyter.data.store import RunState, RunStore, StepState
+from scanflow_jupyter.data.store import RunState, RunStore
 from scanflow_jupyter.runtime.events import Event
 
 FINAL_STEP_STATUSES = ("succeeded", "failed", "killed", "skipped", "cached")
 
 
 def apply_event(state: RunState | None, event: Event) -> RunState | None:
-    """The run state after `event`: a step event replaces that step's entry, a run event the whole run."""
-    if not event.changes:
-        return state
-    if event.step is None:
-        return RunState.from_dict(event.changes)
-    if state is None:
-        raise ValueError(f"event {event.type} for step {event.step!r} arrived before the run's state")
-    state.steps[event.step] = StepState.from_dict(event.changes)
-    return state
+    """The run state after `event`: its `changes` (the whole run.json) when it has any, else `state`."""
+    return RunState.from_dict(event.changes) if event.changes else state
+
+
+def step_status(event: Event) -> str | None:
+    """The status an event leaves its step in (None: no step, or no change)."""
+    if event.step is None or not event.changes:
+        return None
+    return ((event.changes.get("steps") or {}).get(event.step) or {}).get("status")
 
 
 class RunStoreWriter:
@@ -51,5 +51,5 @@ class MlflowRecorder:
         self._track = track
 
     def __call__(self, event: Event) -> None:
-        if event.step is not None and event.changes.get("status") in FINAL_STEP_STATUSES:
+        if step_status(event) in FINAL_STEP_STATUSES:
             self._track(event.step)

@@ -353,7 +353,7 @@ class PipelineRun:
         for name, step in self.state.steps.items():
             if step.status in ("pending", "queued", "running"):
                 step.status = "killed" if killed else "skipped"
-                self.bus.emit("step_killed" if killed else STATE_CHANGED, name, changes=self._step_doc(name))
+                self.bus.emit("step_killed" if killed else STATE_CHANGED, name, changes=self._run_doc())
         statuses = [s.status for s in self.state.steps.values()]
         if killed or "killed" in statuses:
             status = "killed"
@@ -387,10 +387,12 @@ class PipelineRun:
 
     def _save(self) -> None:
         """Say the run's state changed (the run-store writer writes run.json from the event)."""
-        self.bus.emit(STATE_CHANGED, changes=self.state.to_dict())
+        self.bus.emit(STATE_CHANGED, changes=self._run_doc())
 
-    def _step_doc(self, name: str) -> dict[str, Any]:
-        return self.state.steps[name].to_dict()
+    def _run_doc(self) -> dict[str, Any]:
+        """The `changes` of an event: the whole run.json (run-level fields such as the MLflow
+        parent id move with step events too)."""
+        return self.state.to_dict()
 
     def _track_final(self, name: str) -> None:
         """MlflowRecorder's callback: record step `name`, in its nested run if one was started."""
@@ -398,13 +400,13 @@ class PipelineRun:
 
     def _queued(self, name: str) -> None:
         self.state.steps[name].status = "queued"
-        self.bus.emit("step_queued", name, changes=self._step_doc(name))
+        self.bus.emit("step_queued", name, changes=self._run_doc())
 
     def _skipped(self, name: str, because: str) -> None:
         step = self.state.steps[name]
         step.status = "skipped"
         self.bus.emit("step_skipped", name, reason=f"upstream step '{because}' did not succeed", upstream=because,
-                      changes=self._step_doc(name))
+                      changes=self._run_doc())
 
     def _settle_reused(self, name: str, reuse: dict[str, Any]) -> str:
         step = self.state.steps[name]
@@ -414,7 +416,7 @@ class PipelineRun:
         step.duration_s = 0.0
         self.explain.setdefault(name, f"reused the outputs of run {reuse['cached_from']} ("
                                 + ("--resume)" if self.resume else "upstream of --only)"))
-        self.bus.emit("step_cached", name, cached_from=reuse["cached_from"], changes=self._step_doc(name))
+        self.bus.emit("step_cached", name, cached_from=reuse["cached_from"], changes=self._run_doc())
         return "cached"
 
     async def _run_step(self, name: str) -> str:
@@ -463,7 +465,7 @@ class PipelineRun:
             for attempt in range(1, ex.retries + 2):
                 step.attempts = attempt
                 step.error = None
-                self.bus.emit(STATE_CHANGED, name, changes=self._step_doc(name))
+                self.bus.emit(STATE_CHANGED, name, changes=self._run_doc())
                 notebook = self._step_notebook(name, upstream_outputs=outputs_by_step, mlflow_id=mlflow_id)
                 (step_dir / "input.ipynb").write_text(_dumps(notebook), encoding="utf-8")
 
@@ -479,12 +481,12 @@ class PipelineRun:
                 step.error = StepError(**{k: outcome.error.get(k) for k in ("cell", "ename", "evalue", "traceback")}) if outcome.error else None
                 if attempt <= ex.retries:
                     self.bus.emit("step_retrying", name, attempt, **(outcome.error or {}), next_attempt=attempt + 1,
-                                  changes=self._step_doc(name))
+                                  changes=self._run_doc())
         except asyncio.CancelledError:
             step.status = "killed"
             step.finished_at = time.time()
             step.duration_s = step.finished_at - started
-            self.bus.emit("step_killed", name, step.attempts, changes=self._step_doc(name))
+            self.bus.emit("step_killed", name, step.attempts, changes=self._run_doc())
             raise
         step.finished_at = time.time()
         step.duration_s = round(step.finished_at - started, 3)
@@ -501,11 +503,11 @@ class PipelineRun:
             step.status = "failed"
         if step.status == "succeeded":
             self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs),
-                          changes=self._step_doc(name))
+                          changes=self._run_doc())
         else:
             err = step.error.to_dict() if step.error else {}
             self.bus.emit("step_failed", name, step.attempts, duration_s=step.duration_s, **err,
-                          changes=self._step_doc(name))
+                          changes=self._run_doc())
         return step.status
 
     # ------------------------------------------------------------------ whole-pipeline backends
@@ -572,14 +574,14 @@ class PipelineRun:
         step = self.state.steps[name]
         step.status, step.attempts, step.error = "running", attempt, None
         step.started_at = step.started_at or time.time()
-        self.bus.emit("step_started", name, attempt, changes=self._step_doc(name))
+        self.bus.emit("step_started", name, attempt, changes=self._run_doc())
 
     def _whole_retrying(self, name: str, attempt: int, error: dict[str, Any]) -> None:
         from scanflow_jupyter.data.store import StepError
 
         step = self.state.steps[name]
         step.error = StepError(**{k: error.get(k) for k in ("cell", "ename", "evalue", "traceback")})
-        self.bus.emit("step_retrying", name, attempt, **error, next_attempt=attempt + 1, changes=self._step_doc(name))
+        self.bus.emit("step_retrying", name, attempt, **error, next_attempt=attempt + 1, changes=self._run_doc())
 
     def _whole_finished(self, name: str, attempt: int, status: str, error: dict[str, Any] | None,
                         fetched: bool) -> None:
@@ -606,7 +608,7 @@ class PipelineRun:
                 self._record_cache(name)
         elif status == "failed":
             step.error = StepError(**{k: (error or {}).get(k) for k in ("cell", "ename", "evalue", "traceback")})
-        doc = self._step_doc(name)
+        doc = self._run_doc()
         if step.status == "succeeded":
             self.bus.emit("step_succeeded", name, step.attempts, duration_s=step.duration_s, outputs=list(step.outputs),
                           changes=doc)

@@ -57,7 +57,7 @@ def test_run_json_is_the_state_the_events_describe(runner, project, notebook):
     for name, summary in result.steps.items():
         assert final["steps"][name]["status"] == summary.status
         last = [e for e in seen if e.step == name and e.changes][-1]
-        assert last.changes["status"] == summary.status
+        assert last.changes["steps"][name]["status"] == summary.status
     # the public stream carries no state payload; state_changed is only for state subscribers
     journal = [json.loads(line) for line in (Path(result.run_dir) / "events.jsonl").read_text().splitlines()]
     assert all("changes" not in e for e in journal)

@@ -57,27 +57,36 @@ def test_writer_derives_run_json_from_events(tmp_path):
     bus.subscribe(writer, state=True)
     state = _state("r1")
     bus.emit(STATE_CHANGED, changes=state.to_dict())
-    state.steps["a"].status, state.steps["a"].attempts = "succeeded", 1
-    bus.emit("step_succeeded", "a", 1, changes=state.steps["a"].to_dict())
+    state.steps["a"].status, state.steps["a"].attempts, state.mlflow_run_id = "succeeded", 1, "m1"
+    bus.emit("step_succeeded", "a", 1, changes=state.to_dict())
     bus.emit("step_log", "b", 1, text="no state change")
     on_disk = json.loads((store.run_dir("r1") / "run.json").read_text())
-    assert on_disk == state.to_dict()
+    assert on_disk == state.to_dict() == writer.state.to_dict()
     assert on_disk["steps"]["a"]["status"] == "succeeded" and on_disk["steps"]["b"]["status"] == "pending"
+    assert on_disk["mlflow_run_id"] == "m1"  # run-level fields move with step events
 
 
-def test_a_step_event_before_the_run_state_is_an_error():
-    event = EventBus("r1").emit("step_queued", "a", changes={"name": "a", "status": "queued"})
-    with pytest.raises(ValueError, match="before the run's state"):
-        apply_event(None, event)
+def test_an_event_without_changes_keeps_the_state():
+    state = _state("r1")
+    event = EventBus("r1").emit("step_log", "a", 1, text="x")
+    assert apply_event(state, event) is state
+    assert apply_event(None, event) is None
 
 
 def test_recorder_records_steps_that_reach_a_final_status():
     bus = EventBus("r1")
     recorded: list[str] = []
     bus.subscribe(MlflowRecorder(recorded.append), state=True)
-    bus.emit("step_queued", "a", changes={"name": "a", "status": "queued"})
-    bus.emit(STATE_CHANGED, "a", changes={"name": "a", "status": "running"})
-    bus.emit("step_failed", "a", 1, changes={"name": "a", "status": "failed"})
-    bus.emit(STATE_CHANGED, "b", changes={"name": "b", "status": "skipped"})
-    bus.emit(STATE_CHANGED, changes={"status": "failed"})  # the run, not a step
+    state = _state("r1")
+
+    def emit(type_: str, step: str | None, status: str | None = None) -> None:
+        if step and status:
+            state.steps[step].status = status
+        bus.emit(type_, step, changes=state.to_dict())
+
+    emit("step_queued", "a", "queued")
+    emit(STATE_CHANGED, "a", "running")
+    emit("step_failed", "a", "failed")
+    emit(STATE_CHANGED, "b", "skipped")
+    emit(STATE_CHANGED, None)  # the run, not a step: b is final in it but nothing new is recorded
     assert recorded == ["a", "b"]
