@@ -445,7 +445,10 @@ class ScanflowMagics(Magics):
 
     @line_magic("scanflow")
     def scanflow(self, line: str) -> None:
-        """%scanflow run|inspect|agents up|down|ls [--notebook PATH] [-p KEY=VALUE ...] ..."""
+        """%scanflow run|inspect|debug|agents up|down|ls [--notebook PATH] [-p KEY=VALUE ...] ..."""
+        if line.split()[:1] == ["debug"]:  # %scanflow debug STEP [--run RUN_ID] (notebook/debug.py)
+            self._debug(line)
+            return
         args = _args("scanflow", line)
         if args.action == "agents":
             if args.subaction not in AGENTS_ACTIONS:
@@ -470,6 +473,20 @@ class ScanflowMagics(Magics):
             self._agents(path, args.subaction)
         else:
             self._run(path, args)
+
+    def _debug(self, line: str) -> None:
+        from scanflow_jupyter.notebook.debug import DebugError, debug_step
+
+        words = line.split()[1:]
+        run_id = None
+        if len(words) == 3 and words[1] == "--run":
+            run_id = words[2]
+        elif len(words) != 1:
+            raise UsageError("%scanflow debug: expected a step name. Fix: write %scanflow debug STEP [--run RUN_ID].")
+        try:
+            debug_step(words[0], run_id, self.shell)
+        except DebugError as exc:
+            raise UsageError(str(exc)) from None
 
     def _inspect(self, path: Path) -> None:
         from scanflow_jupyter.notebook.parser import NotebookReadError, parse_notebook

@@ -58,6 +58,15 @@ def test_debug_loads_the_failed_steps_exact_inputs_and_params(runner, project, s
     np.testing.assert_array_equal(shell.user_ns["xs"], np.arange(3) * 2.5)
     assert shell.user_ns["n"] == 3
 
+    shell.user_ns.pop("xs")
+    shell.run_line_magic("load_ext", "scanflow_jupyter")
+    shell.run_line_magic("scanflow", f"debug boom --run {second.result.run_id}")  # the line magic
+    np.testing.assert_array_equal(shell.user_ns["xs"], np.arange(4) * 2.5)
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="no run ran a step 'nope'"):
+        shell.run_line_magic("scanflow", "debug nope")
+
     with pytest.raises(DebugError, match="known steps: after, boom, make"):
         debug_step("nope", None, shell)
     with pytest.raises(DebugError, match="no run 'missing-run'"):
