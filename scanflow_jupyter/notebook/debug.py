@@ -155,9 +155,10 @@ def _code(source: str) -> dict[str, Any]:
     return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
 
 
-def run_as_notebook(project_root: str | Path, run_id: str) -> Path:
-    """Write a notebook with the run's parameters and one cell per step loading its outputs."""
-    store = _store(project_root)
+def run_as_notebook(project_root: str | Path, run_id: str, *, store: RunStore | None = None) -> Path:
+    """Write a notebook with the run's parameters and one cell per step loading its outputs
+    (default store: the project's ``.scanflow/runs`` or ``$SCANFLOW_HOME/runs``)."""
+    store = store or _store(project_root)
     try:
         run = store.read_state(run_id)
     except StoreError as exc:

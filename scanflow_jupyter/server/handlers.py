@@ -444,6 +444,24 @@ class OutputNotebookHandler(ScanflowHandler):
         self.reply({"run_id": run_id, "step": step, "notebook": doc})
 
 
+class RunAsNotebookHandler(ScanflowHandler):
+    """POST: write the run as `scanflow-run-<run_id>.ipynb` next to its notebook ("Open run as notebook")."""
+
+    @tornado.web.authenticated
+    async def post(self, run_id: str) -> None:
+        from scanflow_jupyter.notebook.debug import run_as_notebook
+        from scanflow_jupyter.server.paths import relative_to_root
+
+        state = self.run_state(run_id)
+        folder = Path(state.notebook).resolve().parent
+        if relative_to_root(self.ext.root, folder) is None:
+            raise ApiError(409, f"run {run_id}'s notebook folder {folder} is outside the Jupyter root",
+                           "start JupyterLab in a folder that contains the notebook")
+        path = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: run_as_notebook(folder, run_id, store=self.ext.runs.store))
+        self.reply({"run_id": run_id, "path": relative_to_root(self.ext.root, path)}, 201)
+
+
 class ExperimentsHandler(ScanflowHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
@@ -724,6 +742,7 @@ def routes(base_url: str) -> list[tuple[str, type]]:
         (url(f"runs/{RUN_ID}/events"), EventsHandler),
         (url(f"runs/{RUN_ID}/logs"), LogsHandler),
         (url(f"runs/{RUN_ID}/notebook"), OutputNotebookHandler),
+        (url(f"runs/{RUN_ID}/as-notebook"), RunAsNotebookHandler),
         (url("mlflow/experiments"), ExperimentsHandler),
         (url("mlflow/runs"), MlflowRunsHandler),
         (url("mlflow-ui"), MlflowUiHandler),
