@@ -214,6 +214,11 @@ export class ScanflowClient {
     return this.request('GET', `runs/${runId}/notebook`, { step });
   }
 
+  /** "Open run as notebook": the server writes `scanflow-run-<id>.ipynb` next to the run's notebook. */
+  runAsNotebook(runId: string): Promise<{ run_id: string; path: string }> {
+    return this.request('POST', `runs/${runId}/as-notebook`, {}, {});
+  }
+
   async runs(path?: string, limit = 50): Promise<IRunSummary[]> {
     const reply = await this.request<{ runs: IRunSummary[] }>('GET', 'runs', { path, limit });
     return reply.runs ?? [];

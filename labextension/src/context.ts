@@ -24,4 +24,8 @@ export interface ISidebarContext {
   openOutput: (runId: string, step: string) => void;
   showLog: (runId: string, step: string, error: IStepError | null) => void;
   activate: (panel: NotebookPanel) => void;
+  /** Load a failed step's inputs and parameters into the active notebook's kernel (#15). */
+  debugInNotebook?: (runId: string, step: string) => void;
+  /** Write the run as a notebook and open it (#15). */
+  openRunAsNotebook?: (runId: string) => void;
 }

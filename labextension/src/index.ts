@@ -10,6 +10,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Signal } from '@lumino/signaling';
 
 import { ScanflowClient } from './api';
+import { runDebug } from './debug_kernel';
 import { CellBadges } from './badges';
 import { showStepLog } from './logview';
 import { ScanflowModels } from './model';
@@ -91,6 +92,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const showLog = (runId: string, step: string, error: Parameters<typeof showStepLog>[3]) =>
       showStepLog(client, runId, step, error, () => openOutput(runId, step));
 
+    const debugInNotebook = (runId: string, step: string) =>
+      void runDebug(tracker.currentWidget, step, runId).catch(err => reportError(err, `Debug ${step} in notebook`));
+    const openRunAsNotebook = (runId: string) =>
+      void client
+        .runAsNotebook(runId)
+        .then(reply => openPath(reply.path))
+        .catch(err => reportError(err, `Open run ${runId} as notebook`));
+
     const sidebar = new ScanflowSidebar({
       models,
       tracker,
@@ -99,6 +108,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openPath,
       openOutput,
       showLog,
+      debugInNotebook,
+      openRunAsNotebook,
       activate: (panel: NotebookPanel) => app.shell.activateById(panel.id)
     });
     sidebar.title.icon = scanflowIcon;

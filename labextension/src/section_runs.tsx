@@ -115,6 +115,15 @@ function StepRuns(props: { parent: IMlflowRun; model: NotebookScanflowModel; ctx
                 >
                   notebook
                 </button>
+                {st === 'failed' && props.ctx.debugInNotebook && (
+                  <button
+                    className="sf-link sf-step-debug"
+                    title={`Load the inputs and parameters ${name} received in this run into the notebook's kernel`}
+                    onClick={() => props.ctx.debugInNotebook!(runId, name)}
+                  >
+                    Debug in notebook
+                  </button>
+                )}
               </>
             )}
             <MlflowLink client={props.model.client} runId={s.run_id} experimentId={s.experiment_id} what={`step run ${name}`} />
@@ -132,12 +141,22 @@ function StepRuns(props: { parent: IMlflowRun; model: NotebookScanflowModel; ctx
 }
 
 /** An expanded run's ids (whole, copyable) and, for a kubernetes run, its Workflow. */
-function RunDetail(props: { run: IMlflowRun; model: NotebookScanflowModel }): JSX.Element {
+function RunDetail(props: { run: IMlflowRun; model: NotebookScanflowModel; ctx: ISidebarContext }): JSX.Element {
   const runId = props.run.tags?.['scanflow.run_id'];
   const workflow = runId ? props.model.storeRuns[runId]?.workflow : null;
+  const open = props.ctx.openRunAsNotebook;
   return (
     <div className="sf-run-detail">
       {runId && <RunId runId={runId} label="run" />}
+      {runId && open && (
+        <button
+          className="sf-link sf-run-as-notebook"
+          title={`Write scanflow-run-${runId}.ipynb (parameters and each step's outputs) and open it`}
+          onClick={() => open(runId)}
+        >
+          Open run as notebook
+        </button>
+      )}
       <RunId runId={props.run.run_id} label="MLflow run" />
       {workflow && <WorkflowLine workflow={workflow} />}
     </div>
@@ -283,7 +302,7 @@ export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebar
                 })()}
               </div>
               <KeyValues title="metrics" values={r.metrics ?? {}} limit={open ? undefined : 3} />
-              {open && <RunDetail run={r} model={model} />}
+              {open && <RunDetail run={r} model={model} ctx={props.ctx} />}
               {open && <KeyValues title="params" values={r.params ?? {}} />}
               {open && <StepRuns parent={r} model={model} ctx={props.ctx} />}
             </li>
