@@ -29,8 +29,7 @@ from tests.benchmarks.util import BenchError, clean_env, median, timed
 AGENTS = 5
 GOAL = 1.5
 TRACKER_IMAGE = "ghcr.io/mlflow/mlflow:v3.1.0"
-CLI = ("from scanflow_jupyter.cli import main; from scanflow_jupyter.cli_kubernetes import register; "
-       "register(main) if 'deploy' not in main.commands else None; main()")
+CLI = ("from scanflow_jupyter.cli import main; main()")
 
 
 def agent_cell(i: int) -> str:

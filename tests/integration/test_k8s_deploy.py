@@ -63,9 +63,8 @@ def image_env(k8s: Any) -> dict[str, str]:
 
 
 def scanflow(*args: str, kubeconfig: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI (deploy/undeploy/status registered the way cli.py will register them)."""
-    code = ("from scanflow_jupyter.cli import main; from scanflow_jupyter.cli_kubernetes import register; "
-            "register(main) if 'deploy' not in main.commands else None; main()")
+    """The real CLI (`scanflow deploy|undeploy|status`)."""
+    code = ("from scanflow_jupyter.cli import main; main()")
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("SCANFLOW_", "KUBECONFIG"))}
     environ["KUBECONFIG"] = str(kubeconfig)
     environ.update(extra_env)

@@ -85,7 +85,7 @@ def test_params_file_reads_back_the_same_value_in_the_cli(value: object) -> None
     import os
     import stat
 
-    from scanflow_jupyter.cli_view import load_params_file
+    from scanflow_jupyter.cli.view import load_params_file
 
     path = write_params_file({"p": value})
     try:

@@ -90,7 +90,7 @@ def test_widget_and_up_result():
 def test_cli_table_renders():
     from rich.console import Console
 
-    from scanflow_jupyter.cli_agents import agents_table
+    from scanflow_jupyter.cli.agents import agents_table
 
     console = Console(width=200, record=True)
     console.print(agents_table([AgentRow(app="churn", name="monitor", notebook="/a", state="running", port=1,

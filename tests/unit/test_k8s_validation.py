@@ -147,8 +147,7 @@ def test_unknown_kind_is_refused():
 
 
 def _scanflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    code = ("import sys; from scanflow_jupyter.cli import main; from scanflow_jupyter.cli_kubernetes import register; "
-            "register(main) if 'deploy' not in main.commands else None; main()")
+    code = ("import sys; from scanflow_jupyter.cli import main; main()")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "KUBECONFIG": str(cwd / "no-such-config")})
 

@@ -41,7 +41,7 @@ def _run_importer(tool: str, source: Path) -> Any:
 def import_command(source: str, tool: str, output: str | None, force: bool, as_json: bool) -> None:
     """Convert SOURCE (Kale, Elyra or Ploomber) into a Scanflow notebook, validate it, list what was not carried over."""
     from scanflow_jupyter.cell_numbers import message_doc
-    from scanflow_jupyter.cli import _console, _print_messages
+    from scanflow_jupyter.cli.pipeline import _console, _print_messages
     from scanflow_jupyter.importers.common import ImportFailure, Note, finish
     from scanflow_jupyter.model import Message
     from scanflow_jupyter.notebook.validate import has_errors

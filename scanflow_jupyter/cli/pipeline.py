@@ -1,4 +1,4 @@
-"""The `scanflow` command line: inspect and run notebooks as pipelines.
+"""`scanflow inspect`, `scanflow run` and `scanflow runs`: inspect and run notebooks as pipelines.
 
 Exit codes: 0 success, 1 a step failed, 2 invalid input (nothing executed, no MLflow run),
 130 cancelled (Ctrl-C / SIGTERM). Heavy modules are imported inside commands only.
@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from scanflow_jupyter import __version__
 from scanflow_jupyter.cell_numbers import message_doc, shown
 
 
@@ -41,13 +40,7 @@ def _print_messages(messages: list[Any], console: Any) -> None:
         console.print(f"  [dim]fix:[/dim] {m.fix}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="scanflow")
-def main() -> None:
-    """Scanflow for Jupyter: run notebooks whose magics declare pipeline steps."""
-
-
-@main.command()
+@click.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def inspect(notebook: str, as_json: bool) -> None:
@@ -136,7 +129,7 @@ def _step_requirements(app: Any) -> dict[str, Any]:
         return {}
 
 
-@main.command()
+@click.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--backend", default="local", show_default=True, help="Where steps run (a registered backend).")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -157,7 +150,7 @@ def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str |
     # `iri` formats, so jsonschema is told it is absent (a no-op once jsonschema is loaded).
     if "jsonschema" not in sys.modules:
         sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
-    from scanflow_jupyter.cli_view import load_params_file, print_unreadable_run
+    from scanflow_jupyter.cli.view import load_params_file, print_unreadable_run
     from scanflow_jupyter.data.store import RunUnreadableError
     from scanflow_jupyter.runtime.backends import UnknownBackendError
     from scanflow_jupyter.runtime.runner import EXIT_INVALID, InvalidApplication, run_notebook
@@ -205,7 +198,7 @@ def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str |
 
 
 def _live_view() -> Any:
-    from scanflow_jupyter.cli_view import LiveRunView
+    from scanflow_jupyter.cli.view import LiveRunView
 
     return LiveRunView(_console())
 
@@ -218,41 +211,13 @@ def _print_summary(result: Any) -> None:
     # tracking warnings were shown by the live view as `run_warning` events
 
 
-@main.command()
+@click.command()
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def runs(limit: int, as_json: bool) -> None:
     """List recent pipeline runs of the run store in this folder (`unreadable`: broken run.json)."""
-    from scanflow_jupyter.cli_view import print_runs
+    from scanflow_jupyter.cli.view import print_runs
     from scanflow_jupyter.data.store import RunStore
     from scanflow_jupyter.tracking import scanflow_home
 
     print_runs(RunStore(scanflow_home() / "runs").list_entries(limit=limit), as_json, _console())
-
-
-from scanflow_jupyter.cli_agents import agents  # noqa: E402 - registered after `main` exists
-
-main.add_command(agents)
-
-from scanflow_jupyter.cli_containers import build, build_base, tracker  # noqa: E402
-
-main.add_command(build)
-main.add_command(build_base)
-main.add_command(tracker)
-
-from scanflow_jupyter.cli_kubernetes import register as register_kubernetes  # noqa: E402
-
-register_kubernetes(main)
-
-from scanflow_jupyter.cli_tracking import attach as attach_runs_sync  # noqa: E402
-
-attach_runs_sync(main)  # `scanflow runs sync [RUN_ID]`; `scanflow runs` ends dead runners' MLflow runs
-main.add_command(__import__("scanflow_jupyter.cli_import").cli_import.import_command)  # `scanflow import --from ...`
-
-from scanflow_jupyter.cli_services import serve, services  # noqa: E402 - `scanflow serve`, `scanflow services`
-
-main.add_command(serve)
-main.add_command(services)
-
-if __name__ == "__main__":
-    main()

@@ -284,9 +284,3 @@ def _export_argo(notebook: str, namespace: str | None, registry: str | None, ima
         _fail(False, EXIT_INVALID, str(exc))
     except BuildError as exc:
         _fail(False, EXIT_CLUSTER, str(exc))
-
-
-def register(group: click.Group) -> None:
-    """Add deploy, undeploy, status and export to the `scanflow` command group."""
-    for command in (deploy, undeploy, status, export):
-        group.add_command(command)
