@@ -1,4 +1,4 @@
-/** "Debug in notebook": run `%scanflow debug STEP --run RUN_ID` in a notebook's kernel (#15). */
+/** "Debug in notebook": load a failed step's inputs and parameters in a notebook's kernel (#15). */
 import { Notification } from '@jupyterlab/apputils';
 import type { NotebookPanel } from '@jupyterlab/notebook';
 

@@ -28,6 +28,18 @@ def _store(project_root: str | Path | None = None) -> RunStore:
     return RunStore(scanflow_home(Path(project_root) if project_root is not None else None) / "runs")
 
 
+def _stores(project_root: str | Path | None) -> list[RunStore]:
+    """Where to look: ``$SCANFLOW_HOME/runs``, else ``.scanflow/runs`` of the project root (default:
+    the kernel's folder) and of its parents (a JupyterLab server keeps runs at its root's ``.scanflow``)."""
+    import os
+
+    if project_root is not None or os.environ.get("SCANFLOW_HOME"):
+        return [_store(project_root)]
+    here = Path.cwd().resolve()
+    return [RunStore(folder / ".scanflow" / "runs") for folder in (here, *here.parents)
+            if (folder / ".scanflow" / "runs").is_dir()] or [_store(None)]
+
+
 def _notebook_of(shell: Any) -> Path | None:
     try:
         from scanflow_jupyter.magics import find_notebook
@@ -124,8 +136,18 @@ def debug_step(step: str, run_id: str | None, shell: Any, *, project_root: str |
     """
     from scanflow_jupyter.widgets import describe_value
 
-    store = _store(project_root)
-    run = _pick_run(store, step, run_id, _notebook_of(shell))
+    notebook = _notebook_of(shell)
+    stores = _stores(project_root)
+    run: RunState | None = None
+    for store in stores[:-1]:  # the first store that has a matching run; the last one raises if none has
+        try:
+            run = _pick_run(store, step, run_id, notebook)
+            break
+        except DebugError:
+            continue
+    if run is None:
+        store = stores[-1]
+        run = _pick_run(store, step, run_id, notebook)
     inputs = load_step_inputs(store, run, step)
     params = dict(run.params)
     params.update({k: v for k, v in _injected(store.step_dir(run.run_id, step) / "input.ipynb").items()

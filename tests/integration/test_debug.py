@@ -33,7 +33,7 @@ def shell(tmp_path_factory):
     return ip
 
 
-def test_debug_loads_the_failed_steps_exact_inputs_and_params(runner, project, shell, capsys):
+def test_debug_loads_the_failed_steps_exact_inputs_and_params(runner, project, shell, capsys, monkeypatch):
     import numpy as np
 
     from scanflow_jupyter.notebook.debug import DebugError, debug_step
@@ -73,6 +73,14 @@ def test_debug_loads_the_failed_steps_exact_inputs_and_params(runner, project, s
         debug_step("boom", "missing-run", shell)
     with pytest.raises(DebugError, match="step 'after' never started .* a producer did not finish"):
         debug_step("after", second.result.run_id, shell)
+
+    # a kernel in a subfolder of the project (JupyterLab keeps runs at its root's .scanflow)
+    (project.root / "sub").mkdir()
+    monkeypatch.chdir(project.root / "sub")
+    monkeypatch.delenv("SCANFLOW_HOME")
+    shell.user_ns.pop("xs")
+    debug_step("boom", first.result.run_id, shell)
+    np.testing.assert_array_equal(shell.user_ns["xs"], np.arange(3) * 2.5)
 
 
 def test_run_as_notebook_reproduces_the_outputs(runner, project, require):

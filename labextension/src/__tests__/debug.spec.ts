@@ -1,8 +1,11 @@
 import { debugCode, debugSummary } from '../debug';
 
 describe('debugCode', () => {
-  it('is the %scanflow debug line of the step and run', () => {
-    expect(debugCode('train', '20261204T130000-abc123')).toBe('%scanflow debug train --run 20261204T130000-abc123');
+  it('calls debug_step (what %scanflow debug calls) with the step and run', () => {
+    expect(debugCode('train', '20261204T130000-abc123')).toBe(
+      'import scanflow_jupyter.notebook.debug as _scanflow_debug; ' +
+        "_scanflow_debug.debug_step('train', '20261204T130000-abc123', get_ipython()); del _scanflow_debug"
+    );
   });
   it('refuses names that could inject code', () => {
     expect(debugCode('a; import os', 'r1')).toBeNull();
