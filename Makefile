@@ -10,7 +10,7 @@ TUTORIAL := tutorials/mnist/mnist.ipynb
 EXAMPLES := notebooks/linear_chain.ipynb notebooks/diamond.ipynb notebooks/parameterised.ipynb
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-examples setup-test test lint format unit integration bad-inputs nbval golden bench docker base-image clean k8s-build k8s-up k8s-down js lab jest galata js-clean
+.PHONY: help install run run-examples setup-test test lint format unit integration bad-inputs nbval contracts golden bench docker base-image clean k8s-build k8s-up k8s-down js lab jest galata js-clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: $(STAMP) ## ruff check
 format: $(STAMP) ## ruff format + autofix
 	$(BIN)/ruff format scanflow_jupyter tests scripts
 	$(BIN)/ruff check --fix scanflow_jupyter tests scripts
+
+contracts: $(STAMP) ## Regenerate labextension/src/contracts.generated.ts from the pydantic contracts
+	$(BIN)/python -m scanflow_jupyter.contracts ts
 
 golden: $(STAMP) ## Regenerate golden step notebooks after an intended change
 	$(BIN)/python scripts/regen_golden.py

@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.contracts.run_record import (
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    migrate_run_json,
+)
 from scanflow_jupyter.data.files import atomic_write_bytes
 from scanflow_jupyter.data.records import OutputRecord
 
@@ -213,6 +218,7 @@ class RunState:
     def to_dict(self) -> dict[str, Any]:
         _check_status(self.status, RUN_STATUSES, "run")
         return {
+            "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
             "app": self.app,
             "notebook": self.notebook,
@@ -587,6 +593,10 @@ class RunStore:
         problem = state_problem(data, run_id)
         if problem:
             raise RunUnreadableError(run_id, path, problem)
+        try:
+            data = migrate_run_json(data)
+        except SchemaVersionError as exc:
+            raise RunUnreadableError(run_id, path, str(exc)) from None
         try:
             return RunState.from_dict(data)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
