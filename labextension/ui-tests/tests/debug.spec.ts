@@ -43,7 +43,9 @@ test('Debug in notebook loads the failed step inputs; Open run as notebook; ligh
   await expect(run.locator('.sf-step[data-step="make"] .sf-step-debug')).toHaveCount(0); // only failed steps
 
   // keyboard: focus the button, it shows a focus ring, Enter runs it in the kernel
-  await debug.focus();
+  await run.locator('.sf-step[data-step="boom"] .sf-step-notebook').focus();
+  await page.keyboard.press('Tab');
+  await expect(debug).toBeFocused();
   expect(await debug.evaluate(el => getComputedStyle(el).outlineStyle)).not.toBe('none');
   await page.locator(SIDEBAR).screenshot({ path: path.join(SHOTS, 'debug-sidebar-light.png') });
   await page.keyboard.press('Enter');
@@ -62,7 +64,10 @@ test('Debug in notebook loads the failed step inputs; Open run as notebook; ligh
 
   // Open run as notebook: the server writes it next to dbg.ipynb and JupyterLab opens it
   const open = run.locator('.sf-run-as-notebook');
-  await open.focus();
+  await run.locator('.sf-run-detail .sf-copy').first().focus();
+  await page.keyboard.press('Tab');
+  await expect(open).toBeFocused();
+  expect(await open.evaluate(el => getComputedStyle(el).outlineStyle)).not.toBe('none');
   await page.keyboard.press('Enter');
   const runId = (await run.locator('.sf-run-detail .sf-run-id').first().textContent())!;
   const tab = page.locator(`.lm-TabBar-tab[title*="scanflow-run-${runId}.ipynb"]`);
