@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import ast
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from scanflow_jupyter.cli import grammar
+from scanflow_jupyter.cli.grammar import SHARED_COMMANDS
 from scanflow_jupyter.model import (
     Agent,
     Application,
@@ -242,6 +246,23 @@ def _args(magic: str, line: str) -> Any:
         raise UsageError(f"{err.text} Fix: {err.fix}") from None
 
 
+def _pop_notebook(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take the magic-only `--notebook PATH` (or `--notebook=PATH`) out of ARGV."""
+    rest: list[str] = []
+    explicit = None
+    words = iter(argv)
+    for word in words:
+        if word == "--notebook":
+            explicit = next(words, None)
+            if explicit is None:
+                raise UsageError("%scanflow: --notebook needs a value. Fix: write --notebook path/to/notebook.ipynb")
+        elif word.startswith("--notebook="):
+            explicit = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+    return explicit, rest
+
+
 def _one_cell_app(magic: str, line: str, cell: str) -> Application:
     """Parse this cell alone with the notebook parser (same model, same messages)."""
     nb = {
@@ -445,9 +466,22 @@ class ScanflowMagics(Magics):
 
     @line_magic("scanflow")
     def scanflow(self, line: str) -> None:
-        """%scanflow run|inspect|debug|agents up|down|ls [--notebook PATH] [-p KEY=VALUE ...] ..."""
-        if line.split()[:1] == ["debug"]:  # %scanflow debug STEP [--run RUN_ID] (notebook/debug.py)
-            self._debug(line)
+        """%scanflow run|build|deploy|status|inspect|debug|agents up|down|ls [--notebook PATH] [options]
+
+        run, build, deploy and status take exactly the CLI's options (parsed by the same click commands,
+        cli/grammar.py) for this notebook; debug is kernel-only; inspect and agents use notebook.magic_args.
+        """
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%scanflow: {exc}. Fix: close the quote.") from None
+        action = words[0] if words else ""
+        kernel_only = self._kernel_only().get(action)
+        if kernel_only is not None:
+            kernel_only(line)
+            return
+        if action in SHARED_COMMANDS:
+            self._shared(action, words[1:])
             return
         args = _args("scanflow", line)
         if args.action == "agents":
@@ -473,6 +507,44 @@ class ScanflowMagics(Magics):
             self._agents(path, args.subaction)
         else:
             self._run(path, args)
+
+    def _kernel_only(self) -> dict[str, Any]:
+        """`%scanflow NAME ...` subcommands with no CLI counterpart: NAME -> handler(line)."""
+        return {"debug": self._debug}
+
+    def _shared(self, action: str, argv: list[str]) -> None:
+        """`%scanflow run|build|deploy|status [--notebook PATH] ARGS`: `scanflow ACTION NOTEBOOK ARGS`."""
+        explicit, rest = _pop_notebook(argv)
+        path = find_notebook(explicit, self.shell)
+        try:
+            parsed = grammar.parse(action, [str(path) if path else "NOTEBOOK", *rest])
+        except grammar.GrammarError as exc:
+            raise UsageError(f"%scanflow {action}: {exc.message}\n{exc.usage}") from None
+        if parsed.helped:
+            return
+        if path is None:
+            raise UsageError(
+                "%scanflow: cannot tell which notebook this kernel belongs to (no JPY_SESSION_NAME: "
+                "the kernel was not started by JupyterLab or Jupyter Notebook). "
+                f"Fix: name it, e.g. %scanflow {action} --notebook path/to/notebook.ipynb"
+            )
+        if action == "run":
+            self._run(path, parsed.params)
+        else:
+            self._cli(action, path, rest)
+
+    def _cli(self, action: str, path: Path, rest: list[str]) -> None:
+        """Run `scanflow ACTION NOTEBOOK REST...` in a child process; its output goes to the cell."""
+        import subprocess
+
+        proc = subprocess.run([sys.executable, "-m", "scanflow_jupyter.cli", action, str(path), *rest],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.stdout:
+            print(proc.stdout, end="")
+        if proc.stderr:
+            print(proc.stderr, end="", file=sys.stderr)
+        if proc.returncode != 0:
+            raise RunFailed(f"scanflow {action} {path.name} exited with code {proc.returncode} (details above)")
 
     def _debug(self, line: str) -> None:
         from scanflow_jupyter.notebook.debug import DebugError, debug_step
@@ -542,8 +614,16 @@ class ScanflowMagics(Magics):
             names = [r["agent"] for r in result.refused] + [a.name for a in result.failed]
             _warn(f"agent(s) {', '.join(names)} did not start (details above); the others run.")
 
-    def _run(self, path: Path, args: Any) -> None:
-        params = parse_params(args.params)
+    def _run(self, path: Path, args: dict[str, Any]) -> None:
+        """`%scanflow run` in this kernel with the options `scanflow run` parsed (--json/--explain: no effect)."""
+        try:
+            params = parse_params(list(args["params"]))
+            if args["params_file"]:
+                from scanflow_jupyter.cli.view import load_params_file
+
+                params = {**load_params_file(args["params_file"]), **params}
+        except click.BadParameter as exc:
+            raise UsageError(f"%scanflow run: {exc.format_message()}") from None
         try:
             from scanflow_jupyter.data.store import RunUnreadableError
             from scanflow_jupyter.runtime.runner import InvalidApplication, run_notebook
@@ -573,11 +653,11 @@ class ScanflowMagics(Magics):
                 str(path),
                 started_by="notebook",
                 params=params or None,
-                only=list(args.only) or None,
-                resume=args.resume,
-                max_parallel=args.max_parallel,
-                no_cache=args.no_cache,
-                backend=args.backend,
+                only=list(args["only"]) or None,
+                resume=args["resume"],
+                max_parallel=args["max_parallel"],
+                no_cache=args["no_cache"],
+                backend=args["backend"],
                 on_event=on_event,
             )
         except InvalidApplication as exc:

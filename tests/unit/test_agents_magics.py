@@ -85,7 +85,7 @@ def test_scanflow_agents_needs_an_action(ip, capsys):
     assert not run(ip, "%scanflow agents").success
     assert "%scanflow agents up, %scanflow agents down or %scanflow agents ls" in capsys.readouterr().err
     assert not run(ip, "%scanflow run extra").success
-    assert "unexpected argument 'extra'" in capsys.readouterr().err
+    assert "Got unexpected extra argument (extra)" in capsys.readouterr().err  # click's text, as `scanflow run`
 
 
 def test_scanflow_agents_ls_without_agents(ip, capsys):

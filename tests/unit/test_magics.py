@@ -529,7 +529,7 @@ def fake_runner(monkeypatch):
 def test_scanflow_run_passes_options_and_prints_progress(ip, capsys, tmp_path, fake_runner):
     nb = write_notebook(tmp_path / "demo.ipynb", PIPELINE_CELLS)
     line = (
-        f"%scanflow run --notebook {nb} -p n=5 -p name=x -p flag=True --only make total"
+        f"%scanflow run --notebook {nb} -p n=5 -p name=x -p flag=True --only make --only total"
         " --max-parallel 2 --no-cache"
     )
     assert run(ip, line).success
