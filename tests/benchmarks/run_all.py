@@ -25,6 +25,7 @@ from tests.benchmarks import (
     bench_k8s_compile,
     bench_k8s_deploy,
     bench_pipelines,
+    bench_ploomber,
     bench_server_runs,
     bench_serving,
     bench_startup,
@@ -33,7 +34,7 @@ from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
 ALL = ("chain", "sleep", "rerun", "cache_check", "array", "load_ext", "inspect", "docker", "agents", "server_runs",
-       "serving", "k8s_compile", "k8s")
+       "serving", "k8s_compile", "k8s", "ploomber")
 
 
 def _progress(text: str) -> None:
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         # Import papermill before anything is timed: the baseline process has it loaded already.
         import papermill  # noqa: F401
 
-        if "chain" in chosen or "rerun" in chosen:
+        chain_rows: list[Row] = []
+        rerun_rows: list[Row] = []
+        if "chain" in chosen or "rerun" in chosen or "ploomber" in chosen:
             _progress("1/5 10-step chain: scanflow vs sequential papermill vs one-kernel floor")
             chain_rows, chain_info = bench_pipelines.chain(root, args.reps)
             if "chain" in chosen:
@@ -77,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         if "rerun" in chosen:
             assert chain_info is not None
             _progress("3/5 rerun after editing step 10: `scanflow run` CLI vs papermill full run")
-            rows += bench_pipelines.rerun(root, args.reps, chain_info)
+            rerun_rows = bench_pipelines.rerun(root, args.reps, chain_info)
+            rows += rerun_rows
+        if "ploomber" in chosen:
+            _progress("ploomber: Ploomber 0.23 (own venv) on the same chain and rerun workloads")
+            rows += bench_ploomber.ploomber(root, args.reps, chain_rows[0] if chain_rows else None,
+                                            rerun_rows[0] if rerun_rows else None, progress=_progress)
         if "cache_check" in chosen:
             _progress("cache check: no-op rerun of the tutorial with a 100 MB --deps folder vs without")
             rows += bench_cache.cache_check(root, args.reps)
