@@ -52,10 +52,6 @@ def cli_command(name: str) -> Any:
     return main.commands.get(name)
 
 
-def has_option(command: Any, flag: str) -> bool:
-    return any(flag in getattr(p, "opts", []) for p in getattr(command, "params", []))
-
-
 class JobManager:
     """Start CLI jobs in the server root and keep their output (in memory, per server)."""
 
@@ -74,9 +70,10 @@ class JobManager:
     def base_command(self, name: str, notebook: Path, options: dict[str, str | None]) -> list[str]:
         """`python -m scanflow_jupyter.cli NAME NB --json` plus the options the command accepts."""
         cmd = [sys.executable, "-m", "scanflow_jupyter.cli", name, str(notebook), "--json"]
-        command = cli_command(name)
+        from scanflow_jupyter.cli.grammar import accepts_option
+
         for flag, value in options.items():
-            if value and has_option(command, flag):
+            if value and accepts_option(name, flag):
                 cmd.append(f"{flag}={value}")  # one argument: a value starting with '-' stays a value
         return cmd
 

@@ -148,3 +148,14 @@ def test_kernel_only_debug_is_not_parsed_as_a_cli_command(ip, project, capsys):
     ok, text = _magic(ip, "%scanflow debug", capsys)
     assert not ok
     assert "%scanflow debug: expected a step name" in text
+
+
+def test_server_jobs_pass_only_the_flags_the_command_has(tmp_path):
+    """server/jobs.py asks the grammar which flags `scanflow NAME` has (build: --push, not --backend)."""
+    from scanflow_jupyter.server.jobs import JobManager
+
+    jobs = JobManager(tmp_path, tmp_path / ".scanflow")
+    options = {"--push": "registry:5000", "--backend": "local", "--wait": None}
+    assert jobs.base_command("build", Path("nb.ipynb"), options)[3:] == ["build", "nb.ipynb", "--json",
+                                                                         "--push=registry:5000"]
+    assert jobs.base_command("run", Path("nb.ipynb"), options)[3:] == ["run", "nb.ipynb", "--json", "--backend=local"]
