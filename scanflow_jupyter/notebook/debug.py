@@ -161,7 +161,8 @@ def debug_step(step: str, run_id: str | None, shell: Any, *, project_root: str |
         for name, value in values.items():
             print(f"    {name}: {describe_value(value)}")
     if entry.error is not None:
-        print(f"  error: {getattr(entry.error, 'message', entry.error)}")
+        at = f" (cell {entry.error.cell + 1})" if entry.error.cell is not None else ""
+        print(f"  error{at}: {entry.error.ename}: {entry.error.evalue}")
     cells = _cells(run.notebook, step)
     where = f"cell{'s' if len(cells) > 1 else ''} {', '.join(map(str, cells))}" if cells else f"the %%executor {step} cell(s)"
     print(f"  re-run the body: run {where} of {Path(run.notebook).name} "

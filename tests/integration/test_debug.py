@@ -53,6 +53,7 @@ def test_debug_loads_the_failed_steps_exact_inputs_and_params(runner, project, s
     out = capsys.readouterr().out
     assert f"run {second.result.run_id}" in out and "(failed)" in out
     assert "xs: " in out and "re-run the body: run cell 4 of dbg.ipynb" in out
+    assert "error (cell 4): ValueError: bad total 15.0" in out
 
     debug_step("boom", first.result.run_id, shell)  # an older run by id
     np.testing.assert_array_equal(shell.user_ns["xs"], np.arange(3) * 2.5)
