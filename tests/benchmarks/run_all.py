@@ -28,13 +28,14 @@ from tests.benchmarks import (
     bench_ploomber,
     bench_server_runs,
     bench_serving,
+    bench_sidebar,
     bench_startup,
 )
 from tests.benchmarks.results import Row, table, write_json
 from tests.benchmarks.util import cpu_busy, temp_root
 
 ALL = ("chain", "sleep", "rerun", "cache_check", "array", "load_ext", "inspect", "docker", "agents", "server_runs",
-       "serving", "k8s_compile", "k8s", "ploomber")
+       "serving", "k8s_compile", "k8s", "ploomber", "sidebar")
 
 
 def _progress(text: str) -> None:
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             _progress("ploomber: Ploomber 0.23 (own venv) on the same chain and rerun workloads")
             rows += bench_ploomber.ploomber(root, args.reps, chain_rows[0] if chain_rows else None,
                                             rerun_rows[0] if rerun_rows else None, progress=_progress)
+        if "sidebar" in chosen:
+            _progress("sidebar: Run → first step badge running on the tutorial (Playwright, Chromium)")
+            rows += bench_sidebar.sidebar(root, args.reps, progress=_progress)
         if "cache_check" in chosen:
             _progress("cache check: no-op rerun of the tutorial with a 100 MB --deps folder vs without")
             rows += bench_cache.cache_check(root, args.reps)
