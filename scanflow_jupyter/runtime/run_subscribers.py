@@ -13,6 +13,7 @@ from scanflow_jupyter.data.store import RunState, RunStore
 from scanflow_jupyter.runtime.events import Event
 
 FINAL_STEP_STATUSES = ("succeeded", "failed", "killed", "skipped", "cached")
+FINAL_RUN_STATUSES = ("succeeded", "failed", "killed")
 
 
 def apply_event(state: RunState | None, event: Event) -> RunState | None:
@@ -42,14 +43,22 @@ class RunStoreWriter:
 
 
 class MlflowRecorder:
-    """Record a step in MLflow once an event leaves it in a final status.
+    """Record a step in MLflow once an event leaves it in a final status; finish the run's
+    tracking once (the first time) an event leaves the run in a final status.
 
-    `track(step)` queues the record (the runner's tracking pool: nested run, artifacts, metrics).
+    `track(step)` queues a step's record (the runner's tracking pool: nested run, artifacts,
+    metrics); `finish(status)` ends the parent run, delivers a buffer and sets `tracking`.
     """
 
-    def __init__(self, track: Callable[[str], Any]) -> None:
+    def __init__(self, track: Callable[[str], Any], finish: Callable[[str], Any] | None = None) -> None:
         self._track = track
+        self._finish = finish
+        self._finished = False
 
     def __call__(self, event: Event) -> None:
         if step_status(event) in FINAL_STEP_STATUSES:
-            self._track(event.step)
+            self._track(str(event.step))
+        elif (event.step is None and self._finish is not None and not self._finished
+              and event.changes.get("status") in FINAL_RUN_STATUSES):
+            self._finished = True
+            self._finish(event.changes["status"])

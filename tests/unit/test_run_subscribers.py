@@ -90,3 +90,15 @@ def test_recorder_records_steps_that_reach_a_final_status():
     emit(STATE_CHANGED, "b", "skipped")
     emit(STATE_CHANGED, None)  # the run, not a step: b is final in it but nothing new is recorded
     assert recorded == ["a", "b"]
+
+
+def test_recorder_finishes_the_run_once_when_it_reaches_a_final_status():
+    bus = EventBus("r1")
+    finished: list[str] = []
+    bus.subscribe(MlflowRecorder(lambda _step: None, finished.append), state=True)
+    state = _state("r1")
+    bus.emit(STATE_CHANGED, changes=state.to_dict())  # running: nothing to finish
+    state.status = "failed"
+    bus.emit(STATE_CHANGED, changes=state.to_dict())
+    bus.emit(STATE_CHANGED, changes=state.to_dict())  # the save after tracking finished
+    assert finished == ["failed"]
