@@ -294,7 +294,7 @@ class PipelineRun:
         self.store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         journal = EventJournal(self.store.run_dir(run_id))
         self.bus.subscribe(journal)
-        self.bus.subscribe(MlflowRecorder(self._track_final), state=True)  # last: records after everyone heard
+        self.bus.subscribe(MlflowRecorder(self._track_final, self._finish_tracking), state=True)  # last: after everyone heard
         self._save()
         backend_cls = load_backend(self.backend_name)
         self.backend = backend_cls(self.app, {"max_parallel": self.max_parallel})
@@ -367,8 +367,9 @@ class PipelineRun:
         if (fut is not None and fut.done() and fut.exception() is None and self.state.mlflow_run_id is None
                 and not self._buffered):
             self.state.mlflow_run_id = fut.result()  # readers of the first final save see the MLflow run too
-        self._save()  # final status on disk before tracking finishes (a crash there loses nothing)
-        self._finish_tracking(status)
+        # final status on disk before tracking finishes (a crash there loses nothing); the
+        # MlflowRecorder then finishes tracking (parent run, buffer delivery, `tracking` and warnings)
+        self._save()
         if self._remote_target is not None and self._remote_target.close is not None:
             self._remote_target.close()
         self._save()
