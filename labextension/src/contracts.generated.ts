@@ -3,6 +3,16 @@
 
 export const RUN_SCHEMA_VERSION = 1;
 
+/** A `run_finished` event. */
+export interface RunFinishedEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "run_finished";
+}
+
 /** The content of ``.scanflow/runs/<run_id>/run.json``; ``steps`` keeps DAG order. */
 export interface RunRecord {
   schema_version: number;
@@ -24,12 +34,92 @@ export interface RunRecord {
   warnings: Array<Record<string, unknown>>;
 }
 
+/** A `run_started` event. */
+export interface RunStartedEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "run_started";
+}
+
+/** A `run_warning` event. */
+export interface RunWarningEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "run_warning";
+}
+
+/** A `step_cached` event. */
+export interface StepCachedEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_cached";
+}
+
+/** A `step_cell` event. */
+export interface StepCellEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_cell";
+}
+
 /** Why a step failed: the failing cell (index in the source notebook) and its traceback. */
 export interface StepErrorRecord {
   cell: number | null;
   ename: string;
   evalue: string;
   traceback: Array<string>;
+}
+
+/** A `step_failed` event. */
+export interface StepFailedEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_failed";
+}
+
+/** A `step_killed` event. */
+export interface StepKilledEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_killed";
+}
+
+/** A `step_log` event. */
+export interface StepLogEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_log";
+}
+
+/** A `step_queued` event. */
+export interface StepQueuedEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_queued";
 }
 
 /** One step's entry in ``run.json``'s ``steps``. */
@@ -46,3 +136,46 @@ export interface StepRecord {
   mlflow_run_id: string | null;
   cached_from: string | null;
 }
+
+/** A `step_retrying` event. */
+export interface StepRetryingEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_retrying";
+}
+
+/** A `step_skipped` event. */
+export interface StepSkippedEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_skipped";
+}
+
+/** A `step_started` event. */
+export interface StepStartedEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_started";
+}
+
+/** A `step_succeeded` event. */
+export interface StepSucceededEvent {
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+  type: "step_succeeded";
+}
+
+/** A public pipeline event, discriminated on `type`. */
+export type PipelineEvent = RunStartedEvent | StepQueuedEvent | StepStartedEvent | StepCellEvent | StepLogEvent | StepSucceededEvent | StepFailedEvent | StepCachedEvent | StepSkippedEvent | StepRetryingEvent | StepKilledEvent | RunWarningEvent | RunFinishedEvent;

@@ -1,4 +1,5 @@
-"""Data contracts as pydantic v2 models: run.json (:mod:`.run_record`) and the generator of the
+"""Data contracts as pydantic v2 models: run.json (:mod:`.run_record`), pipeline events
+(:mod:`.events`) and the generator of the
 labextension's TypeScript types from their JSON Schema (:mod:`.ts`; ``make contracts``)."""
 
 from scanflow_jupyter.contracts.run_record import (

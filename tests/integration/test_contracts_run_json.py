@@ -1,5 +1,5 @@
 """A real local run's run.json (succeeded and failed) validates against the RunRecord contract and
-round-trips through it unchanged (issue #13 item 4)."""
+round-trips through it unchanged; its events.jsonl validates against the event models (#13 item 4)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from scanflow_jupyter.contracts import SCHEMA_VERSION, RunRecord
+from scanflow_jupyter.contracts.events import validate_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -32,3 +33,7 @@ def test_real_run_json_round_trips_through_the_model(runner, project, notebook):
     assert set(record.steps) == set(result.steps)
     if notebook == "failing_step":
         assert any(step.error is not None for step in record.steps.values())
+    # every event of the run's journal validates against its type's model
+    journal = (Path(result.run_dir) / "events.jsonl").read_text().splitlines()
+    events = [validate_event(json.loads(line)) for line in journal]
+    assert events[0].type == "run_started" and events[-1].type == "run_finished"
