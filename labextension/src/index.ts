@@ -89,11 +89,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     const openOutput = (runId: string, step: string) =>
       void openOutputNotebook(client, rendermime, shell, runId, step, reportError);
-    const showLog = (runId: string, step: string, error: Parameters<typeof showStepLog>[3]) =>
-      showStepLog(client, runId, step, error, () => openOutput(runId, step));
-
     const debugInNotebook = (runId: string, step: string) =>
       void runDebug(tracker.currentWidget, step, runId).catch(err => reportError(err, `Debug ${step} in notebook`));
+    const showLog = (runId: string, step: string, error: Parameters<typeof showStepLog>[3]) =>
+      showStepLog(client, runId, step, error, () => openOutput(runId, step), () => debugInNotebook(runId, step));
+
     const openRunAsNotebook = (runId: string) =>
       void client
         .runAsNotebook(runId)

@@ -18,6 +18,7 @@ function LogBody(props: {
   step: string;
   error: IStepError | null;
   onNotebook: (path: string) => void;
+  onDebug?: () => void;
 }): JSX.Element {
   const [log, setLog] = React.useState<IStepLog | null>(null);
   const [failure, setFailure] = React.useState<string | null>(null);
@@ -46,6 +47,15 @@ function LogBody(props: {
           <div className="sf-log-ename">
             {error.ename}: {error.evalue}
           </div>
+          {props.onDebug && (
+            <button
+              className="sf-link sf-log-debug"
+              title={`Load the inputs and parameters ${props.step} received in this run into the notebook's kernel`}
+              onClick={props.onDebug}
+            >
+              Debug in notebook
+            </button>
+          )}
           {error.traceback.length > 0 && <pre className="sf-log-traceback">{stripAnsi(error.traceback.join('\n'))}</pre>}
         </div>
       )}
@@ -61,7 +71,8 @@ export function showStepLog(
   runId: string,
   step: string,
   error: IStepError | null,
-  openNotebook: (path: string) => void
+  openNotebook: (path: string) => void,
+  debug?: () => void
 ): void {
   let dialog: Dialog<unknown> | null = null;
   const body = ReactWidget.create(
@@ -74,6 +85,14 @@ export function showStepLog(
         dialog?.resolve();
         openNotebook(path);
       }}
+      onDebug={
+        error && debug
+          ? () => {
+              dialog?.resolve();
+              debug();
+            }
+          : undefined
+      }
     />
   );
   body.addClass('sf-log-dialog-body');

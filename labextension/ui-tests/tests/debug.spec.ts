@@ -37,6 +37,19 @@ test('Debug in notebook loads the failed step inputs; Open run as notebook; ligh
   await page.locator(`${SIDEBAR} button[data-action="Run"]`).click();
   const run = page.locator(`${SIDEBAR} .sf-run`).first();
   await expect(run.locator('.sf-pill')).toHaveText('failed', { timeout: 170000 });
+  // the failed badge's detail (step log dialog) has "Debug in notebook" too
+  const toasts = page.locator('.jp-Notification-Toast-success, .Toastify__toast--success');
+  await page.locator('.jp-Cell').nth(2).locator('.sf-cell-badge').click();
+  const fromBadge = page.locator('.sf-log-dialog .sf-log-debug');
+  await expect(fromBadge).toHaveText('Debug in notebook', { timeout: 30000 });
+  await page.locator('.sf-log-dialog').screenshot({ path: path.join(SHOTS, 'debug-badge-dialog-light.png') });
+  await fromBadge.click();
+  await expect(toasts.first()).toContainText("scanflow debug: step 'boom'", { timeout: 60000 });
+  await page.notebook.runCell(3);
+  await expect(page.locator('.jp-Cell').nth(3).locator('.jp-OutputArea-output')).toContainText('debug: [0, 7, 14]');
+
+  await expect(toasts).toHaveCount(0, { timeout: 30000 }); // the badge's notification closed
+
   await run.locator('.sf-run-head').click();
   const debug = run.locator('.sf-step[data-step="boom"] .sf-step-debug');
   await expect(debug).toHaveText('Debug in notebook', { timeout: 30000 });
@@ -49,15 +62,9 @@ test('Debug in notebook loads the failed step inputs; Open run as notebook; ligh
   expect(await debug.evaluate(el => getComputedStyle(el).outlineStyle)).not.toBe('none');
   await page.locator(SIDEBAR).screenshot({ path: path.join(SHOTS, 'debug-sidebar-light.png') });
   await page.keyboard.press('Enter');
-  await expect(page.locator('.jp-Notification-Toast-success, .Toastify__toast--success').first()).toContainText(
-    "scanflow debug: step 'boom'",
-    { timeout: 60000 }
-  );
+  await expect(toasts.first()).toContainText("scanflow debug: step 'boom'", { timeout: 60000 });
+  await expect(toasts.first()).toContainText('xs: list[3]');
   await page.screenshot({ path: path.join(SHOTS, 'debug-loaded-light.png') });
-
-  // the kernel has the input: the last cell prints it
-  await page.notebook.runCell(3);
-  await expect(page.locator('.jp-Cell').nth(3).locator('.jp-OutputArea-output')).toContainText('debug: [0, 7, 14]');
 
   await page.theme.setDarkTheme();
   await page.locator(SIDEBAR).screenshot({ path: path.join(SHOTS, 'debug-sidebar-dark.png') });
