@@ -68,10 +68,10 @@ test('tutorial: sidebar Run → first step badge running', async ({ page, tmpPat
     const m = await page.evaluate(() => ({ click: (window as any).__sfClick, first: (window as any).__sfFirst }));
     result.first_badge_ms.push(m.first.at - m.click);
     result.first_status.push(m.first.status);
+    fs.mkdirSync(path.dirname(OUT), { recursive: true });
+    fs.writeFileSync(OUT, JSON.stringify(result, null, 1)); // after every rep: kept if a later wait fails
     // let the run finish before the next rep (2 cores: runs would otherwise overlap)
     const stop = page.locator(`${SIDEBAR} button[data-action="Run"]`);
     await expect(stop).toBeEnabled({ timeout: 600000 });
   }
-  fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(OUT, JSON.stringify(result, null, 1));
 });
