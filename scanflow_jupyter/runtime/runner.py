@@ -446,9 +446,9 @@ class PipelineRun:
         outputs_dir = self.store.outputs_dir(self.state.run_id, name)
         outputs_dir.mkdir(parents=True, exist_ok=True)
         mlflow_id = None
+        if self._store_wait is not None:  # a fresh store gets its schema before any step starts
+            await asyncio.shield(self._store_wait)
         if _uses_mlflow(self.app, ex):
-            if self._store_wait is not None:  # its code opens the store: a fresh one gets its schema first
-                await asyncio.shield(self._store_wait)  # (other steps start at once; recorded after they end)
             try:
                 mlflow_id = await asyncio.to_thread(self._start_step_run, name)
             except Exception as exc:  # noqa: BLE001 - tracking trouble must not stop the pipeline
