@@ -181,6 +181,8 @@ def build_cases() -> list[Case]:
         Case("good-events-after-huge", "GET", f"runs/{GOOD_RUN}/events?after={'9' * 40}", None, 400),
         Case("good-cancel-finished", "POST", f"runs/{GOOD_RUN}/cancel", b"{}", 409),
         Case("good-cancel-huge-body", "POST", f"runs/{GOOD_RUN}/cancel", b"x" * HUGE, 413),
+        Case("as-notebook-unknown-run", "POST", f"runs/{UNKNOWN_RUN}/as-notebook", b"{}", 404),
+        Case("as-notebook-huge-body", "POST", f"runs/{GOOD_RUN}/as-notebook", b"x" * HUGE, 413),
         Case("good-logs-no-step", "GET", f"runs/{GOOD_RUN}/logs", None, 400),
         Case("good-logs-unknown-step", "GET", _q(f"runs/{GOOD_RUN}/logs", step="nope"), None, 404),
         Case("good-logs-dotdot-step", "GET", _q(f"runs/{GOOD_RUN}/logs", step="../../../etc"), None, 404),
