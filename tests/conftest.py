@@ -174,20 +174,10 @@ def _no_mlflow_uri_leaks_between_tests() -> Any:
     """`mlflow.set_tracking_uri`/`set_registry_uri` in the test process are global and also export
     MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI to every later child: one test's store then answered
     another's `models:/` lookup (a CI run failed so). Put both back after each test."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield
-    if "mlflow" in sys.modules:
-        from mlflow.tracking._model_registry import utils as registry_utils
-        from mlflow.tracking._tracking_service import utils as tracking_utils
+    from tests.services_support import mlflow_globals_restored
 
-        if tracking_utils._tracking_uri is not None:
-            tracking_utils.set_tracking_uri(None)
-        registry_utils._registry_uri = None
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with mlflow_globals_restored():
+        yield
 
 
 @pytest.fixture(name="require", scope="session")

@@ -3,6 +3,7 @@ start `scanflow serve` as a real process, call it over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,33 @@ def predict(inputs: list[Row], state):
     return [{"score": r.income * state["weight"] + r.age, "loads": state["loads"]} for r in inputs]
 '''
 
+
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextlib.contextmanager
+def mlflow_globals_restored(extra_vars: tuple[str, ...] = ()) -> Iterator[None]:
+    """Put MLflow's process-global tracking/registry URIs back to unset, and the variables they export
+    (plus `extra_vars`) back to their values, when the block ends: `mlflow.set_tracking_uri` in the
+    test process otherwise leaks into every later test and every child it starts."""
+    saved = {k: os.environ.get(k) for k in (*MLFLOW_URI_VARS, *extra_vars)}
+    try:
+        yield
+    finally:
+        import sys
+
+        if "mlflow" in sys.modules:
+            from mlflow.tracking._model_registry import utils as registry_utils
+            from mlflow.tracking._tracking_service import utils as tracking_utils
+
+            if tracking_utils._tracking_uri is not None:
+                tracking_utils.set_tracking_uri(None)
+            registry_utils._registry_uri = None
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 def register_models(tracking_uri: str, name: str = "clf", versions: int = 2) -> list[str]:
     """Register `versions` LogisticRegression models on features f1, f2 (with signatures):

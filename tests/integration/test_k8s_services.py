@@ -40,7 +40,7 @@ from tests.integration.k8s_environment import (
     wait_for,
 )
 from tests.k8s.fixture import k8s_cluster  # noqa: F401
-from tests.services_support import Http, register_models, set_alias
+from tests.services_support import Http, mlflow_globals_restored, register_models, set_alias
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
@@ -100,26 +100,13 @@ def served(k8s_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def _register(tracker: str) -> list[str]:
     """Two versions of `clf` in the environment's tracker, `champion` on the first; MLflow's global URIs
     and the variables they export put back (this runs in a module fixture, before the per-test reset)."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD",
-            "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD")
-    saved = {k: os.environ.get(k) for k in keys}
-    # an MLflow 3 client outside the cluster must not use presigned URLs naming scanflow-s3 (README)
-    os.environ.update(MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD="false", MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD="false")
-    try:
+    proxied = ("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD")
+    with mlflow_globals_restored(proxied):
+        # an MLflow 3 client outside the cluster must not use presigned URLs naming scanflow-s3 (README)
+        os.environ.update(MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD="false", MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD="false")
         versions = register_models(tracker, "clf", versions=2)
         set_alias(tracker, "clf", "champion", versions[0])
         return versions
-    finally:
-        tracking_utils.set_tracking_uri(None)
-        registry_utils._registry_uri = None
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _logs(k8s: Any, ns: str) -> str:
