@@ -3,6 +3,210 @@
 
 export const RUN_SCHEMA_VERSION = 1;
 
+/** An agent of `GET agents`: `status` is running | stopped | crashed (others pass through). */
+export interface AgentInfo {
+  name: string;
+  app: string;
+  status: string;
+  state: string;
+  url: string | null;
+  pid: number | null;
+  uptime_s: number | null;
+  cell: number | null;
+  template: string | null;
+  restarts: number;
+  last_value: unknown;
+  last_error: string | null;
+  message: Record<string, unknown> | null;
+  sensors: Array<SensorInfo>;
+  messages: Array<unknown>;
+}
+
+/** `GET agents`; `POST agents` (202) adds `refused` and `warnings`. */
+export interface AgentsList {
+  agents: Array<AgentInfo>;
+  refused?: Array<unknown> | null;
+  warnings?: Array<unknown> | null;
+}
+
+export interface AppEdge {
+  source: string;
+  target: string;
+}
+
+/** A DAG node of `GET app`: an executor, service or agent; `cell` is 1-based. */
+export interface AppNode {
+  id: string;
+  kind: "executor" | "service" | "agent";
+  cell: number | null;
+  inputs: Array<string>;
+  outputs: Array<string>;
+  cells?: Array<number> | null;
+  requires?: Array<string> | null;
+  retries?: number | null;
+  timeout?: number | null;
+  cache?: boolean | null;
+  image?: string | null;
+  model?: string | null;
+  replicas?: number | null;
+  template?: string | null;
+}
+
+export interface AppParameter {
+  name: string;
+  value: unknown;
+  type: string;
+}
+
+export interface AppRef {
+  name: string;
+  team: string | null;
+  notebook: string;
+}
+
+/** `GET app?path=` / `POST app`: the notebook parsed and validated. */
+export interface AppView {
+  path: string;
+  app: AppRef | null;
+  nodes: Array<AppNode>;
+  edges: Array<AppEdge>;
+  parameters: Array<AppParameter>;
+  messages: Array<ValidationMessage>;
+  valid: boolean;
+}
+
+/** A registered backend (built-in or entry-point plug-in) and whether it can run here. */
+export interface BackendInfo {
+  name: string;
+  available: boolean;
+  reason: string | null;
+  fix: string | null;
+  capabilities: Array<string>;
+  execution: "per_step" | "whole_pipeline" | null;
+}
+
+/** `POST runs/{id}/cancel` (202). */
+export interface CancelAnswer {
+  run_id: string;
+  status: string;
+}
+
+/** `GET config`: the effective settings, the backends, the version. */
+export interface ConfigAnswer {
+  tracking_uri: string | null;
+  default_backend: string | null;
+  registry: string | null;
+  kube_context: string | null;
+  namespace: string | null;
+  base_image: string | null;
+  backends: Array<BackendInfo>;
+  version: string;
+  default_base_image: string;
+}
+
+/** `GET deployments?path=`: the environment's objects (`status`: the full `scanflow status`). */
+export interface Deployments {
+  available: boolean;
+  reason: string | null;
+  objects: Array<Record<string, unknown>>;
+  status?: unknown;
+}
+
+/** Every 4xx/5xx answer of the API. */
+export interface ErrorAnswer {
+  reason: string | null;
+  message: string;
+  fix?: string | null;
+  run_id?: string | null;
+  messages?: Array<ValidationMessage> | null;
+}
+
+/** `GET runs/{id}/events?format=json`. */
+export interface EventsPage {
+  events: Array<RunEvent>;
+  finished: boolean;
+  status: string;
+}
+
+export interface Experiment {
+  experiment_id: string;
+  name: string;
+  lifecycle_stage: string;
+}
+
+/** `GET mlflow/experiments`. */
+export interface ExperimentsList {
+  experiments: Array<Experiment>;
+}
+
+/** `GET builds/{id}` (`build_id`) / `GET deployments/{id}` (`job_id`). */
+export interface JobInfo {
+  build_id?: string | null;
+  job_id?: string | null;
+  kind: string;
+  notebook: string;
+  status: string;
+  exit_code: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  log: string;
+  images: Record<string, unknown> | null;
+  result: unknown;
+}
+
+/** `POST builds` (`build_id`) / `POST|DELETE deployments` (`job_id`), 202. */
+export interface JobStarted {
+  build_id?: string | null;
+  job_id?: string | null;
+  status: string;
+}
+
+/** One MLflow run (tags: `scanflow.*` only). */
+export interface MlflowRun {
+  run_id: string;
+  run_name: string | null;
+  status: string;
+  experiment_id: string;
+  start_time: number | null;
+  end_time: number | null;
+  duration_s: number | null;
+  metrics: Record<string, number>;
+  params: Record<string, string>;
+  tags: Record<string, string>;
+}
+
+/** `GET mlflow/runs`. */
+export interface MlflowRunPage {
+  runs: Array<MlflowRun>;
+  next_page_token: string | null;
+}
+
+/** `POST mlflow-ui`: the MLflow UI behind the "Open in MLflow" links. */
+export interface MlflowUiAnswer {
+  url: string;
+  remote: boolean;
+  started: boolean;
+  pid: number | null;
+}
+
+/** `GET runs/{id}/notebook?step=`: the step's output notebook (nbformat JSON). */
+export interface OutputNotebook {
+  run_id: string;
+  step: string;
+  notebook: Record<string, unknown>;
+}
+
+/** A pipeline event as the API sends it: `seq` is its line in events.jsonl (1-based). */
+export interface RunEvent {
+  seq: number;
+  type: string;
+  run_id: string;
+  step: string | null;
+  attempt: number | null;
+  time: number;
+  data: Record<string, unknown>;
+}
+
 /** A `run_finished` event. */
 export interface RunFinishedEvent {
   run_id: string;
@@ -11,6 +215,12 @@ export interface RunFinishedEvent {
   time: number;
   data: Record<string, unknown>;
   type: "run_finished";
+}
+
+/** `POST runs/{id}/as-notebook` (201): the written notebook, relative to the server root. */
+export interface RunNotebook {
+  run_id: string;
+  path: string | null;
 }
 
 /** The content of ``.scanflow/runs/<run_id>/run.json``; ``steps`` keeps DAG order. */
@@ -34,6 +244,16 @@ export interface RunRecord {
   warnings: Array<Record<string, unknown>>;
 }
 
+/** The body of `POST runs` (start a run, or resume one with `resume` and no `path`). */
+export interface RunRequest {
+  path: string | null;
+  backend: string | null;
+  parameters: Record<string, string | number | number | boolean | null>;
+  only: Array<string>;
+  resume: string | null;
+  settings: Record<string, string> | null;
+}
+
 /** A `run_started` event. */
 export interface RunStartedEvent {
   run_id: string;
@@ -44,6 +264,28 @@ export interface RunStartedEvent {
   type: "run_started";
 }
 
+/** `GET runs/{id}`, an entry of `GET runs`, the answer of `POST runs`. */
+export interface RunSummary {
+  run_id: string;
+  app: string;
+  notebook: string;
+  backend: string;
+  status: string;
+  created_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  duration_s: number | null;
+  params: Record<string, unknown>;
+  mlflow_run_id: string | null;
+  resumed_from: string | null;
+  started_by: string | null;
+  tracking: string | null;
+  warnings: Array<Record<string, unknown>>;
+  steps: Record<string, StepSummary>;
+  managed: boolean;
+  workflow: WorkflowRef | null;
+}
+
 /** A `run_warning` event. */
 export interface RunWarningEvent {
   run_id: string;
@@ -52,6 +294,43 @@ export interface RunWarningEvent {
   time: number;
   data: Record<string, unknown>;
   type: "run_warning";
+}
+
+/** `GET runs`: newest first. */
+export interface RunsList {
+  runs: Array<RunSummary | UnreadableRunSummary>;
+}
+
+export interface SensorInfo {
+  name: string | null;
+  schedule: string | null;
+  last_run: number | string | null;
+  next_run: number | string | null;
+  last_value: unknown;
+  last_error: string | null;
+}
+
+/** One local service (`GET services`; `scanflow services ls`). */
+export interface ServiceInfo {
+  app: string;
+  name: string;
+  notebook: string;
+  state: string;
+  kind: string;
+  model: string | null;
+  version: string | null;
+  port: number | null;
+  pid: number | null;
+  url: string | null;
+  restarts: number;
+  log: string | null;
+  error: string | null;
+}
+
+/** `GET services`; `POST services` (202; a stop adds `stopped`). */
+export interface ServicesList {
+  services: Array<ServiceInfo>;
+  stopped?: unknown;
 }
 
 /** A `step_cached` event. */
@@ -72,6 +351,14 @@ export interface StepCellEvent {
   time: number;
   data: Record<string, unknown>;
   type: "step_cell";
+}
+
+/** A failed step's error; `cell` is the 1-based cell of the user's notebook. */
+export interface StepErrorDoc {
+  cell: number | null;
+  ename: string;
+  evalue: string;
+  traceback: Array<string>;
 }
 
 /** Why a step failed: the failing cell (index in the source notebook) and its traceback. */
@@ -100,6 +387,14 @@ export interface StepKilledEvent {
   time: number;
   data: Record<string, unknown>;
   type: "step_killed";
+}
+
+/** `GET runs/{id}/logs?step=`. */
+export interface StepLog {
+  run_id: string;
+  step: string;
+  log: string;
+  output_notebook: string | null;
 }
 
 /** A `step_log` event. */
@@ -175,6 +470,65 @@ export interface StepSucceededEvent {
   time: number;
   data: Record<string, unknown>;
   type: "step_succeeded";
+}
+
+export interface StepSummary {
+  status: string;
+  attempts: number;
+  duration_s: number | null;
+  cell: number | null;
+  error: StepErrorDoc | null;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+/** `POST services/predict`: the service's own HTTP status and JSON. */
+export interface TryAnswer {
+  status: number;
+  answer: unknown;
+}
+
+/** An entry of `GET runs` (no `path`) whose run.json cannot be read. */
+export interface UnreadableRunSummary {
+  run_id: string;
+  app: null;
+  notebook: null;
+  backend: null;
+  status: "unreadable";
+  created_at: number | null;
+  started_at: null;
+  finished_at: null;
+  duration_s: null;
+  params: Record<string, unknown>;
+  mlflow_run_id: null;
+  resumed_from: null;
+  started_by: null;
+  tracking: null;
+  warnings: Array<Record<string, unknown>>;
+  steps: Record<string, StepSummary>;
+  managed: boolean;
+  workflow: null;
+  message: string;
+  reason: string;
+  fix: string;
+}
+
+/** A validation finding; `cell` is 1-based (null: the whole notebook). */
+export interface ValidationMessage {
+  severity: "error" | "warning";
+  code: string;
+  cell: number | null;
+  text: string;
+  fix: string | null;
+}
+
+/** A kubernetes run's Argo Workflow: `url` (Argo UI, with SCANFLOW_ARGO_UI_URL) or `command`. */
+export interface WorkflowRef {
+  name: string;
+  namespace: string;
+  context: string | null;
+  command: string;
+  url: string | null;
 }
 
 /** A public pipeline event, discriminated on `type`. */

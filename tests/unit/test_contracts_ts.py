@@ -18,3 +18,12 @@ def test_generator_emits_every_run_json_key() -> None:
     for key in ("schema_version: number;", "steps: Record<string, StepRecord>;",
                 "error: StepErrorRecord | null;", "started_at: number | null;"):
         assert key in text
+
+
+def test_generator_emits_the_rest_payloads_with_optional_keys_and_literals() -> None:
+    text = ts.render()
+    for key in ("export interface RunSummary {", "export interface ConfigAnswer {",
+                "runs: Array<RunSummary | UnreadableRunSummary>;",
+                "fix?: string | null;",  # ErrorAnswer: a key some answers leave out
+                'kind: "executor" | "service" | "agent";', 'status: "unreadable";'):
+        assert key in text, key
