@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from scanflow_jupyter.contracts import rest
+from tests.agents_support import fresh_store
 from tests.server.conftest import api, drain, write_notebook
 from tests.server.rest_contract import check
+from tests.services_support import CUSTOM_SERVICE
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +102,51 @@ async def test_every_answer_matches_its_contract(jp_fetch: Any, jp_root_dir: Pat
     await call(jp_fetch, "deployments", params={"path": "c/pipe.ipynb"}, expect=200)
     await call(jp_fetch, "builds/0123456789ab", expect=404)
     await call(jp_fetch, "no/such/route", expect=404)
+
+
+@pytest.fixture
+def live_root(jp_root_dir: Path, require: Any) -> Any:
+    """A notebook with an agent and a service; both are stopped after the test."""
+    for module in ("fastapi", "uvicorn", "pyarrow", "mlflow.tracking"):
+        require(module)
+    home = jp_root_dir / ".scanflow"
+    fresh_store(home)
+    write_notebook(jp_root_dir, "live/both.ipynb", [
+        "%scanflow_app live",
+        "%%setup\nWEIGHT = 3.0",
+        "%%agent ticker\nfrom scanflow_jupyter.agents import sensor\n\n@sensor(every='0.5s')\ndef tick(ctx):\n    return 42",
+        CUSTOM_SERVICE])
+    yield jp_root_dir
+    from scanflow_jupyter.agents.control import down as agents_down
+    from scanflow_jupyter.services.supervisor import down as services_down
+
+    agents_down(home=home)
+    services_down(home=home)
+
+
+async def test_agents_and_services_answers_match_their_contracts(jp_fetch: Any, live_root: Path) -> None:
+    body = {"path": "live/both.ipynb", "action": "start"}
+    started = await call(jp_fetch, "agents", method="POST", body=body, expect=202)
+    assert [a["status"] for a in started["agents"]] == ["running"], started
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:  # until the sensor has run: its last_run/next_run/last_value are filled in
+        listed = await call(jp_fetch, "agents", params={"path": "live/both.ipynb"}, expect=200)
+        sensors = listed["agents"][0]["sensors"]
+        if (sensors and sensors[0]["last_run"]) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert sensors[0]["last_value"] == 42, listed
+    services = await call(jp_fetch, "services", method="POST", body=body, expect=202)
+    assert [s["state"] for s in services["services"]] == ["running"], services
+    await call(jp_fetch, "services", expect=200)
+    answer = await call(jp_fetch, "services/predict", method="POST", expect=200,
+                        body={"path": "live/both.ipynb", "name": "scorer",
+                              "payload": {"inputs": [{"age": 1, "income": 1}]}})
+    assert answer["status"] == 200
+    stopped = await call(jp_fetch, "services", method="POST", body={**body, "action": "stop"}, expect=202)
+    assert stopped["services"] == [] and stopped["stopped"]
+    await call(jp_fetch, "agents", method="POST", body={**body, "action": "stop"}, expect=202)
 
 
 def test_a_drifted_answer_fails_the_check() -> None:
