@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter import process_liveness
 from scanflow_jupyter.agents.state import atomic_write_json
 from scanflow_jupyter.redact import redact_uri
 
@@ -48,22 +49,9 @@ def pid_alive(pid: int | None, marker: str | None = None) -> bool:
         return False
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_liveness.alive(pid):
         return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        if marker is not None:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            return marker in cmdline
-    except (OSError, IndexError):
-        pass
-    return True
+    return marker is None or marker in process_liveness.command_text(pid)
 
 
 class SupervisedRegistry:

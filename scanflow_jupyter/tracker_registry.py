@@ -7,7 +7,8 @@ Entries whose process is gone (or is no longer a tracker: pids are reused) are p
 
 A *lease* (``<home>/tracker-lease.<pid>.<token>``) keeps a tracker from stopping for idleness
 while the process that took it lives: a docker-backend run holds one, so a step that logs nothing
-for longer than the idle timeout still finds its tracker. Stdlib only: the CLI imports it cheaply.
+for longer than the idle timeout still finds its tracker. A lease names its process by pid and
+create time (`process_liveness`). Stdlib + psutil (imported on first use): the CLI imports it cheaply.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scanflow_jupyter import process_liveness
+from scanflow_jupyter.process_liveness import ProcessIdentity
 
 SERVER_MODULE = "scanflow_jupyter.tracker_server"
 LEASE_PREFIX = "tracker-lease."
@@ -87,23 +91,13 @@ def remove(pid: int) -> None:
 
 
 def cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    return process_liveness.command_line(pid)
 
 
 def is_tracker_process(pid: int, home: str | None = None) -> bool:
     """Is `pid` a live tracker process (of `home`, when given)? Zombies count as gone."""
     args = cmdline(pid)
-    if SERVER_MODULE not in args:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    if state == "Z":
+    if SERVER_MODULE not in args or not process_liveness.alive(pid):
         return False
     if home is None:
         return True
@@ -133,20 +127,22 @@ def entries(prune: bool = True) -> list[Entry]:
 
 # ------------------------------------------------------------------ leases
 
-def _start_ticks(pid: int) -> str:
-    """The process's start time in clock ticks since boot (with the pid: one process, ever)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+def _lease_holder(doc: dict[str, Any]) -> ProcessIdentity | None:
+    """The process a lease names (pid + create time); older leases hold `start`, the start time in
+    clock ticks since boot (/proc stat field 22). None if the lease does not identify one process."""
+    pid = int(doc["pid"])
+    if doc.get("create_time") is not None:
+        return ProcessIdentity(pid, float(doc["create_time"]))
+    started = process_liveness.ticks_to_create_time(doc.get("start", ""))
+    return None if started is None else ProcessIdentity(pid, started)
 
 
 def take_lease(home: Path, pid: int | None = None) -> Path:
     """Keep `home`'s tracker from idling out while process `pid` (default: this one) lives."""
-    pid = pid or os.getpid()
+    holder = ProcessIdentity.of(pid or os.getpid())
     home.mkdir(parents=True, exist_ok=True)
-    path = home / f"{LEASE_PREFIX}{pid}.{secrets.token_hex(4)}"
-    _write_private(path, json.dumps({"pid": pid, "start": _start_ticks(pid)}))
+    path = home / f"{LEASE_PREFIX}{holder.pid}.{secrets.token_hex(4)}"
+    _write_private(path, json.dumps(holder.to_dict()))
     return path
 
 
@@ -162,7 +158,8 @@ def leases_held(home: Path) -> int:
     for path in home.glob(f"{LEASE_PREFIX}*"):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            alive = bool(doc["start"]) and _start_ticks(int(doc["pid"])) == doc["start"]
+            holder = _lease_holder(doc)
+            alive = holder is not None and holder.alive()
         except (OSError, ValueError, KeyError, TypeError):
             alive = False
         if alive:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter import process_liveness
 from scanflow_jupyter.contracts.run_record import (
     SCHEMA_VERSION,
     SchemaVersionError,
@@ -484,16 +485,7 @@ def _outputs_present(outputs: dict[str, dict[str, Any]]) -> bool:
 def pid_running(pid: int | None) -> bool:
     """True if process `pid` exists and is not a zombie: a run left `running` by a runner for which
     this is False was interrupted (`scanflow runs`, the server extension)."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return Path(f"/proc/{pid}").exists()
-    try:
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except IndexError:
-        return True
+    return process_liveness.alive(pid)
 
 
 def shown_status(state: RunState, alive: bool | None = None) -> str:

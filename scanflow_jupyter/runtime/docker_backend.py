@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter import process_liveness
 from scanflow_jupyter.build.context import LABEL_APP, LABEL_RUN, LABEL_RUNNER, LABEL_STEP, runner_id
 from scanflow_jupyter.quantities import memory_bytes, nano_cpus
 from scanflow_jupyter.redact import redact_uri, tracking_environment
@@ -277,7 +278,7 @@ class DockerBackend(Backend):
         for container in containers:
             owner = container.labels.get(LABEL_RUNNER, "")
             owner_host, _, pid = owner.rpartition(":")
-            if owner_host == host and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if owner_host == host and pid.isdigit() and not process_liveness.alive(int(pid)):
                 try:
                     container.remove(force=True)
                 except Exception:  # noqa: BLE001

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+from scanflow_jupyter.process_liveness import ProcessIdentity
 
 PROVISIONER_NAME = "scanflow-fork"
 
@@ -120,23 +121,14 @@ class ForkedProcess:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.identity = ProcessIdentity.of(pid)  # just forked: a later process reusing the pid is not it
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is not None:
             return self.returncode
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                return None
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-        except OSError:  # no /proc: fall back to a signal-0 probe
-            try:
-                os.kill(self.pid, 0)
-                return None
-            except ProcessLookupError:
-                pass
+        if self.identity.alive():
+            return None
         self.returncode = 0
         return self.returncode
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scanflow_jupyter import tracker
@@ -53,6 +55,26 @@ def test_leases_count_only_while_their_process_lives(tmp_path: Path) -> None:
     assert registry.leases_held(home) == 1 and not theirs.exists()  # the dead holder's lease is removed
     registry.release_lease(mine)
     assert registry.leases_held(home) == 0
+
+
+def test_leases_name_pid_and_create_time_and_older_tick_leases_still_count(tmp_path: Path) -> None:
+    home = tmp_path / ".scanflow"
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        doc = json.loads(registry.take_lease(home, pid=holder.pid).read_text())
+        assert doc["pid"] == holder.pid and abs(doc["create_time"] - psutil.Process(holder.pid).create_time()) < 0.01
+        reused = home / f"{registry.LEASE_PREFIX}{holder.pid}.reused"  # same pid, another process
+        reused.write_text(json.dumps({"pid": holder.pid, "create_time": doc["create_time"] - 3600}))
+        older = home / f"{registry.LEASE_PREFIX}{holder.pid}.older"
+        if sys.platform.startswith("linux"):  # written by earlier versions: start ticks since boot
+            ticks = Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+            older.write_text(json.dumps({"pid": holder.pid, "start": ticks}))
+        assert registry.leases_held(home) == (2 if sys.platform.startswith("linux") else 1)
+        assert not reused.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert registry.leases_held(home) == 0 and not older.exists()
 
 
 def test_idle_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
