@@ -314,6 +314,7 @@ class PipelineRun:
             if reuse and name in steps:
                 settled[name] = self._settle_reused(name, reuse)
         self._will_run = self._predict_executions(settled)
+        self._prepared = asyncio.Event()  # set once backend.prepare() returned
         if self.backend.execution == "whole_pipeline":
             # the backend schedules the DAG itself (kubernetes: one Argo Workflow); it reports
             # through PipelineReporter, which drives the same state machine as the scheduler
@@ -339,7 +340,10 @@ class PipelineRun:
                 # other backends start services on the store (the docker backend's tracker):
                 # it gets its schema, under its lock, first
                 await asyncio.shield(self._store_wait)
-            await self.backend.prepare(self._executions_left())
+            try:
+                await self.backend.prepare(self._executions_left())
+            finally:
+                self._prepared.set()  # steps scheduled meanwhile (cache checks done) now reach the backend
             await task
         except asyncio.CancelledError:
             killed = True
@@ -446,9 +450,10 @@ class PipelineRun:
         outputs_dir = self.store.outputs_dir(self.state.run_id, name)
         outputs_dir.mkdir(parents=True, exist_ok=True)
         mlflow_id = None
-        if self._store_wait is not None:  # a fresh store gets its schema before any step starts
-            await asyncio.shield(self._store_wait)
+        await self._prepared.wait()  # a step that needs no store may get here before prepare() ended
         if _uses_mlflow(self.app, ex):
+            if self._store_wait is not None:  # its code opens the store: a fresh one gets its schema first
+                await asyncio.shield(self._store_wait)  # (other steps start at once; recorded after they end)
             try:
                 mlflow_id = await asyncio.to_thread(self._start_step_run, name)
             except Exception as exc:  # noqa: BLE001 - tracking trouble must not stop the pipeline
