@@ -118,7 +118,7 @@ function DagGraph(props: {
       width={Math.ceil(layout.width * scale)}
       height={Math.ceil(layout.height * scale)}
       role="group"
-      aria-label={`Pipeline ${app.app.name}: its steps are buttons that select their cell`}
+      aria-label={`Pipeline ${app.app?.name ?? ''}: its steps are buttons that select their cell`}
     >
       <g className="sf-dag-zoom" transform={`scale(${scale})`}>
         <defs>

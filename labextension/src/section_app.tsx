@@ -61,7 +61,7 @@ export function ApplicationSection(props: { model: NotebookScanflowModel; panel:
   return (
     <div>
       <div className="sf-app-name">
-        app <b>{app.app.name || '(unnamed)'}</b> · {app.nodes.length} step{app.nodes.length === 1 ? '' : 's'}
+        app <b>{app.app?.name || '(unnamed)'}</b> · {app.nodes.length} step{app.nodes.length === 1 ? '' : 's'}
         {model.appSource === 'editor' && (
           <span className="sf-muted sf-unsaved" title="Validated from the editor's unsaved content">
             {' '}

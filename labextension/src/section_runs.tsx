@@ -165,7 +165,7 @@ function RunDetail(props: { run: IMlflowRun; model: NotebookScanflowModel; ctx: 
 
 export function RunsSection(props: { model: NotebookScanflowModel; ctx: ISidebarContext }): JSX.Element {
   const { model } = props;
-  const experiment = model.app?.app.name ?? null;
+  const experiment = model.app?.app?.name ?? null;
   const [runs, setRuns] = React.useState<IMlflowRun[]>([]);
   const [token, setToken] = React.useState<string | null>(null);
   const [filter, setFilter] = React.useState('');

@@ -11,7 +11,7 @@ export function serviceRows(app: IAppInfo | null, listed: IServiceInfo[]): IServ
   const rows: IServiceInfo[] = declared.map(
     name =>
       byName.get(name) ?? {
-        app: app?.app.name ?? '',
+        app: app?.app?.name ?? '',
         name,
         notebook: '',
         state: 'stopped',

@@ -222,6 +222,7 @@ describe('run comparison', () => {
   const mk = (id: string, extra: Partial<IMlflowRun>): IMlflowRun => ({
     run_id: id,
     run_name: id,
+    experiment_id: '1',
     status: 'FINISHED',
     start_time: 0,
     end_time: 0,

@@ -5,6 +5,7 @@ import type { IAppNode, IMlflowRun } from '../types';
 const run = (step: string, start: number): IMlflowRun => ({
   run_id: `id-${step}-${start}`,
   run_name: step,
+  experiment_id: '1',
   status: 'FINISHED',
   start_time: start,
   end_time: null,

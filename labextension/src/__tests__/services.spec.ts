@@ -3,7 +3,7 @@ import type { IAppInfo, IServiceInfo } from '../types';
 
 const app = (names: string[]): IAppInfo => ({
   path: 'svc.ipynb',
-  app: { name: 'scoring', notebook: 'svc.ipynb' },
+  app: { name: 'scoring', team: null, notebook: 'svc.ipynb' },
   nodes: names.map((id, i) => ({ id, kind: 'service', cell: i + 1, inputs: [], outputs: [] })),
   edges: [],
   parameters: [],

@@ -129,11 +129,23 @@ describe('fromSummary', () => {
       params: {},
       mlflow_run_id: 'm9',
       resumed_from: null,
+      started_by: 'sidebar',
+      tracking: null,
+      warnings: [],
+      workflow: null,
       managed: true,
       steps: {
-        load: { status: 'succeeded', attempts: 1, duration_s: 1, cell: 3, error: null },
-        boom: { status: 'failed', attempts: 2, duration_s: 1, cell: 4, error: { cell: 4, ename: 'E', evalue: 'v', traceback: [] } },
-        odd: { status: 'weird', attempts: 0, duration_s: null, cell: null, error: null }
+        load: { status: 'succeeded', attempts: 1, duration_s: 1, cell: 3, error: null, started_at: 2, finished_at: 3 },
+        boom: {
+          status: 'failed',
+          attempts: 2,
+          duration_s: 1,
+          cell: 4,
+          error: { cell: 4, ename: 'E', evalue: 'v', traceback: [] },
+          started_at: 3,
+          finished_at: 4
+        },
+        odd: { status: 'weird', attempts: 0, duration_s: null, cell: null, error: null, started_at: null, finished_at: null }
       }
     };
     const s = fromSummary(summary);
