@@ -1,7 +1,8 @@
 """A jupyter_client kernel provisioner that gets kernels from the zygote (fast fresh kernels).
 
 Registered as entry point `scanflow-fork` in group `jupyter_client.kernel_provisioners`.
-Kernels whose command is not `<this python> -m ipykernel_launcher` start the usual way.
+Kernels whose command is not `<this python> -m ipykernel_launcher` start the usual way, as do all
+kernels in portable mode or with `SCANFLOW_NO_ZYGOTE=1` (`platform_support.zygote_enabled`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
+from scanflow_jupyter.platform_support import zygote_enabled
 from scanflow_jupyter.process_liveness import ProcessIdentity
 
 PROVISIONER_NAME = "scanflow-fork"
@@ -155,8 +157,7 @@ def _forkable(cmd: list[str]) -> bool:
         len(cmd) >= 3
         and cmd[1:3] == ["-m", "ipykernel_launcher"]
         and os.path.realpath(cmd[0]) == os.path.realpath(sys.executable)
-        and os.environ.get("SCANFLOW_NO_ZYGOTE") != "1"
-        and hasattr(os, "fork")
+        and zygote_enabled()
     )
 
 

@@ -1,7 +1,7 @@
 """Warm kernels for the local backend: started before steps need them, one fresh kernel per step.
 
 Kernels use the IPC transport (no TCP port races when several start at once), come from the
-fork zygote when possible, and are handed out already answering `kernel_info`. A kernel is
+fork zygote when possible (not in portable mode: `platform_support`), and are handed out already answering `kernel_info`. A kernel is
 never reused: after its step it is shut down immediately.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
+from scanflow_jupyter.platform_support import zygote_enabled
 from scanflow_jupyter.runtime.fork_provisioner import PROVISIONER_NAME
 
 STARTUP_TIMEOUT = 60.0
@@ -70,7 +71,7 @@ class KernelPool:
             ip=os.path.join(self._tmp, f"k{next(self._ids)}"),
         )
         spec = km.kernel_spec
-        if not spec.metadata.get("kernel_provisioner"):
+        if not spec.metadata.get("kernel_provisioner") and zygote_enabled():  # else jupyter_client's own
             spec.metadata = {**spec.metadata, "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME}}
         await km.start_kernel(cwd=self.cwd, env=self.env)
         kc = km.client()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scanflow_jupyter.platform_support import zygote_enabled
 from scanflow_jupyter.redact import (
     process_secrets,
     redact_json,
@@ -33,7 +34,7 @@ def _load_nbclient() -> None:
 
 
 class LocalBackend(Backend):
-    """Run steps in kernels started by a warm pool (zygote-forked when possible)."""
+    """Run steps in kernels started by a warm pool (zygote-forked unless in portable mode)."""
 
     name = "local"
 
@@ -47,7 +48,7 @@ class LocalBackend(Backend):
     async def prepare(self, steps_to_run: int) -> None:
         from scanflow_jupyter.runtime.fork_provisioner import Zygote
 
-        if steps_to_run:
+        if steps_to_run and zygote_enabled():  # portable mode: classic kernel start, no zygote
             Zygote.shared()  # started from this (the loop's) thread: kernels die with the runner
         env = dict(os.environ)
         env["MPLBACKEND"] = INLINE_BACKEND  # figures reach output.ipynb, as in JupyterLab

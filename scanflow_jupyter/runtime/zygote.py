@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 
+from scanflow_jupyter.platform_support import is_linux
+
 PRELOAD = (
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
@@ -32,10 +34,13 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
+    """Linux only (`prctl`); elsewhere the runner's own cleanup still kills kernels."""
+    if not is_linux():
+        return
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # not Linux: the runner's own cleanup still kills kernels
+    except OSError:  # a Linux without glibc (musl): same as elsewhere
         pass
 
 
