@@ -36,6 +36,7 @@ from scanflow_jupyter.data.store import (
     pid_running,
     shown_status,
 )
+from scanflow_jupyter.process_liveness import command_text
 from scanflow_jupyter.server.paths import relative_to_root
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,6 @@ def close_transport(proc: asyncio.subprocess.Process) -> None:
     transport = getattr(proc, "_transport", None)
     if transport is not None:
         transport.close()
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def check_param(name: Any, value: Any) -> None:
@@ -362,7 +356,7 @@ class RunManager:
         managed = self.managed.get(run_id)
         if managed is not None:
             managed.proc.send_signal(signal.SIGTERM)
-        elif state.pid and "scanflow" in _cmdline(state.pid):
+        elif state.pid and "scanflow" in command_text(state.pid):
             os.kill(state.pid, signal.SIGTERM)
         else:
             raise RunConflict(f"run {run_id} runs in process {state.pid}, which is not a scanflow runner "
