@@ -1,14 +1,15 @@
 """The ``run.json`` contract: :class:`RunRecord` (with ``schema_version``) and its migration.
 
-Version history: files without ``schema_version`` (written before it existed) have the layout of
-version 1 and are migrated on read by :func:`migrate_run_json`.
+Version history: files without ``schema_version`` (version 0, written before it existed) have the
+layout of version 1 and are migrated on read by :func:`migrate_run_json`. ``RunState.to_dict`` /
+``from_dict`` (scanflow_jupyter.data.store) write and read run.json through :class:`RunRecord`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
 """The ``schema_version`` written into every ``run.json``."""
@@ -64,6 +65,12 @@ class RunRecord(BaseModel):
     started_by: str | None = None
     tracking: str | None = None
     warnings: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("warnings", mode="before")
+    @classmethod
+    def _only_object_warnings(cls, value: Any) -> Any:
+        """Warnings that are not objects (a hand edit) are dropped, not a reason to refuse the run."""
+        return [w for w in value if isinstance(w, dict)] if isinstance(value, list) else value
 
 
 class SchemaVersionError(ValueError):

@@ -21,14 +21,16 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from scanflow_jupyter import process_liveness
 from scanflow_jupyter.contracts.run_record import (
-    SCHEMA_VERSION,
+    RunRecord,
     SchemaVersionError,
+    StepErrorRecord,
+    StepRecord,
     migrate_run_json,
 )
 from scanflow_jupyter.data.files import atomic_write_bytes
@@ -103,10 +105,6 @@ def _check_status(value: str, allowed: tuple[str, ...], what: str) -> None:
         raise ValueError(f"invalid {what} status {value!r}; expected one of {', '.join(allowed)}")
 
 
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 @dataclass
 class StepError:
     """Why a step failed: the failing cell (index in the source notebook) and its traceback."""
@@ -117,22 +115,8 @@ class StepError:
     traceback: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "cell": self.cell,
-            "ename": self.ename,
-            "evalue": self.evalue,
-            "traceback": list(self.traceback),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StepError:
-        cell = data.get("cell")
-        return cls(
-            cell=None if cell is None else int(cell),
-            ename=str(data.get("ename", "")),
-            evalue=str(data.get("evalue", "")),
-            traceback=[str(line) for line in data.get("traceback") or []],
-        )
+        """As in run.json (:class:`~scanflow_jupyter.contracts.StepErrorRecord`)."""
+        return StepErrorRecord.model_validate(self, from_attributes=True).model_dump(mode="json")
 
 
 @dataclass
@@ -159,37 +143,14 @@ class StepState:
         _check_status(self.status, STEP_STATUSES, "step")
 
     def to_dict(self) -> dict[str, Any]:
+        """As in run.json (:class:`~scanflow_jupyter.contracts.StepRecord`)."""
         _check_status(self.status, STEP_STATUSES, "step")
-        return {
-            "name": self.name,
-            "status": self.status,
-            "attempts": self.attempts,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration_s": self.duration_s,
-            "cache_key": self.cache_key,
-            "outputs": {var: dict(out) for var, out in self.outputs.items()},
-            "error": None if self.error is None else self.error.to_dict(),
-            "mlflow_run_id": self.mlflow_run_id,
-            "cached_from": self.cached_from,
-        }
+        return StepRecord.model_validate(self, from_attributes=True).model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StepState:
-        error = data.get("error")
-        return cls(
-            name=str(data["name"]),
-            status=str(data.get("status", "pending")),
-            attempts=int(data.get("attempts", 0)),
-            started_at=_opt_float(data.get("started_at")),
-            finished_at=_opt_float(data.get("finished_at")),
-            duration_s=_opt_float(data.get("duration_s")),
-            cache_key=data.get("cache_key"),
-            outputs={var: dict(out) for var, out in (data.get("outputs") or {}).items()},
-            error=None if error is None else StepError.from_dict(error),
-            mlflow_run_id=data.get("mlflow_run_id"),
-            cached_from=data.get("cached_from"),
-        )
+    def from_record(cls, record: StepRecord) -> StepState:
+        error = record.error
+        return _from_record(cls, record, error=None if error is None else _from_record(StepError, error))
 
 
 @dataclass
@@ -217,50 +178,29 @@ class RunState:
         _check_status(self.status, RUN_STATUSES, "run")
 
     def to_dict(self) -> dict[str, Any]:
+        """The content of run.json: a :class:`~scanflow_jupyter.contracts.RunRecord` (with
+        ``schema_version``) as JSON-ready data; ``params`` are copied through JSON."""
         _check_status(self.status, RUN_STATUSES, "run")
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "app": self.app,
-            "notebook": self.notebook,
-            "backend": self.backend,
-            "status": self.status,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "params": json.loads(json.dumps(self.params)),
-            "mlflow_run_id": self.mlflow_run_id,
-            "pid": self.pid,
-            "steps": {name: step.to_dict() for name, step in self.steps.items()},
-            "resumed_from": self.resumed_from,
-            "started_by": self.started_by,
-            "tracking": self.tracking,
-            "warnings": [dict(w) for w in self.warnings],
-        }
+        attrs = {f.name: getattr(self, f.name) for f in fields(self)}
+        attrs["params"] = json.loads(json.dumps(self.params))
+        return RunRecord.model_validate(attrs, from_attributes=True).model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
-        pid = data.get("pid")
-        return cls(
-            run_id=str(data["run_id"]),
-            app=str(data["app"]),
-            notebook=str(data["notebook"]),
-            backend=str(data.get("backend", "local")),
-            status=str(data.get("status", "queued")),
-            created_at=float(data["created_at"]),
-            started_at=_opt_float(data.get("started_at")),
-            finished_at=_opt_float(data.get("finished_at")),
-            params=dict(data.get("params") or {}),
-            mlflow_run_id=data.get("mlflow_run_id"),
-            pid=None if pid is None else int(pid),
-            steps={
-                name: StepState.from_dict(step) for name, step in (data.get("steps") or {}).items()
-            },
-            resumed_from=data.get("resumed_from"),
-            started_by=data.get("started_by"),
-            tracking=data.get("tracking"),
-            warnings=[dict(w) for w in data.get("warnings") or [] if isinstance(w, dict)],
-        )
+        """Parse run.json content (older schema versions migrated); pydantic's ValidationError
+        (a ValueError) or SchemaVersionError when it does not fit the contract."""
+        record = RunRecord.model_validate(migrate_run_json(data))
+        return _from_record(cls, record, steps={n: StepState.from_record(s) for n, s in record.steps.items()})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _from_record(cls: type[Any], record: Any, **converted: Any) -> Any:
+    """A state dataclass from its contract model: every dataclass field (extra keys are ignored)."""
+    names = _FIELD_NAMES.get(cls) or _FIELD_NAMES.setdefault(cls, tuple(f.name for f in fields(cls)))
+    values = record.__dict__
+    return cls(**{name: converted[name] if name in converted else values[name] for name in names})
 
 
 @dataclass

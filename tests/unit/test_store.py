@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from scanflow_jupyter.contracts import StepRecord
 from scanflow_jupyter.data import files
 from scanflow_jupyter.data import store as store_mod
 from scanflow_jupyter.data.serializers import dump_value, load_value, read_record
@@ -93,7 +94,7 @@ def test_run_state_json_roundtrip_is_exact():
 def test_step_state_defaults():
     step = StepState(name="s")
     assert (step.status, step.attempts, step.outputs, step.error) == ("pending", 0, {}, None)
-    assert StepState.from_dict(step.to_dict()) == step
+    assert StepState.from_record(StepRecord.model_validate(step.to_dict())) == step
 
 
 @pytest.mark.parametrize("status", ["done", "SUCCEEDED", ""])
