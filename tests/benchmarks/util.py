@@ -17,7 +17,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # A user's MLFLOW_TRACKING_URI would send every measurement to their tracking server.
-_DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "SCANFLOW_NO_ZYGOTE")
+_DROP_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "SCANFLOW_NO_ZYGOTE",
+             "SCANFLOW_PORTABLE")  # figures are of the default (zygote) kernel start
 
 
 class BenchError(RuntimeError):
