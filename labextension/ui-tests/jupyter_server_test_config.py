@@ -44,6 +44,8 @@ c.ServerApp.ip = "127.0.0.1"  # noqa: F821
 c.ServerApp.port = int(os.environ.get("SCANFLOW_GALATA_PORT", "8897"))  # noqa: F821
 c.ServerApp.allow_root = True  # noqa: F821
 c.ServerApp.jpserver_extensions = {"scanflow_jupyter.server": True}  # noqa: F821
+# the benchmark compares runs with and without the warm worker (#14): SCANFLOW_WARM_WORKER=0 turns it off
+c.Scanflow.warm_worker = os.environ.get("SCANFLOW_WARM_WORKER", "1") != "0"  # noqa: F821
 c.LabServerApp.extra_labextensions_path = [  # noqa: F821
     c.LabServerApp.extra_labextensions_path,  # noqa: F821 - Galata's helper extension
     str(ext_dir),

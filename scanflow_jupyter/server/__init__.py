@@ -27,7 +27,7 @@ class ScanflowExtension:
         self.config = config
         self.home = scanflow_home(self.root)
         env = {"MLFLOW_TRACKING_URI": config.tracking_uri} if config.tracking_uri else {}
-        self.runs = RunManager(self.root, self.home, env)
+        self.runs = RunManager(self.root, self.home, env, warm=config.warm_worker)
         self.jobs = JobManager(self.root, self.home, env)
         self._mlflow: dict[str, Any] = {}
         from scanflow_jupyter.server.mlflow_ui import MlflowUi
@@ -72,6 +72,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from scanflow_jupyter.server.mlflow_ui import stop_with_server
 
     stop_with_server(serverapp, ext.mlflow_ui.stop)
+    stop_with_server(serverapp, ext.runs.stop_warm)  # an idle warm worker (also dies with the process)
     # the sidebar sends its tracking_uri setting as a query parameter: the access log must not show it
     scrubbed = list(web_app.settings.get("extra_log_scrub_param_keys") or [])
     web_app.settings["extra_log_scrub_param_keys"] = [*scrubbed, "tracking_uri"]

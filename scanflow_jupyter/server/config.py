@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 from traitlets.config import Configurable
 
 
@@ -23,6 +23,11 @@ class Scanflow(Configurable):
     kube_context = Unicode("", config=True, help="kubeconfig context (default: the current one).")
     namespace = Unicode("", config=True, help="Kubernetes namespace (default: scanflow-<app>-<team>).")
     base_image = Unicode("", config=True, help="Base image of step images (`scanflow build --base`).")
+    warm_worker = Bool(
+        True, config=True,
+        help="Keep a `scanflow run` process ready (runner imported, kernel zygote started) so a Run from "
+             "the sidebar starts at once; False: each run starts a fresh process.",
+    )
 
     def to_dict(self) -> dict[str, str | None]:
         """The settings as the `GET config` route shows them (unset → null)."""

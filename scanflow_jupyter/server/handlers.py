@@ -270,6 +270,7 @@ class AppHandler(ScanflowHandler):
     async def get(self) -> None:
         path = self.get_query_argument("path", None)
         nb = self.notebook(path)
+        self.ext.runs.warm_up()  # the sidebar shows a notebook: a Run may follow
         doc = await asyncio.get_running_loop().run_in_executor(None, app_view, nb, path)
         self.reply(doc)
 

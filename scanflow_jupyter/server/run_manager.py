@@ -121,12 +121,17 @@ def write_params_file(params: dict[str, Any]) -> str | None:
 class RunManager:
     """Start, list, follow and cancel the pipeline runs of one server root."""
 
-    def __init__(self, root: Path, home: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, home: Path, env: dict[str, str] | None = None, warm: bool = False) -> None:
         self.root = Path(root).resolve()
         self.home = Path(home)
         self.store = RunStore(self.home / "runs")
         self.extra_env = dict(env or {})
         self.managed: dict[str, ManagedRun] = {}
+        self.warm = None  # a WarmWorker: runs start in a process that has imported the runner
+        if warm:
+            from scanflow_jupyter.server.warm_worker import WarmWorker
+
+            self.warm = WarmWorker(self.root, self._child_env())
         self._cells: dict[str, tuple[float, dict[str, int]]] = {}
         # runs whose runner died: their MLflow runs end KILLED (in the background: may import mlflow)
         threading.Thread(target=self._end_dead_runs, name="scanflow-dead-runs", daemon=True).start()
@@ -187,15 +192,17 @@ class RunManager:
             cmd = [sys.executable, "-m", "scanflow_jupyter.cli", "run", str(notebook), "--json", "--backend", backend,
                    *(["--params-file", params_file] if params_file else []),
                    *[a for name in only for a in ("--only", name)], *(["--resume", resume] if resume else [])]
-            child_env = {**os.environ, **self.extra_env, **(env or {})}
-            child_env["SCANFLOW_HOME"] = str(self.home)
-            child_env["PYTHONUNBUFFERED"] = "1"
-            child_env["SCANFLOW_STARTED_BY"] = "sidebar"
+            child_env = self._child_env(env)
             started = time.time()
+            warm = False
             try:
-                proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(self.root), env=child_env,
-                                                            stdin=asyncio.subprocess.DEVNULL,
-                                                            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                if self.warm is not None:  # `scanflow run ...` in the warm worker (or a fresh one)
+                    proc, warm = await self.warm.launch(cmd[3:], child_env)
+                else:
+                    proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(self.root), env=child_env,
+                                                                stdin=asyncio.subprocess.DEVNULL,
+                                                                stdout=asyncio.subprocess.PIPE,
+                                                                stderr=asyncio.subprocess.PIPE)
             except OSError as exc:
                 raise RunStartError(f"cannot start the runner ({cmd[0]}): {exc}") from None
             managed = ManagedRun(proc, started)
@@ -207,8 +214,27 @@ class RunManager:
                     os.unlink(params_file)
         managed.run_id = state.run_id
         self.managed[state.run_id] = managed
-        log.info("scanflow run %s started (pid %s) for %s", state.run_id, proc.pid, notebook)
+        log.info("scanflow run %s started (pid %s, %s worker, run.json after %.2f s) for %s", state.run_id, proc.pid,
+                 "warm" if warm else "cold", time.time() - started, notebook)
         return self.summary(state)
+
+    def _child_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a runner process: the server's, the manager's, then `env`."""
+        child_env = {**os.environ, **self.extra_env, **(env or {})}
+        child_env["SCANFLOW_HOME"] = str(self.home)
+        child_env["PYTHONUNBUFFERED"] = "1"
+        child_env["SCANFLOW_STARTED_BY"] = "sidebar"
+        return child_env
+
+    def warm_up(self) -> None:
+        """Start the warm worker in the background unless one is ready (call from the event loop)."""
+        if self.warm is not None and self.warm.idle is None:
+            asyncio.ensure_future(self.warm.start())
+
+    def stop_warm(self) -> None:
+        """Stop the idle warm worker (the server is stopping; started runs go on)."""
+        if self.warm is not None:
+            self.warm.stop()
 
     async def _collect(self, managed: ManagedRun) -> None:
         out, err = await managed.proc.communicate()

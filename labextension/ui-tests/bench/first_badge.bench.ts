@@ -34,6 +34,8 @@ test('tutorial: sidebar Run → first step badge running', async ({ page, tmpPat
     const name = `mnist_bench_${rep}.ipynb`;
     const nbPath = `${tmpPath}/${name}`;
     await page.contents.uploadContent(JSON.stringify(copy), 'text', nbPath);
+    // openByPath clicks through the file browser: the previous rep left the Scanflow sidebar in its place
+    await page.sidebar.openTab('filebrowser');
     const t0 = Date.now();
     await page.notebook.openByPath(nbPath);
     await page.notebook.activate(name);
