@@ -58,4 +58,8 @@ def check(method: str, route: str, status: int, doc: Any) -> BaseModel:
     try:
         return model.model_validate(doc)
     except Exception as exc:  # noqa: BLE001 - re-raised as the test failure, with the route
-        raise AssertionError(f"{method} {route} → {status} does not match {model.__name__}: {exc}") from None
+        raise AssertionError(
+            f"{method} {route} → {status} does not match {model.__name__}: {exc}\nFix: if the server's answer "
+            f"changed on purpose, change {model.__name__} in scanflow_jupyter/contracts/rest.py the same way, "
+            "run `make contracts` and commit the regenerated labextension/src/contracts.generated.ts"
+        ) from None
