@@ -7,6 +7,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import type { CancelAnswer, EventsPage, RunNotebook, RunRequest } from './contracts.generated';
 import type {
   BackendName,
   IAgentInfo,
@@ -17,7 +18,6 @@ import type {
   IMlflowRunPage,
   IMlflowUi,
   IOutputNotebook,
-  IRunEvent,
   IRunSummary,
   IServiceInfo,
   IStepLog,
@@ -215,7 +215,7 @@ export class ScanflowClient {
   }
 
   /** "Open run as notebook": the server writes `scanflow-run-<id>.ipynb` next to the run's notebook. */
-  runAsNotebook(runId: string): Promise<{ run_id: string; path: string }> {
+  runAsNotebook(runId: string): Promise<RunNotebook> {
     return this.request('POST', `runs/${runId}/as-notebook`, {}, {});
   }
 
@@ -242,18 +242,18 @@ export class ScanflowClient {
       this.withSettings({
         path: options.path,
         backend: options.backend,
-        parameters: options.parameters ?? {},
+        parameters: (options.parameters ?? {}) as RunRequest['parameters'],
         resume: options.resume ?? null,
         only: options.only ?? null
-      })
+      } satisfies RunRequest)
     );
   }
 
-  cancelRun(runId: string): Promise<{ run_id: string; status: string }> {
+  cancelRun(runId: string): Promise<CancelAnswer> {
     return this.request('POST', `runs/${runId}/cancel`);
   }
 
-  events(runId: string, after: number): Promise<{ events: IRunEvent[]; finished: boolean }> {
+  events(runId: string, after: number): Promise<EventsPage> {
     return this.request('GET', `runs/${runId}/events`, { after, format: 'json' });
   }
 

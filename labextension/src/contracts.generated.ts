@@ -220,7 +220,7 @@ export interface RunFinishedEvent {
 /** `POST runs/{id}/as-notebook` (201): the written notebook, relative to the server root. */
 export interface RunNotebook {
   run_id: string;
-  path: string | null;
+  path: string;
 }
 
 /** The content of ``.scanflow/runs/<run_id>/run.json``; ``steps`` keeps DAG order. */
@@ -244,14 +244,14 @@ export interface RunRecord {
   warnings: Array<Record<string, unknown>>;
 }
 
-/** The body of `POST runs` (start a run, or resume one with `resume` and no `path`). */
+/** The body of `POST runs` (start a run, or resume one with `resume` and no `path`); every key may be left out (null and absent mean the same: the default). */
 export interface RunRequest {
-  path: string | null;
-  backend: string | null;
-  parameters: Record<string, string | number | number | boolean | null>;
-  only: Array<string>;
-  resume: string | null;
-  settings: Record<string, string> | null;
+  path?: string | null;
+  backend?: string | null;
+  parameters?: Record<string, string | number | boolean | null> | null;
+  only?: Array<string> | null;
+  resume?: string | null;
+  settings?: Record<string, string> | null;
 }
 
 /** A `run_started` event. */

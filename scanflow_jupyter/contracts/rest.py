@@ -125,14 +125,15 @@ class AppView(Answer):
 
 # ---------------------------------------------------------------- runs
 class RunRequest(Answer):
-    """The body of `POST runs` (start a run, or resume one with `resume` and no `path`)."""
+    """The body of `POST runs` (start a run, or resume one with `resume` and no `path`); every key
+    may be left out (null and absent mean the same: the default)."""
 
-    path: str | None = None
-    backend: str | None = None
-    parameters: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-    only: list[str] = Field(default_factory=list)
-    resume: str | None = None
-    settings: dict[str, str] | None = None
+    path: str | None = maybe()
+    backend: str | None = maybe()
+    parameters: dict[str, str | int | float | bool | None] | None = maybe()
+    only: list[str] | None = maybe()
+    resume: str | None = maybe()
+    settings: dict[str, str] | None = maybe()
 
 
 class StepErrorDoc(Answer):
@@ -267,7 +268,7 @@ class RunNotebook(Answer):
     """`POST runs/{id}/as-notebook` (201): the written notebook, relative to the server root."""
 
     run_id: str
-    path: str | None
+    path: str
 
 
 # ---------------------------------------------------------------- MLflow

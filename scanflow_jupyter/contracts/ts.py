@@ -36,7 +36,7 @@ def _ts_type(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
         return schema["$ref"].rsplit("/", 1)[-1]
     if "anyOf" in schema:
-        return " | ".join(_ts_type(s) for s in schema["anyOf"])
+        return " | ".join(dict.fromkeys(_ts_type(s) for s in schema["anyOf"]))  # int | float: one number
     kind = schema.get("type")
     if kind in _SCALARS:
         return _SCALARS[kind]

@@ -64,8 +64,9 @@ async def test_every_answer_matches_its_contract(jp_fetch: Any, jp_root_dir: Pat
     await call(jp_fetch, "app", method="POST", body={"path": "c/showcase.ipynb", "notebook": content}, expect=200)
 
     write_notebook(jp_root_dir, "c/pipe.ipynb", PIPE)
-    request = rest.RunRequest(path="c/pipe.ipynb", backend="local", parameters={"n": 3})
-    started = await call(jp_fetch, "runs", method="POST", body=request.model_dump(exclude_none=True), expect=202)
+    request = {"path": "c/pipe.ipynb", "backend": "local", "parameters": {"n": 3}, "resume": None, "only": None}
+    rest.RunRequest.model_validate(request)  # the body as the sidebar sends it (api.ts startRun)
+    started = await call(jp_fetch, "runs", method="POST", body=request, expect=202)
     run_id = started["run_id"]
     run = await finished(jp_fetch, run_id)
     assert run["status"] == "failed" and run["steps"]["boom"]["error"]["ename"] == "ValueError"
