@@ -12,6 +12,7 @@ import copy
 import itertools
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ class KernelPool:
         self._ids = itertools.count()
         self._closed = False
         self._discarding: set[asyncio.Task[None]] = set()
+        # per pre-started kernel: resolved once its process answers, before its setup cells run
+        self._started: dict[asyncio.Task[Kernel], asyncio.Future[Kernel]] = {}
 
     def expect(self, steps_left: int) -> None:
         """Tell the pool how many more kernels may be needed; it pre-starts up to `warm`."""
@@ -62,9 +65,12 @@ class KernelPool:
 
     def _fill(self) -> None:
         while not self._closed and len(self._ready) < min(self.warm, self.demand):
-            self._ready.append(asyncio.ensure_future(self._start()))
+            started: asyncio.Future[Kernel] = asyncio.get_running_loop().create_future()
+            task = asyncio.ensure_future(self._start(started=started))
+            self._started[task] = started
+            self._ready.append(task)
 
-    async def _start(self, with_preamble: bool = True) -> Kernel:
+    async def _start(self, with_preamble: bool = True, started: asyncio.Future[Kernel] | None = None) -> Kernel:
         km = AsyncKernelManager(
             kernel_name=self.kernel_name,
             transport="ipc",
@@ -83,6 +89,8 @@ class KernelPool:
         except Exception:
             await self.discard(kernel)
             raise
+        if started is not None and not started.done():
+            started.set_result(kernel)
         if with_preamble and self.preamble:
             kernel.preamble = await self._run_preamble(kernel)
         return kernel
@@ -104,14 +112,24 @@ class KernelPool:
             return None
         return [dict(cell) for cell in nb.cells]
 
-    async def acquire(self) -> Kernel:
-        """A ready kernel (waits for one being started, or starts one)."""
+    async def acquire(self, on_started: Callable[[Kernel], None] | None = None) -> Kernel:
+        """A ready kernel (waits for one being started, or starts one). `on_started(kernel)` is
+        called as soon as the kernel's process answers, before the setup cells run ahead in it have finished."""
         if not self._ready:
             self.demand = max(self.demand, 1)
             self._fill()
         task = self._ready.pop(0)
+        started = self._started.pop(task, None)
         self.demand = max(0, self.demand - 1)
         self._fill()
+        if on_started is not None and started is not None:
+            try:
+                await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                task.cancel()  # as `await task` would: the kernel is not left starting unowned
+                raise
+            if started.done():
+                on_started(started.result())
         kernel = await task
         if self.preamble and kernel.preamble is None:  # setup failed ahead: rerun it in the step
             self.discard_soon(kernel)

@@ -79,9 +79,18 @@ class LocalBackend(Backend):
 
     async def run_step(self, job: StepJob) -> StepOutcome:
         assert self.pool is not None, "prepare() was not called"
-        kernel = await self.pool.acquire()
+        started: list[int | None] = []
+
+        def kernel_started(kernel: Kernel) -> None:
+            # the step is running once its kernel is: the setup cells that run ahead in it (imports,
+            # often seconds) are part of the step, so step_started does not wait for them
+            started.append(kernel.pid)
+            job.emit("step_started", kernel_pid=kernel.pid)
+
+        kernel = await self.pool.acquire(on_started=kernel_started)
         self._running[job.step] = kernel
-        job.emit("step_started", kernel_pid=kernel.pid)
+        if not started:
+            job.emit("step_started", kernel_pid=kernel.pid)
         try:
             task = asyncio.ensure_future(self._execute(job, kernel))
             try:
