@@ -65,9 +65,12 @@ class RecorderProcess:
         *,
         call_timeout: float | None = None,
         buffer_for: Mapping[str, str] | None = None,
+        warm: bool = False,
     ) -> None:
         """`buffer_for` (`{"run_dir", "home"}`): `tracking_uri` is that run's tracking buffer,
-        which the child creates first if needed (`tracking_sync.create_buffer`)."""
+        which the child creates first if needed (`tracking_sync.create_buffer`). `warm`: get the
+        child from the warm recorder (`recorder_daemon`) when one is running, so the run does
+        not wait for `import mlflow`; else (and when none runs yet: one is started) spawn it."""
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.call_timeout = call_timeout
@@ -82,6 +85,7 @@ class RecorderProcess:
         self._dead: str | None = None  # why the child can no longer answer
         self._closed = False
         self._outbox: queue.Queue[Any] = queue.Queue()
+        self._exit_code: int | None = None
 
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the child
             prefix="scanflow-recorder-", suffix=".log", delete=False
@@ -90,15 +94,14 @@ class RecorderProcess:
         env = dict(os.environ)
         for key, value in _CHILD_ENV_DEFAULTS.items():
             env.setdefault(key, value)
-        env[_CONFIG_ENV] = json.dumps(
-            {
-                "tracking_uri": tracking_uri,
-                "artifact_root": artifact_root,
-                "log_path": str(self.log_path),
-                "parent_pid": os.getpid(),
-                "buffer_for": dict(buffer_for) if buffer_for else None,
-            }
-        )
+        config = {
+            "tracking_uri": tracking_uri,
+            "artifact_root": artifact_root,
+            "log_path": str(self.log_path),
+            "parent_pid": os.getpid(),
+            "buffer_for": dict(buffer_for) if buffer_for else None,
+        }
+        env[_CONFIG_ENV] = json.dumps(config)
         # Make the package importable in the child when it runs from a source checkout.
         src_root = Path(__file__).resolve().parents[2]
         if src_root.name not in ("site-packages", "dist-packages"):
@@ -106,14 +109,15 @@ class RecorderProcess:
             env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
         env["PYTHONUNBUFFERED"] = "1"
         self._started = time.monotonic()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "scanflow_jupyter.runtime.recorder_process"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-            close_fds=True,
-        )
+        self.warm = False
+        self._proc: Any = None
+        if warm:
+            from scanflow_jupyter.runtime import recorder_daemon
+
+            self._proc = recorder_daemon.connect(config, {k: v for k, v in env.items() if k != _CONFIG_ENV})
+            self.warm = self._proc is not None
+        if self._proc is None:
+            self._proc = self._spawn(env)
         self._reader = threading.Thread(
             target=self._read_replies, name="scanflow-recorder-reader", daemon=True
         )
@@ -122,6 +126,16 @@ class RecorderProcess:
         )
         self._reader.start()
         self._writer.start()
+
+    def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scanflow_jupyter.runtime.recorder_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            close_fds=True,
+        )
 
     # -- public --
 
@@ -332,6 +346,9 @@ class RecorderProcess:
                 msg = load_message(raw)
             except ValueError:
                 continue
+            if msg.get("event") == "exit":  # a warm child's last word (a spawned one has an exit code)
+                self._exit_code = msg.get("code")
+                continue
             if msg.get("event") == "ready":
                 msg["parent_seconds"] = time.monotonic() - self._started
                 self._ready_info = msg
@@ -346,6 +363,8 @@ class RecorderProcess:
             if pending is not None:
                 pending.reply = msg
                 pending.event.set()
+        if self.warm:
+            self._proc.saw_eof(self._exit_code)
         code = self._proc.wait()
         self._note_dead(f"exited with code {code}")
 
@@ -402,13 +421,24 @@ def _child_main() -> int:
     proto = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    config = json.loads(os.environ.pop(_CONFIG_ENV, "{}"))
+    serve_calls(config, sys.stdin.buffer, proto)
+    if config.get("parent_pid") and os.getppid() != config["parent_pid"]:
+        # Our parent died without closing us: nobody will read or delete the log.
+        with contextlib.suppress(OSError):
+            os.unlink(config["log_path"])
+    return 0
+
+
+def serve_calls(config: Mapping[str, Any], inp: Any, proto: Any) -> None:
+    """Open the store, say `ready`, then answer each request line of `inp` on `proto` until EOF
+    (the child's loop; `recorder_daemon` runs it in its forked children too)."""
 
     def send(msg: dict[str, Any]) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):
             write_message(proto, msg)
 
     started = time.monotonic()
-    config = json.loads(os.environ.pop(_CONFIG_ENV, "{}"))
     from scanflow_jupyter.tracking import Recorder
 
     recorder = Recorder(config.get("tracking_uri", ""), config.get("artifact_root"))
@@ -425,9 +455,8 @@ def _child_main() -> int:
         print(f"scanflow recorder: {warm_error}", file=sys.stderr, flush=True)
     send({"event": "ready", "seconds": time.monotonic() - started, "error": warm_error})
 
-    stdin = sys.stdin.buffer
     while True:
-        raw = stdin.readline()
+        raw = inp.readline()
         if not raw:
             break
         rid = None
@@ -449,11 +478,6 @@ def _child_main() -> int:
             sys.stderr.flush()
             message = str(exc) if isinstance(exc, TrackingError) else f"{type(exc).__name__}: {exc}"
             send({"id": rid, "ok": False, "error": message})
-    if config.get("parent_pid") and os.getppid() != config["parent_pid"]:
-        # Our parent died without closing us: nobody will read or delete the log.
-        with contextlib.suppress(OSError):
-            os.unlink(config["log_path"])
-    return 0
 
 
 if __name__ == "__main__":

@@ -725,14 +725,14 @@ class PipelineRun:
         if self._buffered:
             ready = tracking_sync.create_buffer(run_dir, self.home, allow_slow=False)
             self.tracking_uri = tracking_sync.buffer_uri(run_dir)
-            self.recorder = RecorderProcess(self.tracking_uri, tracking_sync.buffer_artifacts(run_dir),
+            self.recorder = RecorderProcess(self.tracking_uri, tracking_sync.buffer_artifacts(run_dir), warm=True,
                                             buffer_for={"run_dir": str(run_dir), "home": str(self.home)})
         else:
             ready = store_ready(self.target_uri)
             # kernels get the URI unchanged (user code may read it): sqlite's default 5 s busy
             # timeout there, on a WAL store that never blocks readers
             self.tracking_uri = self.target_uri
-            self.recorder = RecorderProcess(self.target_uri, default_artifact_root(self.home))
+            self.recorder = RecorderProcess(self.target_uri, default_artifact_root(self.home), warm=True)
         self._store_pending = not ready
         self._tracking_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanflow-tracking")
         self._parent_future = self._tracking_pool.submit(
