@@ -39,7 +39,9 @@ class RunStoreWriter:
         if event.changes:
             self.state = apply_event(self.state, event)
             assert self.state is not None
-            self.store.write_state(self.state)
+            # fsync'd when the run is over; the many writes while it runs are atomic (a crash
+            # leaves a readable run.json) but not synced each time (≈5 ms per event on ext4)
+            self.store.write_state(self.state, durable=self.state.status not in ("pending", "running"))
 
 
 class MlflowRecorder:
