@@ -26,6 +26,8 @@ from scanflow_jupyter.runtime.execute_step import _write_atomic as _write_json_a
 from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 from scanflow_jupyter.runtime.kernel_pool import Kernel, KernelPool
 
+OUTPUT_EVERY_S = 0.25  # a step's output.ipynb is rewritten at most this often while it runs (and at its end)
+
 
 def _load_nbclient() -> None:
     """Import what `_execute` needs (run in a thread by `prepare`), and build nbformat's output
@@ -139,7 +141,21 @@ class LocalBackend(Backend):
                 job.emit("step_log", text=text, cell=self._source_cell(cell))
             job.emit("step_cell", index=cell_index, cell=self._source_cell(cell),
                      role=cell.metadata.get("scanflow", {}).get("role"))
+            if live["later"] is None:  # at most one write of the growing output.ipynb per OUTPUT_EVERY_S
+                wait = OUTPUT_EVERY_S - (time.monotonic() - live["written"])
+                live["later"] = loop.call_later(max(0.0, wait), write_live)
+
+        loop = asyncio.get_running_loop()
+        live: dict[str, Any] = {"later": None, "written": 0.0}
+
+        def write_live() -> None:
+            live["later"], live["written"] = None, time.monotonic()
             _write_json_atomic(output_path, nb)
+
+        def flush_live() -> None:
+            if live["later"] is not None:
+                live["later"].cancel()
+                write_live()
 
         client = NotebookClient(
             nb,
@@ -168,8 +184,10 @@ class LocalBackend(Backend):
                     continue
                 await client.async_execute_cell(cell, index)
         except CellExecutionError as exc:
+            flush_live()
             return self._failure(nb, output_path, exc)
         except DeadKernelError:
+            flush_live()
             _write_json_atomic(output_path, nb)
             return StepOutcome("failed", {
                 "cell": None, "ename": "DeadKernelError",
@@ -178,6 +196,7 @@ class LocalBackend(Backend):
             })
         finally:
             log.close()
+            flush_live()  # cancelled or timed out: every cell that ran is on disk
         _write_json_atomic(output_path, nb)
         return StepOutcome("succeeded")
 
