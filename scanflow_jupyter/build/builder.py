@@ -45,7 +45,8 @@ from scanflow_jupyter.runtime.constants import STEP_NOTEBOOK
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 DEFAULT_CA_CERTS = "/usr/local/share/ca-certificates"
 STEP_COMMAND = ["python", "-m", "scanflow_jupyter.runtime.execute_step", "--notebook", STEP_NOTEBOOK]
-RUNTIME_MODULES = ("scanflow_jupyter.data.step_io", "scanflow_jupyter.runtime.execute_step", "ipykernel",
+RUNTIME_MODULES = ("scanflow_jupyter.data.step_io", "scanflow_jupyter.runtime.execute_step",
+                   "scanflow_jupyter.runtime.warm_step", "ipykernel",
                    "nbclient", "nbformat", "papermill", "cloudpickle")
 
 Log = Callable[[str], None]

@@ -39,6 +39,7 @@ from scanflow_jupyter.quantities import memory_bytes, nano_cpus
 from scanflow_jupyter.redact import redact_uri, tracking_environment
 from scanflow_jupyter.runtime.backends import Backend, StepJob, StepOutcome
 from scanflow_jupyter.runtime.child_protocol import parse_event
+from scanflow_jupyter.runtime.docker_warm import ContainerSpec, WarmContainer, WarmPool, warm_size
 from scanflow_jupyter.runtime.figures import INLINE_BACKEND
 
 LABEL_ATTEMPT = "scanflow.io/attempt"
@@ -169,6 +170,13 @@ class DockerBackend(Backend):
         self._preparation: asyncio.Future[None] | None = None
         self._closing = threading.Event()
         self._tracker_lease: Path | None = None  # this run's lease on the project's tracker
+        self._warm: WarmPool | None = None  # containers started ahead of their steps (docker_warm)
+        self._pipes: dict[tuple[str, int], WarmContainer] = {}  # warm containers handed to a step
+        self._removals: set[asyncio.Future[Any]] = set()  # containers of finished steps being removed
+        self._expected: int | None = None  # attempts the runner may still launch (expect())
+        self._warm_size = 0  # SCANFLOW_DOCKER_WARM, read in prepare
+        self._begun: set[str] = set()  # steps whose first attempt began (never warmed after that)
+        self._handovers: dict[tuple[str, int], Any] = {}  # key -> writes the step's request to its warm container
 
     # ------------------------------------------------------------------ preparation
     async def prepare(self, steps_to_run: int) -> None:
@@ -190,6 +198,11 @@ class DockerBackend(Backend):
     def _prepare_engine_images_tracker(self) -> None:
         from scanflow_jupyter.build.builder import EngineUnavailable, docker_client
 
+        try:
+            self._warm_size = warm_size()
+        except ValueError as exc:
+            self._fail_all("ValueError", str(exc))
+            return
         try:
             self.client = docker_client()
         except EngineUnavailable as exc:
@@ -294,6 +307,7 @@ class DockerBackend(Backend):
             return StepOutcome("failed", {"cell": None, "ename": "ImageBuildError",
                                           "evalue": f"no image was built for step '{job.step}'.", "traceback": []})
         key = (job.step, job.attempt)
+        self._begun.add(job.step)
         starting = in_thread(self._start_container, job, image, key)
         try:
             container = await asyncio.shield(starting)
@@ -306,15 +320,37 @@ class DockerBackend(Backend):
             return StepOutcome("failed", {"cell": None, "ename": "DockerError",
                                           "evalue": f"could not start the container of step '{job.step}': {exc}",
                                           "traceback": []})
-        job.emit("step_started", container=container.short_id, image=image)
-        state: dict[str, Any] = {"outcome": None, "tail": []}
-        pump = in_thread(self._pump_logs, container, job, asyncio.get_running_loop(), state)
+        started = time.monotonic()
+        job.emit("step_started", container=container.short_id, image=image, warm=key in self._pipes)
+        if job.attempt == 1:
+            self._warm_next(job)  # after this step's own container: it comes first
+        loop = asyncio.get_running_loop()
+        state: dict[str, Any] = {"outcome": None, "tail": [], "reported": loop.create_future(),
+                                 "attached": loop.create_future()}
+        pump = in_thread(self._pump_logs, container, job, loop, state)
+        handover = self._handovers.pop(key, None)
+        if handover is not None:  # a warm container: tell it the step once its output is followed
+            try:
+                await asyncio.wait({state["attached"], pump}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                await asyncio.shield(in_thread(self._discard, key))
+                raise
+            handover()
         waiter = in_thread(container.wait)
         try:
-            done, _ = await asyncio.wait({waiter}, timeout=job.timeout)
+            done, _ = await asyncio.wait({waiter, state["reported"]}, timeout=job.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             await asyncio.shield(in_thread(self._discard, key))
             raise
+        if waiter not in done and state["reported"] in done and state["outcome"].get("status") == "succeeded":
+            # output.ipynb, the outputs and the log are written before the outcome line: the step is
+            # done; the container's end and removal are off its path (close() waits for them)
+            state["finished"] = True
+            self._remove_later(key, waiter, pump)
+            return self._outcome(job, {"StatusCode": 0}, state, False)
+        if waiter not in done:
+            done, _ = await asyncio.wait({waiter}, timeout=self._time_left(job, started))
         if waiter not in done:
             await asyncio.shield(in_thread(self._discard, key))
             await asyncio.wait({pump}, timeout=10)
@@ -331,59 +367,144 @@ class DockerBackend(Backend):
         try:
             await asyncio.wait({pump}, timeout=30)
             oom = await in_thread(self._oom_killed, container)
-        finally:
-            await asyncio.shield(in_thread(self._discard, key))
+        finally:  # the container has ended: its removal is off the step's path (close() waits for it)
+            self._remove_later(key, waiter, pump)
         return self._outcome(job, exit_status, state, oom)
 
-    def _start_container(self, job: StepJob, image: str, key: tuple[str, int]) -> Any:
-        from scanflow_jupyter.tracking import default_artifact_root, scanflow_home
+    def _remove_later(self, key: tuple[str, int], *after: asyncio.Future[Any]) -> None:
+        """Remove a finished step's container once `after` (its end, its log pump) are done."""
+        async def remove() -> None:
+            await asyncio.wait(after, timeout=30)
+            await in_thread(self._discard, key)
 
-        run_id = job.step_dir.parent.name
-        original_uri = None
-        _, ctx = with_tracking_uri(job.notebook, None)
-        if ctx:
-            original_uri = (ctx.get("mlflow") or {}).get("tracking_uri")
-        container_uri = self.container_tracking.get(original_uri or "", None)
-        notebook, ctx = with_tracking_uri(job.notebook, container_uri)
-        input_path = job.step_dir / "input.ipynb"
+        removal = asyncio.ensure_future(remove())
+        self._removals.add(removal)
+        removal.add_done_callback(self._removals.discard)
+
+    @staticmethod
+    def _time_left(job: StepJob, started: float) -> float | None:
+        return None if job.timeout is None else max(0.0, job.timeout - (time.monotonic() - started))
+
+    def _start_container(self, job: StepJob, image: str, key: tuple[str, int]) -> Any:
         from scanflow_jupyter.notebook.compile import dumps
 
+        _, ctx = with_tracking_uri(job.notebook, None)
+        container_uri = self.container_tracking.get(((ctx or {}).get("mlflow") or {}).get("tracking_uri") or "", None)
+        notebook, ctx = with_tracking_uri(job.notebook, container_uri)
+        input_path = job.step_dir / "input.ipynb"
         input_path.write_text(dumps(notebook), encoding="utf-8")
-        workdir = Path(self.app.notebook).absolute().parent
-        paths = [workdir, job.step_dir.parent.parent, job.outputs_dir]
-        artifact_root = Path(default_artifact_root(scanflow_home()))
-        artifact_root.mkdir(parents=True, exist_ok=True)
-        paths.append(artifact_root)
-        for entry in ((ctx or {}).get("inputs") or {}).values():
-            paths.append(Path(entry["folder"]))
-        env = forwarded_environment()
-        env.update({
-            "HOME": "/tmp", "USER": _user_name(), "LOGNAME": _user_name(), "PYTHONUNBUFFERED": "1",
-            "MPLBACKEND": INLINE_BACKEND, "SCANFLOW_STEP": "1", "SCANFLOW_RUN_ID": run_id, "SCANFLOW_STEP_NAME": job.step,
-        })
-        if container_uri:  # credentials only as run-time environment (split out of the URI)
-            env.update(tracking_environment(container_uri, env))
-        labels = {LABEL_APP: self.app.name, LABEL_STEP: job.step, LABEL_RUN: run_id,
-                  LABEL_ATTEMPT: str(job.attempt), LABEL_RUNNER: runner_id()}
-        res = job.executor.resources
-        kwargs: dict[str, Any] = container_limits(res.cpu, res.memory)
-        if res.gpu:
-            import docker.types
-
-            kwargs["device_requests"] = [docker.types.DeviceRequest(count=int(res.gpu), capabilities=[["gpu"]])]
-        command = ["python", "-m", "scanflow_jupyter.runtime.execute_step", "--notebook", str(input_path),
-                   "--output", str(job.step_dir / "output.ipynb"), "--log", str(job.step_dir / "log.txt"),
-                   "--cwd", str(workdir), "--attempt", str(job.attempt)]
-        name = _container_name(run_id, job.step, job.attempt)
-        self._remove_by_name(name)
-        container = self.client.containers.create(
-            image, command, name=name, labels=labels, environment=env, network_mode="host", init=True,
-            user=f"{os.getuid()}:{os.getgid()}", working_dir=str(workdir), volumes=_mounts(paths), **kwargs)
+        folders = [Path(entry["folder"]) for entry in ((ctx or {}).get("inputs") or {}).values()]
+        spec = self._spec(job.step, job.attempt, job.step_dir, job.outputs_dir, folders, container_uri, image)
+        request = {"notebook": str(input_path), "output": str(job.step_dir / "output.ipynb"),
+                   "log": str(job.step_dir / "log.txt"), "attempt": job.attempt}
+        warm = self._warm.take(job.step) if self._warm is not None and job.attempt == 1 else None
+        if warm is not None:
+            container = self._hand_over(warm, spec, request, key)
+            if container is not None:
+                return container
+        command = ["python", "-m", "scanflow_jupyter.runtime.execute_step", "--notebook", request["notebook"],
+                   "--output", request["output"], "--log", request["log"],
+                   "--cwd", spec.working_dir, "--attempt", str(job.attempt)]
+        self._remove_by_name(spec.name)
+        container = spec.create(self.client, command)
         with self._lock:
             self._containers[key] = container
         if self._closing.is_set():  # the run is being stopped: never start it
             raise RuntimeError("the run is being stopped")
         container.start()
+        return container
+
+    def _spec(self, step: str, attempt: int, step_dir: Path, outputs_dir: Path, input_folders: list[Path],
+              container_uri: str | None, image: str) -> ContainerSpec:
+        """How the container of one step attempt is created (the same for a cold and a warm start)."""
+        from scanflow_jupyter.tracking import default_artifact_root, scanflow_home
+
+        run_id = step_dir.parent.name
+        workdir = Path(self.app.notebook).absolute().parent
+        artifact_root = Path(default_artifact_root(scanflow_home()))
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        paths = [workdir, step_dir.parent.parent, outputs_dir, artifact_root, *input_folders]
+        env = forwarded_environment()
+        env.update({
+            "HOME": "/tmp", "USER": _user_name(), "LOGNAME": _user_name(), "PYTHONUNBUFFERED": "1",
+            "MPLBACKEND": INLINE_BACKEND, "SCANFLOW_STEP": "1", "SCANFLOW_RUN_ID": run_id, "SCANFLOW_STEP_NAME": step,
+        })
+        if container_uri:  # credentials only as run-time environment (split out of the URI)
+            env.update(tracking_environment(container_uri, env))
+        labels = {LABEL_APP: self.app.name, LABEL_STEP: step, LABEL_RUN: run_id,
+                  LABEL_ATTEMPT: str(attempt), LABEL_RUNNER: runner_id()}
+        res = self._executor(step).resources
+        limits: dict[str, Any] = container_limits(res.cpu, res.memory)
+        if res.gpu:
+            import docker.types
+
+            limits["device_requests"] = [docker.types.DeviceRequest(count=int(res.gpu), capabilities=[["gpu"]])]
+        return ContainerSpec(image, _container_name(run_id, step, attempt), labels, env, _mounts(paths), str(workdir),
+                             f"{os.getuid()}:{os.getgid()}", limits)
+
+    def _executor(self, step: str) -> Any:
+        return next(ex for ex in self.app.executors if ex.name == step)
+
+    # ------------------------------------------------------------------ warm containers
+    def _warm_next(self, job: StepJob) -> None:
+        """A step starts: warm the containers of the steps that may follow it (see docker_warm)."""
+        if self._warm is None and self._warm_size and not self._closing.is_set():
+            from scanflow_jupyter.model import Pipeline
+
+            deps = {name: list(step.depends_on) for name, step in Pipeline.from_application(self.app).steps.items()}
+            loop = asyncio.get_running_loop()
+            self._warm = WarmPool(self.client, self._warm_size, deps, lambda step: self._warm_spec(step, job.step_dir.parent),
+                                  started=self._begun, on_ready=lambda: self._refill_soon(loop))
+            self._warm.expected = self._expected
+        if self._warm is not None:
+            self._warm.started(job.step)
+
+    def _refill_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From a worker thread: refill the warm pool on the event loop (its only thread)."""
+        try:
+            loop.call_soon_threadsafe(lambda: self._warm is not None and self._warm.refill())
+        except RuntimeError:  # the loop is closed: the run is over
+            pass
+
+    def expect(self, steps_left: int) -> None:
+        self._expected = steps_left
+        if self._warm is not None:
+            self._warm.expected = steps_left
+            self._warm.refill()
+
+    def _warm_spec(self, step: str, run_dir: Path) -> ContainerSpec | None:
+        """The container spec of a step's first attempt in this run, as `_start_container` will compute it."""
+        image = self.images.get(step)
+        if image is None or self.preflight_error is not None:
+            return None
+        uri = redact_uri(self.options.get("tracking_uri"))
+        step_dir = run_dir / step
+        return self._spec(step, 1, step_dir, step_dir / "outputs", [], self.container_tracking.get(uri or ""), image)
+
+    def _hand_over(self, warm: WarmContainer, spec: ContainerSpec, request: dict[str, Any],
+                   key: tuple[str, int]) -> Any | None:
+        """Claim the warm container for this attempt (the request is written once its logs are followed);
+        None (container removed) if it cannot serve this attempt."""
+        try:
+            container = warm.ready.result()
+        except Exception:  # noqa: BLE001 - it never started: start cold
+            warm.release()
+            return None
+        with self._lock:
+            self._containers[key] = container
+            self._pipes[key] = warm
+        if self._closing.is_set():
+            raise RuntimeError("the run is being stopped")
+        try:
+            container.reload()
+            usable = warm.spec == spec and container.status == "running"
+        except Exception:  # noqa: BLE001 - e.g. the engine restarted: start cold
+            usable = False
+        if not usable:
+            self._discard(key)
+            return None
+        # written once the log pump is attached: output between attach's replay and its stream may be lost
+        self._handovers[key] = lambda: warm.hand_over(request)
         return container
 
     def _remove_by_name(self, name: str) -> None:
@@ -404,16 +525,22 @@ class DockerBackend(Backend):
             if event is not None:
                 self._on_event(job, loop, state, event)
                 return
-            state["tail"] = (state["tail"] + [line])[-30:]
             try:
                 with log_path.open("a", encoding="utf-8") as fh:
                     fh.write(line + "\n")
             except OSError:
                 pass
+            if state.get("finished"):  # the step has ended (its container is stopping): the log file only
+                return
+            state["tail"] = (state["tail"] + [line])[-30:]
             loop.call_soon_threadsafe(lambda: job.emit("step_log", text=line + "\n", cell=None, stream=stream))
 
         try:
-            for out, err in container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True):
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
+            attached = state.get("attached")
+            if attached is not None:
+                loop.call_soon_threadsafe(lambda: attached.done() or attached.set_result(True))
+            for out, err in stream:
                 for stream, data in (("stdout", out), ("stderr", err)):
                     if not data:
                         continue
@@ -441,6 +568,9 @@ class DockerBackend(Backend):
             loop.call_soon_threadsafe(emit_cell)
         elif kind == "outcome":
             state["outcome"] = event
+            reported = state.get("reported")
+            if reported is not None:
+                loop.call_soon_threadsafe(lambda: reported.done() or reported.set_result(True))
 
     def _oom_killed(self, container: Any) -> bool:
         try:
@@ -470,8 +600,17 @@ class DockerBackend(Backend):
         """Kill and remove one step container (idempotent)."""
         with self._lock:
             container = self._containers.pop(key, None)
-        if container is None:
-            return
+            warm = self._pipes.pop(key, None)
+            self._handovers.pop(key, None)
+        try:
+            if container is not None:
+                self._remove(container)
+        finally:
+            if warm is not None:
+                warm.release()  # its pipe, once nothing can read it any more
+
+    @staticmethod
+    def _remove(container: Any) -> None:
         for _ in range(3):
             try:
                 container.remove(force=True)
@@ -489,7 +628,10 @@ class DockerBackend(Backend):
             release_lease(self._tracker_lease)  # the tracker may now stop when idle
         with self._lock:
             keys = list(self._containers)
-        await asyncio.gather(*(in_thread(self._discard, k) for k in keys), return_exceptions=True)
+        pending = [in_thread(self._discard, k) for k in keys] + list(self._removals)
+        if self._warm is not None:
+            pending.append(in_thread(self._warm.close))
+        await asyncio.gather(*pending, return_exceptions=True)
         if self.client is not None:
             try:
                 self.client.close()

@@ -87,10 +87,36 @@ def failure(nb: Any, output_path: Path, exc: BaseException) -> dict[str, Any]:
     }
 
 
-async def execute(notebook: Path, output: Path, log_path: Path | None, cwd: str, attempt: int) -> dict[str, Any]:
-    """Run the notebook; return the outcome {"status", "error"}."""
-    import nbformat
+async def start_kernel(cwd: str) -> tuple[Any, Any]:
+    """A fresh ipykernel (IPC transport) in `cwd` with the step's environment: (manager, ready client)."""
     from jupyter_client.manager import AsyncKernelManager
+
+    env = dict(os.environ)
+    env["MPLBACKEND"] = INLINE_BACKEND  # figures and HTML reach output.ipynb, as in JupyterLab
+    env["SCANFLOW_STEP"] = "1"
+    sockets = tempfile.mkdtemp(prefix="scanflow-kernel-")
+    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"))
+    await km.start_kernel(cwd=cwd, env=env)
+    kc = km.client()
+    kc.start_channels()
+    kc.allow_stdin = False
+    try:
+        await kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+    except BaseException:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+        raise
+    return km, kc
+
+
+async def execute(notebook: Path, output: Path, log_path: Path | None, cwd: str, attempt: int,
+                  kernel: tuple[Any, Any] | None = None, shutdown: bool = True) -> dict[str, Any]:
+    """Run the notebook; return the outcome {"status", "error"}.
+
+    `kernel`: a (manager, client) pair from `start_kernel` (the warm launcher's), else a new one;
+    `shutdown=False` leaves it running (the caller's process exits right after, and the kernel with it).
+    """
+    import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
 
@@ -114,17 +140,13 @@ async def execute(notebook: Path, output: Path, log_path: Path | None, cwd: str,
         _event("cell", index=cell_index, cell=_source_cell(cell),
                role=cell.metadata.get("scanflow", {}).get("role"), text=text)
 
-    env = dict(os.environ)
-    env["MPLBACKEND"] = INLINE_BACKEND  # figures and HTML reach output.ipynb, as in JupyterLab
-    env["SCANFLOW_STEP"] = "1"
-    sockets = tempfile.mkdtemp(prefix="scanflow-kernel-")
-    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "k"))
-    await km.start_kernel(cwd=cwd, env=env)
-    kc = km.client()
-    kc.start_channels()
-    kc.allow_stdin = False
     try:
-        await kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+        km, kc = kernel if kernel is not None else await start_kernel(cwd)
+    except BaseException:
+        if log:
+            log.close()
+        raise
+    try:
         client = NotebookClient(nb, km=km, timeout=None, allow_errors=False, record_timing=True,
                                 shutdown_kernel="immediate", resources={"metadata": {"path": cwd}},
                                 on_cell_executed=cell_done)
@@ -145,11 +167,12 @@ async def execute(notebook: Path, output: Path, log_path: Path | None, cwd: str,
     finally:
         if log:
             log.close()
-        kc.stop_channels()
-        try:
-            await km.shutdown_kernel(now=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        if shutdown:
+            kc.stop_channels()
+            try:
+                await km.shutdown_kernel(now=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:

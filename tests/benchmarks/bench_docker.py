@@ -151,8 +151,9 @@ def docker(root: Path, reps: int, *, base_build: bool = True, progress: Any = pr
     rows.append(Row("docker_step_overhead", "per-step overhead, docker vs local backend (trivial steps)",
                     docker_step, local_step, "local backend", docker_step - local_step, "overhead", None,
                     [f"median duration of steps 2-3 of a {STEPS}-step chain over {reps} `scanflow run --no-cache` runs "
-                     "(step 1 also waits for the image check); docker = container start + a fresh kernel in the "
-                     "container, local = a kernel pre-started by the warm pool",
+                     "(step 1 also waits for the image check); docker = a fresh kernel in the step's own container, "
+                     "both started while the step before ran (warm containers, SCANFLOW_DOCKER_WARM), "
+                     "local = a kernel pre-started by the warm pool",
                      f"whole `scanflow run` wall time, medians: docker {docker_s:.2f} s, local {local_s:.2f} s"],
                     {"docker_run_s": timings["docker"], "local_run_s": timings["local"],
                      "docker_step_s": steps["docker"], "local_step_s": steps["local"]}))
