@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -78,34 +77,9 @@ def inspect(notebook: str, as_json: bool) -> None:
         }
         click.echo(json.dumps(doc, indent=2, default=str))
     else:
-        from rich.table import Table
+        from scanflow_jupyter.cli.inspect_view import print_inspect
 
-        console = _console()
-        console.print(f"[bold]{app.name}[/bold] (team {app.team}) — {Path(app.notebook).name}")
-        if app.parameters:
-            console.print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in app.parameters.items()))
-        table = Table("#", "executor", "cell", "depends on", "inputs", "outputs", "retries", "timeout")
-        position = {name: i + 1 for i, name in enumerate(order)}
-        for e in app.executors:
-            table.add_row(str(position.get(e.name, "-")), e.name, str(shown(e.cell)), ", ".join(app.dependencies(e)) or "-",
-                          ", ".join(e.inputs) or "-", ", ".join(e.outputs) or "-", str(e.retries),
-                          f"{e.timeout:g}s" if e.timeout else "-")
-        console.print(table)
-        for name, r in requirements.items():
-            console.print(f"[bold]{name}[/bold] image requirements: {', '.join(p.spec for p in r.direct) or '-'}")
-        for e in app.executors:
-            key = _key_ingredients(app, e)
-            files = [*key.get("deps", {}), *key.get("local_modules", {}), *key.get("run_notebooks", {}),
-                     *key.get("data_files", {})]
-            console.print(f"[bold]{e.name}[/bold] cache key: parameters {', '.join(key.get('params_read', [])) or '-'};"
-                          f" files {', '.join(dict.fromkeys(files)) or '-'}" + ("" if e.cache else " (--no-cache)"))
-        for s in app.services:
-            console.print(f"service [bold]{s.name}[/bold] (cell {shown(s.cell)}) model={s.model or 'custom predict'} replicas={s.replicas}")
-        for a in app.agents:
-            console.print(f"agent [bold]{a.name}[/bold] (cell {shown(a.cell)}) template={a.template or '-'}")
-        _print_messages(messages, console)
-        if valid:
-            console.print("[green]valid[/green]")
+        print_inspect(_console(), app, order, requirements, messages, valid, lambda e: _key_ingredients(app, e))
     sys.exit(0 if valid else 2)
 
 

@@ -151,6 +151,33 @@ def test_inspect_json_on_each_example(project, name):
     assert project.mlflow_run_count() == 0
 
 
+def test_inspect_text_view_is_the_json_document_as_rich_would_print_it(project):
+    """The text view (cli/inspect_view.py, plain lines) shows the --json executors in rich's default table."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    code, doc = project.cli_json("inspect", "parameterised.ipynb", "--json")
+    proc = project.cli("inspect", "parameterised.ipynb")
+    assert (code, proc.returncode) == (0, 0), proc.stderr
+    table = Table("#", "executor", "cell", "depends on", "inputs", "outputs", "retries", "timeout")
+    for e in doc["executors"]:
+        table.add_row(str(doc["order"].index(e["name"]) + 1), e["name"], str(e["cell"]), ", ".join(e["depends_on"]) or "-",
+                      ", ".join(e["inputs"]) or "-", ", ".join(e["outputs"]) or "-", str(e["retries"]),
+                      f"{e['timeout']:g}s" if e["timeout"] else "-")
+    console = Console(file=io.StringIO(), width=200, highlight=False)
+    console.print(table)
+    expected = console.file.getvalue().splitlines()
+    lines = proc.stdout.splitlines()
+    assert "\x1b[" not in proc.stdout  # a pipe gets no escape codes
+    assert lines[0] == "parameterised (team default) — parameterised.ipynb"
+    assert lines[1] == "parameters: " + ", ".join(f"{k}={v!r}" for k, v in doc["parameters"].items())
+    assert lines[2:2 + len(expected)] == expected
+    assert [line.split(" cache key:")[0] for line in lines if " cache key:" in line] == [e["name"] for e in doc["executors"]]
+    assert lines[-1] == "valid"
+
+
 def test_runs_json_lists_runs(cli_project):
     ok_code, ok = cli_project.cli_json("run", "linear_chain.ipynb", "--json")
     bad_code, bad = cli_project.cli_json("run", "failing_step.ipynb", "--json")
