@@ -81,7 +81,7 @@ class KernelPool:
             spec.metadata = {**spec.metadata, "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME}}
         await km.start_kernel(cwd=self.cwd, env=self.env)
         kc = km.client()
-        kc.start_channels()
+        kc.start_channels(hb=False)  # liveness comes from km.is_alive() (the client's parent); no ping thread per kernel
         kernel = Kernel(km, kc)
         self._live.add(kernel)
         try:
