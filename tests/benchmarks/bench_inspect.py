@@ -1,7 +1,7 @@
 """Benchmark: `scanflow inspect` of a 1000-step chain vs the same command on a 10-step chain.
 
 Validation must be linear in the number of steps (#14): the goal is ≤ 3× the 10-step time.
-Both the `--json` document and the text view (a rich table) are timed, each in fresh processes,
+Both the `--json` document and the text view (a boxed table in plain lines, cli/inspect_view.py) are timed, each in fresh processes,
 interleaved; the 2000-step chain is measured once as a check that growth stays linear.
 """
 
@@ -43,7 +43,7 @@ def inspect(root: Path, reps: int) -> list[Row]:
         notes = [f"median of {reps} fresh processes each; 2000 steps once: {s2000:.2f} s "
                  f"({s2000 / a:.1f}× the 1000-step time; linear is 2×)"]
         if mode == "text":
-            notes.append("the text view renders a rich Table of every step (about 1 ms a row)")
+            notes.append("the text view writes the table as plain fixed-width lines (cli/inspect_view.py), not a rich Table")
         rows.append(Row(f"inspect_1000_{mode}", f"`scanflow inspect{' --json' if extra else ''}`, 1000-step chain vs 10 steps",
                         a, b, "10-step chain", a / b, "fraction", 3.0, notes,
                         {"steps_10_s": s10, "steps_1000_s": s1000, "steps_2000_s": [s2000]}))
