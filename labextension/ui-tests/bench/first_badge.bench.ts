@@ -123,5 +123,7 @@ test('tutorial: sidebar Run → first step badge running', async ({ page, tmpPat
     // let the run finish before the next rep (2 cores: runs would otherwise overlap)
     const stop = page.locator(`${SIDEBAR} button[data-action="Run"]`);
     await expect(stop).toBeEnabled({ timeout: 600000 });
+    // close it: its badges, re-rendered when its run's summary arrives, must not be taken for the next rep's
+    await page.notebook.close(true);
   }
 });
