@@ -138,7 +138,7 @@ def tracker() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def tracker_up(port: int | None, idle_timeout: float, as_json: bool) -> None:
     """Start the tracking server (no-op if it runs already)."""
-    from scanflow_jupyter import tracker as tracker_mod
+    from scanflow_jupyter import mlflow_server as tracker_mod
 
     try:
         info = tracker_mod.up(port=port, idle_timeout=idle_timeout)
@@ -156,7 +156,7 @@ def tracker_up(port: int | None, idle_timeout: float, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def tracker_down(everything: bool, as_json: bool) -> None:
     """Stop the tracking server of this project (or, with --all, every one of yours)."""
-    from scanflow_jupyter import tracker as tracker_mod
+    from scanflow_jupyter import mlflow_server as tracker_mod
 
     if everything:
         try:
@@ -185,7 +185,7 @@ def tracker_down(everything: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def tracker_status(as_json: bool) -> None:
     """Show whether the tracking server runs (exit 0) or not (exit 1)."""
-    from scanflow_jupyter import tracker as tracker_mod
+    from scanflow_jupyter import mlflow_server as tracker_mod
     from scanflow_jupyter.tracking import scanflow_home
 
     info = tracker_mod.status()
@@ -205,8 +205,8 @@ def tracker_status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def tracker_ls(as_json: bool) -> None:
     """List every tracker of this user, in every folder (stale entries are pruned)."""
-    from scanflow_jupyter import tracker as tracker_mod
-    from scanflow_jupyter.tracker_registry import registry_dir
+    from scanflow_jupyter import mlflow_server as tracker_mod
+    from scanflow_jupyter.mlflow_server.registry import registry_dir
 
     found = tracker_mod.list_all()
     if as_json:

@@ -224,14 +224,14 @@ class DockerBackend(Backend):
         return any("mlflow" in ex.source for ex in self.app.executors) or any("mlflow" in b.source for b in self.app.setup)
 
     def _start_tracker(self, errors: list[str]) -> None:
-        from scanflow_jupyter.tracker import (
+        from scanflow_jupyter.mlflow_server import (
             TrackerError,
             ensure_tracker,
             is_local_store,
             status,
             wait_for_experiment,
         )
-        from scanflow_jupyter.tracker_registry import take_lease
+        from scanflow_jupyter.mlflow_server.registry import take_lease
         from scanflow_jupyter.tracking import resolve_tracking_uri, scanflow_home
 
         uri = resolve_tracking_uri(scanflow_home())
@@ -623,7 +623,7 @@ class DockerBackend(Backend):
     async def close(self) -> None:
         self._closing.set()  # an image build still running in `prepare` stops at its next log line
         if self._tracker_lease is not None:
-            from scanflow_jupyter.tracker_registry import release_lease
+            from scanflow_jupyter.mlflow_server.registry import release_lease
 
             release_lease(self._tracker_lease)  # the tracker may now stop when idle
         with self._lock:

@@ -1,7 +1,7 @@
 """The MLflow UI behind the sidebar's "Open in MLflow" links (`POST mlflow-ui`).
 
 A local store (the project's `.scanflow/mlflow.db`, or any sqlite/file tracking URI) has no UI of
-its own: the project's tracker (`scanflow_jupyter.tracker`, MLflow's app, UI included) is started
+its own: the project's tracker (`scanflow_jupyter.mlflow_server`, MLflow's app, UI included) is started
 on demand, bound to 127.0.0.1 on a free port, and reused by later calls (also one that
 `scanflow tracker up` or a docker run started). A tracker this server started is stopped when the
 server stops (unless a run holds a lease on it: it then outlives the server, see
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from scanflow_jupyter import tracker
-from scanflow_jupyter import tracker_registry as registry
+from scanflow_jupyter import mlflow_server as tracker
+from scanflow_jupyter.mlflow_server import registry
 from scanflow_jupyter.redact import redact_uri
 
 log = logging.getLogger(__name__)

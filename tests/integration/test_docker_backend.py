@@ -71,7 +71,7 @@ def test_diamond_runs_in_containers_like_it_runs_locally(docker_project: Any, ru
     assert parent.data.tags["scanflow.backend"] == "docker"
 
     # the tracker serves this project's store; no step container is left behind
-    from scanflow_jupyter import tracker
+    from scanflow_jupyter import mlflow_server as tracker
 
     info = tracker.status(docker_project.home)
     assert info is not None and info.backend_store_uri == docker_project.tracking_uri()

@@ -72,7 +72,7 @@ def docker_project(project: Any, offline_base: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SCANFLOW_BASE_IMAGE", offline_base)
     project.write_notebook("tiny", TINY_CELLS)
     yield project
-    from scanflow_jupyter import tracker
+    from scanflow_jupyter import mlflow_server as tracker
 
     tracker.down(project.home)
 

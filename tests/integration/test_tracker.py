@@ -1,6 +1,6 @@
 """Trackers clean up after themselves: idle timeout, folder removal, `tracker ls` / `down --all`.
 
-Real trackers (MLflow's app in `scanflow_jupyter.tracker_server`), real `scanflow` subprocesses,
+Real trackers (MLflow's app in `scanflow_jupyter.mlflow_server.app`), real `scanflow` subprocesses,
 a per-test registry (`SCANFLOW_TRACKER_REGISTRY`) so no test sees or stops another's trackers,
 and a short watchdog interval (`SCANFLOW_TRACKER_POLL`).
 """
@@ -51,7 +51,7 @@ def scanflow_json(folder: Path, *args: str, timeout: float = 240) -> tuple[int, 
 
 def tracker_process(pid: int) -> bool:
     """Is `pid` still a (non-zombie) tracker process?"""
-    from scanflow_jupyter.tracker_registry import is_tracker_process
+    from scanflow_jupyter.mlflow_server.registry import is_tracker_process
 
     return is_tracker_process(pid)
 
@@ -81,7 +81,7 @@ def cleanup() -> Any:
 
 
 def test_idle_tracker_stops_unless_a_live_process_holds_a_lease(tmp_path: Path, registry: Path, cleanup: list[int]) -> None:
-    from scanflow_jupyter.tracker_registry import take_lease
+    from scanflow_jupyter.mlflow_server.registry import take_lease
 
     folder = project_folder(tmp_path, "idle")
     home = folder / ".scanflow"

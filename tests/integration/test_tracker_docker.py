@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(1500)
 
 def test_deleting_the_folder_of_a_docker_run_leaves_nothing_behind(tmp_path: Path, offline_base: str, docker_client: Any,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from scanflow_jupyter.tracker_registry import entries, is_tracker_process
+    from scanflow_jupyter.mlflow_server.registry import entries, is_tracker_process
 
     monkeypatch.setenv("SCANFLOW_TRACKER_REGISTRY", str(tmp_path / "registry"))  # this test's trackers only
 

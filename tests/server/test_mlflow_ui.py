@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from scanflow_jupyter import tracker_registry
+from scanflow_jupyter.mlflow_server import registry as tracker_registry
 from tests.conftest import require
 from tests.server.conftest import api
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from scanflow_jupyter.mlflow_server import is_local_store, status, wait_for_experiment
 from scanflow_jupyter.runtime.docker_backend import (
     _mounts,
     forwarded_environment,
     with_tracking_uri,
 )
-from scanflow_jupyter.tracker import is_local_store, status, wait_for_experiment
 
 
 def test_only_credentials_and_proxies_are_forwarded() -> None:

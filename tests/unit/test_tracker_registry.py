@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scanflow_jupyter import tracker
-from scanflow_jupyter import tracker_registry as registry
+from scanflow_jupyter import mlflow_server as tracker
+from scanflow_jupyter.mlflow_server import registry
 
 
 @pytest.fixture

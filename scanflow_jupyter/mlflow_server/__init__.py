@@ -3,9 +3,9 @@
 Containers and agents cannot open the project's sqlite store, so `up` serves that same store
 over HTTP on 127.0.0.1 (reachable from step containers started with the host's network): MLflow's
 tracking app with ``--artifacts-destination <home>/mlartifacts``, so artifacts sent through the
-server land on the host. It runs as one lean process (`tracker_server`: no job runner, no huey
+server land on the host. It runs as one lean process (`mlflow_server.app`: no job runner, no huey
 consumers), detached in its own session (a Ctrl-C of a pipeline run does not stop it), recorded
-in ``<home>/tracker.json`` and in the per-user registry (`tracker_registry`); `down` stops exactly
+in ``<home>/tracker.json`` and in the per-user registry (`mlflow_server.registry`); `down` stops exactly
 that process, `down_all` every one of the user's. It stops by itself when its project folder
 disappears, and, when started with an idle timeout (trackers that runs start:
 ``$SCANFLOW_TRACKER_IDLE_TIMEOUT``, default 600 s), after that long without requests while no run
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter import tracker_registry as registry
+from scanflow_jupyter.mlflow_server import registry
 from scanflow_jupyter.tracking import default_artifact_root, default_tracking_uri, scanflow_home
 
 DEFAULT_PORT = 5050
@@ -91,7 +91,7 @@ def _read(home: Path) -> TrackerInfo | None:
 def _process_is_server(info: TrackerInfo) -> bool:
     """Is `info.pid` still the tracker we started (and not a recycled pid)?"""
     args = registry.cmdline(info.pid)
-    if registry.SERVER_MODULE in args:
+    if any(m in args for m in registry.SERVER_MODULES):
         return str(info.port) in args and registry.is_tracker_process(info.pid)
     # a tracker started by an older Scanflow (`mlflow server`): still recognised, so `down` stops it
     return "server" in args and any("mlflow" in a for a in args) and str(info.port) in args
@@ -153,7 +153,7 @@ def up(home: Path | None = None, *, port: int | None = None, backend_store_uri: 
 
     `idle_timeout` (seconds, 0 = never) applies to a tracker this call starts. A caller that needs
     the tracker for longer than that without sending requests takes a lease first
-    (`tracker_registry.take_lease`): a tracker that is stopping withdraws `<home>/tracker.json`
+    (`registry.take_lease`): a tracker that is stopping withdraws `<home>/tracker.json`
     under the same lock this function holds, so it is never handed out.
     """
     home = Path(home) if home else scanflow_home()

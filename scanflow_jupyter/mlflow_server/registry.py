@@ -25,7 +25,8 @@ from typing import Any
 from scanflow_jupyter import process_liveness
 from scanflow_jupyter.process_liveness import ProcessIdentity
 
-SERVER_MODULE = "scanflow_jupyter.tracker_server"
+SERVER_MODULE = "scanflow_jupyter.mlflow_server.app"
+SERVER_MODULES = (SERVER_MODULE, "scanflow_jupyter.tracker_server")  # the module's name before 2026-12
 LEASE_PREFIX = "tracker-lease."
 
 
@@ -97,7 +98,7 @@ def cmdline(pid: int) -> list[str]:
 def is_tracker_process(pid: int, home: str | None = None) -> bool:
     """Is `pid` a live tracker process (of `home`, when given)? Zombies count as gone."""
     args = cmdline(pid)
-    if SERVER_MODULE not in args or not process_liveness.alive(pid):
+    if not any(m in args for m in SERVER_MODULES) or not process_liveness.alive(pid):
         return False
     if home is None:
         return True

@@ -1,6 +1,6 @@
 """The tracker process: MLflow's tracking app served in-process by uvicorn, with a watchdog.
 
-    python -m scanflow_jupyter.tracker_server --home DIR --store URI --artifacts DIR --port N
+    python -m scanflow_jupyter.mlflow_server.app --home DIR --store URI --artifacts DIR --port N
         [--idle-timeout SECONDS] [--poll SECONDS]
 
 One process instead of the ten of ``mlflow server`` (CLI parent, uvicorn, MLflow 3's job runner
@@ -10,7 +10,7 @@ server (graceful uvicorn shutdown) when
 
 * its project folder (``--home``) disappears or is replaced, or its sqlite store file does;
 * no HTTP request came for ``--idle-timeout`` seconds (0 = never) and no live process holds a
-  lease (see `tracker_registry`); requests carrying the ``X-Scanflow-Probe`` header (health
+  lease (see `mlflow_server.registry`); requests carrying the ``X-Scanflow-Probe`` header (health
   checks of `scanflow tracker status|ls`) do not count as activity.
 
 It records itself in the per-user registry and removes that entry (and ``<home>/tracker.json``
@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter import tracker_registry as registry
+from scanflow_jupyter.mlflow_server import registry
 
 PROBE_HEADER = b"x-scanflow-probe"
 DEFAULT_POLL = 5.0
@@ -199,7 +199,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scanflow_jupyter.tracker_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scanflow_jupyter.mlflow_server.app", description=__doc__.split("\n")[0])
     parser.add_argument("--home", required=True, help="the project's Scanflow folder (watched)")
     parser.add_argument("--store", required=True, help="backend store URI (sqlite:///... or a path)")
     parser.add_argument("--artifacts", required=True, help="artifacts destination folder")
