@@ -112,7 +112,7 @@ def _step_requirements(app: Any) -> dict[str, Any]:
               help="A YAML (or JSON) mapping {name: value} of parameter overrides (-p wins); the server passes them so.")
 @click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable); upstream outputs come from the cache or the store.")
 @click.option("--resume", metavar="RUN_ID", help="Re-run only the steps of RUN_ID that did not succeed.")
-@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Steps running at once (default: CPU count).")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Steps running at once (default: CPU count, more while steps wait; see README Parallelism).")
 @click.option("--no-cache", is_flag=True, help="Ignore cached step outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the live view.")
 @click.option("--explain", is_flag=True, help="Say why each step ran or was cached (--json: key `explain` per step).")

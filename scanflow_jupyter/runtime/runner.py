@@ -112,6 +112,7 @@ def run_notebook(
     run = PipelineRun(app, messages, params=params or {}, only=only or [], resume=resume,
                       max_parallel=max_parallel or os.cpu_count() or 1, no_cache=no_cache,
                       backend=backend, store=store)
+    run.adaptive = max_parallel is None and backend == "local"  # admission beyond cores while steps wait
     run.started_by = started_by or os.environ.get("SCANFLOW_STARTED_BY") or "python"
     if on_event:
         run.bus_listeners.append(on_event)
@@ -160,6 +161,7 @@ class PipelineRun:
         self.only = only
         self.resume = resume
         self.max_parallel = max(1, max_parallel)
+        self.adaptive = False  # set by run_notebook when --max-parallel was not given (admission.py)
         self.no_cache = no_cache
         self.backend_name = backend
         self.bus_listeners: list[Listener] = []
@@ -321,8 +323,9 @@ class PipelineRun:
             task = asyncio.ensure_future(self._run_whole_pipeline(settled))
         else:
             scheduler = Scheduler(self.pipeline, list(steps), settled, self._run_step, self.max_parallel,
-                                  on_queued=self._queued, on_skipped=self._skipped,
+                                  on_queued=self._queued, on_skipped=self._skipped, adaptive=self.adaptive,
                                   on_progress=lambda _left: self.backend.expect(self._executions_left()))
+            self.bus.subscribe(lambda e: scheduler.started(e.step) if e.type == "step_started" else None)
             task = asyncio.ensure_future(scheduler.run())
         loop = asyncio.get_running_loop()
         self._cancelling = False
