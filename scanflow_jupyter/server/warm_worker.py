@@ -24,6 +24,9 @@ from scanflow_jupyter.server.run_manager import close_transport
 log = logging.getLogger(__name__)
 
 REFILL_AFTER_S = 5.0
+# variables that decide where a process finds its modules: a run that sets them otherwise gets a
+# fresh worker started with them (the idle one imported with its own)
+IMPORT_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "VIRTUAL_ENV")
 PACKAGE = Path(scanflow_jupyter.__file__).resolve().parent
 
 
@@ -66,20 +69,27 @@ class WarmWorker:
         self.idle, self._idle_source = proc, source
         log.debug("scanflow warm worker %s started", proc.pid)
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        env = {**self.env, "PYTHONUNBUFFERED": "1"}
+    async def _spawn(self, import_env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+        """A worker; `import_env`: the run's import variables, when they are not the worker's."""
+        env = {k: v for k, v in self.env.items() if import_env is None or k not in IMPORT_VARS}
+        env.update(import_env or {})
+        env["PYTHONUNBUFFERED"] = "1"
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "scanflow_jupyter.server.warm_main", cwd=str(self.root), env=env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
-    async def _take(self) -> tuple[asyncio.subprocess.Process | None, str]:
-        """The idle worker if it can serve (else None) and why not."""
+    async def _take(self, env: dict[str, str]) -> tuple[asyncio.subprocess.Process | None, str]:
+        """The idle worker if it can serve a run with `env` (else None) and why not."""
         proc, self.idle = self.idle, None
         if proc is None:
             return None, "no idle worker"
         if proc.returncode is not None:
             close_transport(proc)
             return None, f"the idle worker {proc.pid} had exited ({proc.returncode})"
+        changed = [k for k in IMPORT_VARS if env.get(k) != self.env.get(k)]
+        if changed:  # its modules were found with another search path (a plug-in on PYTHONPATH, ...)
+            self._discard(proc)
+            return None, f"the run's {', '.join(changed)} differs from the idle worker's"
         if await asyncio.to_thread(source_mtime) > self._idle_source:
             self._discard(proc)
             return None, "package files changed since the idle worker started"
@@ -87,7 +97,7 @@ class WarmWorker:
 
     async def launch(self, argv: list[str], env: dict[str, str]) -> tuple[asyncio.subprocess.Process, bool]:
         """A process running `scanflow ARGV` with `env` in the server root, and whether it was warm."""
-        proc, why = await self._take()
+        proc, why = await self._take(env)
         request = (json.dumps({"argv": argv, "env": env, "cwd": str(self.root)}) + "\n").encode()
         warm = proc is not None
         if proc is not None:
@@ -98,7 +108,7 @@ class WarmWorker:
                 self._discard(proc)
         if not warm:
             log.info("scanflow: starting a run in a fresh worker: %s", why)
-            proc = await self._spawn()
+            proc = await self._spawn({k: env[k] for k in IMPORT_VARS if k in env})
             await self._send(proc, request)
         else:
             self.launched += 1
