@@ -106,7 +106,8 @@ class Scheduler:
         if not self.adaptive:
             return len(running) < self.max_parallel
         hints = sum(self._hint(n) for n in running.values())
-        return allows(len(running), self.max_parallel, self._cap, busy, hints, self._hint(name))
+        return allows(len(running), self.max_parallel, self._cap, busy, hints, self._hint(name),
+                      idle_cores=self._sampler.idle)
 
     def _skip_blocked(self, pending: list[str]) -> None:
         """Mark as skipped every pending step that depends on a failed/skipped/killed step."""

@@ -24,6 +24,23 @@ def test_beyond_cores_only_while_the_running_steps_wait():
     assert not allows(2, 2, 8, busy_cores=1.9, hints=0.5, candidate_hint=0.25)
 
 
+def test_not_beyond_cores_when_the_machine_has_no_cpu_to_spare():
+    """Busy steps starved by other load use little CPU, like waiting ones: the machine's idle CPU decides."""
+    assert not allows(2, 2, 8, busy_cores=0.1, hints=0.5, candidate_hint=0.25, idle_cores=0.1)
+    assert allows(2, 2, 8, busy_cores=0.1, hints=0.5, candidate_hint=0.25, idle_cores=1.8)
+
+
+def test_sampler_measures_the_machines_idle_cpu():
+    import time
+
+    sampler = CpuSampler()
+    sampler.reset()
+    for _ in range(3):
+        sampler.sample()
+        time.sleep(0.1)
+    assert sampler.idle is not None and sampler.idle >= 0.0
+
+
 def test_cap_and_cpu_hints_bound_admission():
     assert not allows(8, 2, 8, busy_cores=0.0, hints=2.0, candidate_hint=0.25)
     assert not allows(2, 2, 8, busy_cores=0.0, hints=1.5, candidate_hint=1.0)  # --cpu 1 would exceed 2 cores
