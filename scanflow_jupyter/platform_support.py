@@ -8,10 +8,12 @@ liveness is psutil everywhere (`process_liveness`), so it needs no switch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from pathlib import Path
 
-__all__ = ["PORTABLE_ENV", "is_linux", "portable_mode", "portable_reason", "zygote_enabled"]
+__all__ = ["PORTABLE_ENV", "is_linux", "package_source_mtime", "portable_mode", "portable_reason", "zygote_enabled"]
 
 PORTABLE_ENV = "SCANFLOW_PORTABLE"
 
@@ -38,3 +40,13 @@ def zygote_enabled() -> bool:
     """May step kernels be forked from the zygote? Not in portable mode, not with
     ``SCANFLOW_NO_ZYGOTE=1``, not where there is no ``os.fork``."""
     return not portable_mode() and os.environ.get("SCANFLOW_NO_ZYGOTE") != "1" and hasattr(os, "fork")
+
+
+def package_source_mtime() -> float:
+    """The newest modification time of this package's Python files: a long-lived process that
+    imported it earlier (warm worker, warm recorder) runs stale code when this is newer."""
+    newest = 0.0
+    for path in Path(__file__).resolve().parent.rglob("*.py"):
+        with contextlib.suppress(OSError):
+            newest = max(newest, path.stat().st_mtime)
+    return newest

@@ -47,18 +47,12 @@ def enabled() -> bool:
 
 
 def _key() -> str:
-    """Interpreter, package folder and its files' times, PYTHONPATH: a change means another daemon."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for part in (sys.executable, str(package), os.environ.get("PYTHONPATH", "")):
-        digest.update(part.encode() + b"\0")
-    for folder, dirs, files in os.walk(package):
-        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", "labextension", "node_modules"))
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with contextlib.suppress(OSError):
-                    digest.update(f"{folder}/{name}:{os.stat(os.path.join(folder, name)).st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
+    """Interpreter, package folder and its code's age, PYTHONPATH: a change means another daemon."""
+    from scanflow_jupyter.platform_support import package_source_mtime
+
+    parts = (sys.executable, str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", ""),
+             repr(package_source_mtime()))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def private_dir(base: Path | None = None) -> Path | None:

@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-import scanflow_jupyter
+from scanflow_jupyter.platform_support import package_source_mtime as source_mtime
 from scanflow_jupyter.server.run_manager import close_transport
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,6 @@ REFILL_AFTER_S = 5.0
 # variables that decide where a process finds its modules: a run that sets them otherwise gets a
 # fresh worker started with them (the idle one imported with its own)
 IMPORT_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "VIRTUAL_ENV")
-PACKAGE = Path(scanflow_jupyter.__file__).resolve().parent
-
-
-def source_mtime() -> float:
-    """The newest modification time of the package's Python files (a worker older than that is stale)."""
-    newest = 0.0
-    for path in PACKAGE.rglob("*.py"):
-        with contextlib.suppress(OSError):
-            newest = max(newest, path.stat().st_mtime)
-    return newest
 
 
 class WarmWorker:
