@@ -29,7 +29,7 @@ from typing import Any
 
 from scanflow_jupyter.runtime.child_protocol import load_message, write_message
 
-__all__ = ["IDLE_ENV", "SWITCH_ENV", "SocketChild", "connect", "enabled", "private_dir", "socket_path"]
+__all__ = ["IDLE_ENV", "SWITCH_ENV", "SocketChild", "connect", "enabled", "private_dir", "socket_path", "start_daemon"]
 
 SWITCH_ENV = "SCANFLOW_WARM_RECORDER"
 IDLE_ENV = "SCANFLOW_RECORDER_IDLE"
@@ -135,7 +135,9 @@ class _WriteEnd:
 
 
 def connect(config: dict[str, Any], env: dict[str, str]) -> SocketChild | None:
-    """A warm child for one run, or None (no daemon yet: one is started for the next run)."""
+    """A warm child for one run, or None (no daemon yet: the caller spawns its own child and
+    calls `start_daemon()` once that child is ready — not at once: two cold `import mlflow`
+    side by side would slow this run's own recording down on a small machine)."""
     if not enabled():
         return None
     path = socket_path()
@@ -152,9 +154,17 @@ def connect(config: dict[str, Any], env: dict[str, str]) -> SocketChild | None:
         sock.settimeout(None)
     except (OSError, ValueError, KeyError, TypeError):
         sock.close()
-        _start_daemon(path)
         return None
     return SocketChild(sock, pid, reader)
+
+
+def start_daemon() -> None:
+    """Start a daemon for the next runs (none when disabled or one already answers)."""
+    if not enabled():
+        return
+    path = socket_path()
+    if path is not None:
+        _start_daemon(path)
 
 
 def _start_daemon(path: Path) -> None:

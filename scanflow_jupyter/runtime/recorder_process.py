@@ -111,11 +111,13 @@ class RecorderProcess:
         self._started = time.monotonic()
         self.warm = False
         self._proc: Any = None
+        self._daemon_wanted = False  # no warm recorder answered: start one once our child is ready
         if warm:
             from scanflow_jupyter.runtime import recorder_daemon
 
             self._proc = recorder_daemon.connect(config, {k: v for k, v in env.items() if k != _CONFIG_ENV})
             self.warm = self._proc is not None
+            self._daemon_wanted = not self.warm
         if self._proc is None:
             self._proc = self._spawn(env)
         self._reader = threading.Thread(
@@ -353,6 +355,10 @@ class RecorderProcess:
                 msg["parent_seconds"] = time.monotonic() - self._started
                 self._ready_info = msg
                 self._ready.set()
+                if self._daemon_wanted:
+                    from scanflow_jupyter.runtime import recorder_daemon
+
+                    recorder_daemon.start_daemon()
                 continue
             rid = msg.get("id")
             with self._lock:

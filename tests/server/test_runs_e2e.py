@@ -189,9 +189,14 @@ async def test_cancel_long_step(jp_fetch: Any, jp_root_dir: Path, jp_serverapp: 
     assert cancelled["run_id"] == run_id and cancelled["status"] in ("killed", "running")
     run = await wait_status(jp_fetch, run_id, 60)
     assert run["status"] == "killed" and run["steps"]["nap"]["status"] == "killed"
-    assert loop.time() - began < 25, "the 30 s step must be stopped, not waited for"
+    if loop.time() - began >= 25:  # the timeline says where the time went
+        _, polled = await api(jp_fetch, "runs", run_id, "events", params={"format": "json"}, expect=200)
+        timeline = [(round(e["time"] - polled["events"][0]["time"], 2), e["type"], e.get("step")) for e in polled["events"]]
+        raise AssertionError(f"the 30 s step must be stopped, not waited for (cancel sent at "
+                             f"{began:.1f}, now {loop.time():.1f}); events: {timeline}")
     managed = jp_serverapp.web_app.settings["scanflow"].runs.managed[run_id]
-    await asyncio.wait_for(managed.proc.wait(), 30)
+    # the process ends once MLflow has the KILLED run: a first run on a busy machine imports mlflow first
+    await asyncio.wait_for(managed.proc.wait(), 120)
     assert managed.proc.returncode == 130
     events = await sse(jp_fetch, run_id)
     assert events[-1]["type"] == "run_finished" and events[-1]["data"]["status"] == "killed"
