@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -91,19 +92,16 @@ class Zygote:
         self.children.clear()
 
     def close(self) -> None:
-        """Stop the zygote and every kernel it forked."""
+        """Stop the zygote and every kernel it forked. The zygote holds no state, so it is
+        SIGKILLed rather than left to finalize its interpreter (0.3-2 s at every run's exit)."""
         self.kill_children()
+        with contextlib.suppress(OSError):
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
         if self._proc.poll() is None:
-            try:
-                assert self._proc.stdin is not None
-                self._proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
                 self._proc.kill()
-                self._proc.wait()
+            self._proc.wait()
 
 
 def _kill_group(pid: int, signum: int) -> None:

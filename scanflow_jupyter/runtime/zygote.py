@@ -116,6 +116,7 @@ def main() -> None:
             _child(request)
         out.write(json.dumps({"pid": pid}) + "\n")
         out.flush()
+    os._exit(0)  # stdin closed: nothing to clean up, no interpreter finalization (≈0.3 s of CPU)
 
 
 if __name__ == "__main__":
