@@ -91,6 +91,8 @@ async def start_kernel(cwd: str) -> tuple[Any, Any]:
     """A fresh ipykernel (IPC transport) in `cwd` with the step's environment: (manager, ready client)."""
     from jupyter_client.manager import AsyncKernelManager
 
+    from scanflow_jupyter.runtime.kernel_ready import wait_for_ready
+
     env = dict(os.environ)
     env["MPLBACKEND"] = INLINE_BACKEND  # figures and HTML reach output.ipynb, as in JupyterLab
     env["SCANFLOW_STEP"] = "1"
@@ -101,7 +103,7 @@ async def start_kernel(cwd: str) -> tuple[Any, Any]:
     kc.start_channels()
     kc.allow_stdin = False
     try:
-        await kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+        await wait_for_ready(kc, STARTUP_TIMEOUT)
     except BaseException:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)

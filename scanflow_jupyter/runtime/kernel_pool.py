@@ -20,6 +20,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from scanflow_jupyter.platform_support import zygote_enabled
 from scanflow_jupyter.runtime.fork_provisioner import PROVISIONER_NAME
+from scanflow_jupyter.runtime.kernel_ready import wait_for_ready
 
 STARTUP_TIMEOUT = 60.0
 
@@ -85,7 +86,7 @@ class KernelPool:
         kernel = Kernel(km, kc)
         self._live.add(kernel)
         try:
-            await kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+            await wait_for_ready(kc, STARTUP_TIMEOUT)  # without jupyter_client's fixed 0.2 s IOPub flush
         except Exception:
             await self.discard(kernel)
             raise
