@@ -16,6 +16,7 @@ a bare name (``requests``) is pinned like an import. Nothing here talks to Docke
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -142,8 +143,18 @@ def imported_modules(source: str) -> list[tuple[str, bool]]:
 
     `import a.b` gives ``a.b``; `from a.b import c` gives ``a.b``; relative imports are ignored.
     An import inside ``try: ... except ImportError`` is optional. Code that does not parse is
-    scanned line by line.
+    scanned line by line. Each distinct source is parsed once (the setup cells are part of every
+    step, and a producer's imports are read again by each consumer).
     """
+    return list(_imported_modules(source))
+
+
+@functools.lru_cache(maxsize=8192)
+def _imported_modules(source: str) -> tuple[tuple[str, bool], ...]:
+    return tuple(_scan_imports(source))
+
+
+def _scan_imports(source: str) -> list[tuple[str, bool]]:
     try:
         tree = ipython_source.parse(source)  # IPython syntax read as the kernel reads it
     except SyntaxError:

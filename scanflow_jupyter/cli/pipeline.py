@@ -60,6 +60,7 @@ def inspect(notebook: str, as_json: bool) -> None:
     valid = not has_errors(messages)
     order = list(Pipeline.from_application(app).steps) if valid else []
     requirements = _step_requirements(app)
+    ingredients = _ingredients_reader(app)
     if as_json:
         doc = {
             "app": app.name, "team": app.team, "notebook": app.notebook, "valid": valid,
@@ -67,7 +68,7 @@ def inspect(notebook: str, as_json: bool) -> None:
             "executors": [{"name": e.name, "cell": shown(e.cell), "cells": [shown(p.cell) for p in e.code_parts()],
                            "depends_on": app.dependencies(e), "inputs": e.inputs,
                            "outputs": e.outputs, "retries": e.retries, "timeout": e.timeout,
-                           "cache": _key_ingredients(app, e), "deps": e.deps,
+                           "cache": ingredients(e), "deps": e.deps,
                            "image": e.image, "requirements": e.requirements, "resources": vars(e.resources)}
                           for e in app.executors],
             "services": [{"name": s.name, "cell": shown(s.cell), "model": s.model, "replicas": s.replicas} for s in app.services],
@@ -79,18 +80,26 @@ def inspect(notebook: str, as_json: bool) -> None:
     else:
         from scanflow_jupyter.cli.inspect_view import print_inspect
 
-        print_inspect(_console(), app, order, requirements, messages, valid, lambda e: _key_ingredients(app, e))
+        print_inspect(_console(), app, order, requirements, messages, valid, ingredients)
     sys.exit(0 if valid else 2)
 
 
-def _key_ingredients(app: Any, ex: Any) -> dict[str, Any]:
-    """`cache`: on/off and what the step's key is made of (code digest, parameters read, files, packages, ...)."""
-    from scanflow_jupyter.runtime.cache import inspect_ingredients
+def _ingredients_reader(app: Any) -> Any:
+    """`reader(ex)`: the step's `cache` entry — on/off and what its key is made of (code digest,
+    parameters read, files, packages, ...). One StepKeys for all steps, not one per step."""
+    from scanflow_jupyter.runtime.cache import StepKeys, inspect_ingredients
 
-    try:
-        return inspect_ingredients(app, ex)
-    except Exception:  # noqa: BLE001 - an invalid notebook: validation messages say why
-        return {"enabled": ex.cache}
+    keys: list[Any] = []
+
+    def reader(ex: Any) -> dict[str, Any]:
+        try:
+            if not keys:
+                keys.append(StepKeys(app, app.parameters, fresh_environment=False))
+            return inspect_ingredients(app, ex, keys[0])
+        except Exception:  # noqa: BLE001 - an invalid notebook: validation messages say why
+            return {"enabled": ex.cache}
+
+    return reader
 
 
 def _step_requirements(app: Any) -> dict[str, Any]:

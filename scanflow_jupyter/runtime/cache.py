@@ -604,9 +604,10 @@ def explain_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def inspect_ingredients(app: Application, ex: Executor) -> dict[str, Any]:
-    """The key ingredients of `ex` as `scanflow inspect --json` shows them (no run store)."""
-    keys = StepKeys(app, app.parameters, fresh_environment=False)
+def inspect_ingredients(app: Application, ex: Executor, keys: StepKeys | None = None) -> dict[str, Any]:
+    """The key ingredients of `ex` as `scanflow inspect --json` shows them (no run store).
+    `keys`: one `StepKeys(app, app.parameters, fresh_environment=False)` shared by all steps."""
+    keys = keys or StepKeys(app, app.parameters, fresh_environment=False)
     ing = keys.ingredients(ex)
     env = ing["environment"]
     return {
