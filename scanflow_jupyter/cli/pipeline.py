@@ -89,13 +89,14 @@ def _ingredients_reader(app: Any) -> Any:
     parameters read, files, packages, ...). One StepKeys for all steps, not one per step."""
     from scanflow_jupyter.runtime.cache import StepKeys, inspect_ingredients
 
-    keys: list[Any] = []
+    try:
+        keys = StepKeys(app, app.parameters, fresh_environment=False)
+    except Exception:  # noqa: BLE001 - an invalid notebook: each step then says {"enabled": ...}
+        keys = None
 
     def reader(ex: Any) -> dict[str, Any]:
         try:
-            if not keys:
-                keys.append(StepKeys(app, app.parameters, fresh_environment=False))
-            return inspect_ingredients(app, ex, keys[0])
+            return inspect_ingredients(app, ex, keys)
         except Exception:  # noqa: BLE001 - an invalid notebook: validation messages say why
             return {"enabled": ex.cache}
 

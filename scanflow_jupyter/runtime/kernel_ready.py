@@ -10,10 +10,11 @@ joiner), the request is sent again.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from queue import Empty
 from typing import Any
+
+from jupyter_core.utils import ensure_async
 
 SHELL_POLL_S = 0.5  # between liveness checks while the kernel starts
 IOPUB_WAIT_S = 0.05  # for the idle status of one request before asking again (a busy kernel answers in ms)
@@ -64,8 +65,5 @@ async def _idle_seen(kc: Any, msg_id: str) -> bool:
 
 
 async def _alive(kc: Any) -> bool:
-    parent = getattr(kc, "parent", None)
-    if parent is None or not hasattr(parent, "is_alive"):
-        return True
-    alive = parent.is_alive()
-    return bool(await alive) if asyncio.iscoroutine(alive) else bool(alive)
+    parent = getattr(kc, "parent", None)  # the KernelManager (sync or async) that started it
+    return parent is None or bool(await ensure_async(parent.is_alive()))

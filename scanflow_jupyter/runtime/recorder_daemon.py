@@ -159,16 +159,11 @@ def connect(config: dict[str, Any], env: dict[str, str]) -> SocketChild | None:
 
 
 def start_daemon() -> None:
-    """Start a daemon for the next runs (none when disabled or one already answers)."""
-    if not enabled():
+    """Start a daemon for the next runs, detached (its own session; it forks again so no run is
+    its parent). Nothing when disabled; a second daemon of the same key exits at once (its lock)."""
+    path = socket_path() if enabled() else None
+    if path is None:
         return
-    path = socket_path()
-    if path is not None:
-        _start_daemon(path)
-
-
-def _start_daemon(path: Path) -> None:
-    """Start the daemon detached (its own session; it forks again so no run is its parent)."""
     env = dict(os.environ)
     src_root = Path(__file__).resolve().parents[2]
     if src_root.name not in ("site-packages", "dist-packages"):
