@@ -113,18 +113,6 @@ def _step_requirements(app: Any) -> dict[str, Any]:
         return {}
 
 
-def _start_zygote_early() -> None:
-    """Start the kernel zygote now: its imports (≈0.5 s) overlap this process's own imports,
-    parsing and validation instead of following them on the first step's path. Killed at exit,
-    also when no step needs a kernel (all cached, invalid notebook)."""
-    from scanflow_jupyter.platform_support import zygote_enabled
-
-    if zygote_enabled():
-        from scanflow_jupyter.runtime.fork_provisioner import Zygote
-
-        Zygote.shared()
-
-
 @click.command()
 @click.argument("notebook", type=click.Path())
 @click.option("--backend", default="local", show_default=True, help="Where steps run (a registered backend).")
@@ -141,13 +129,10 @@ def _start_zygote_early() -> None:
 def run(notebook: str, backend: str, params: tuple[str, ...], params_file: str | None, only: tuple[str, ...],
         resume: str | None, max_parallel: int | None, no_cache: bool, as_json: bool, explain: bool) -> None:
     """Run NOTEBOOK as a pipeline of isolated, cached, parallel steps."""
-    # nbclient -> nbformat -> jsonschema compiles an RFC 3987 grammar at import when the optional
-    # rfc3987_syntax is installed (1-3 s of CPU on the first step's path); this process checks no
-    # `iri` formats, so jsonschema is told it is absent (a no-op once jsonschema is loaded).
-    if "jsonschema" not in sys.modules:
-        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     if backend == "local":
-        _start_zygote_early()
+        from scanflow_jupyter.runtime.fork_provisioner import start_shared_zygote
+
+        start_shared_zygote()  # before the imports below and the notebook's parsing: they overlap
     from scanflow_jupyter.cli.view import load_params_file, print_unreadable_run
     from scanflow_jupyter.data.store import RunUnreadableError
     from scanflow_jupyter.runtime.backends import UnknownBackendError

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -69,14 +68,8 @@ def field_path(parts: Any) -> str:
 
 
 def _import_jsonschema() -> Any:
-    """jsonschema without the `rfc3987-syntax` grammar build (≈2 s at import; its format is unused)."""
-    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
-        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # ImportError -> format skipped
-        try:
-            import jsonschema
-        finally:
-            del sys.modules["rfc3987_syntax"]
-        return jsonschema
+    """jsonschema (its `rfc3987-syntax` grammar build is deferred by importing this package:
+    `scanflow_jupyter._deferred_imports`)."""
     import jsonschema
 
     return jsonschema

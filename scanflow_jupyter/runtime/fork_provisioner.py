@@ -104,6 +104,14 @@ class Zygote:
             self._proc.wait()
 
 
+def start_shared_zygote() -> None:
+    """Start the process-wide zygote now, unless running or disabled (portable mode): its imports
+    (≈0.5 s) then overlap the caller's own parsing, validation and imports instead of following
+    them on the first step's path. Stopped at exit, also when no step needs a kernel."""
+    if zygote_enabled():
+        Zygote.shared()
+
+
 def _kill_group(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)

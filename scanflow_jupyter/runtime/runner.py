@@ -108,6 +108,10 @@ def run_notebook(
     from scanflow_jupyter._ast_guard import install as guard_ast
 
     guard_ast()  # the run parses code on worker threads (cache keys, backends, tracking)
+    if backend == "local":
+        from scanflow_jupyter.runtime.fork_provisioner import start_shared_zygote
+
+        start_shared_zygote()  # its imports overlap the parsing, validation and imports below
     app, messages = load_application(notebook)
     run = PipelineRun(app, messages, params=params or {}, only=only or [], resume=resume,
                       max_parallel=max_parallel or os.cpu_count() or 1, no_cache=no_cache,

@@ -49,8 +49,6 @@ def _death_signal(signum: int) -> None:
 def warm_up() -> None:
     """Import the run's modules and start the kernel zygote (from this, the run's main thread:
     its kernels die with this process)."""
-    # as `scanflow run` does: jsonschema is told the optional rfc3987_syntax is absent (1-3 s of CPU)
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     for name in PRELOAD:
         try:
             __import__(name)
