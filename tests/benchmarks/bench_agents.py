@@ -58,6 +58,7 @@ def agents(root: Path, reps: int) -> list[Row]:
     import httpx
 
     from scanflow_jupyter.agents import control
+    from scanflow_jupyter.agents.auth import auth_headers
     from scanflow_jupyter.agents.registry import Registry
 
     folder = root / "agents"
@@ -71,7 +72,8 @@ def agents(root: Path, reps: int) -> list[Row]:
                 raise BenchError(f"agents did not start: {up.to_dict()}")
             ports = {a.name: a.port for a in up.agents}
             pids = {a.name: a.pid for a in up.agents}
-            client = httpx.Client(timeout=30)
+            token = control.project_token(home)  # agents refuse requests without the project's token
+            client = httpx.Client(timeout=30, headers=auth_headers(token))
             ping_url = f"http://127.0.0.1:{ports['pinger']}/sensors/ping"
             pong_url = f"http://127.0.0.1:{ports['ponger']}/actuators/pong"
             sensor_s, direct_s = [], []

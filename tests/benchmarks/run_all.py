@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.benchmarks import (
@@ -32,7 +33,7 @@ from tests.benchmarks import (
     bench_startup,
 )
 from tests.benchmarks.results import Row, table, write_json
-from tests.benchmarks.util import cpu_busy, temp_root
+from tests.benchmarks.util import BenchError, cpu_busy, temp_root
 
 ALL = ("chain", "sleep", "rerun", "cache_check", "array", "load_ext", "inspect", "docker", "agents", "server_runs",
        "serving", "k8s_compile", "k8s", "ploomber", "sidebar")
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     busy_before = cpu_busy()
     root = temp_root()
     rows: list[Row] = []
+    failed: dict[str, str] = {}  # benchmark -> why it could not finish (the others still run)
     chain_info: dict[str, Any] | None = None
     baselines.KERNEL_LOG = root / "papermill-kernels.log"
     busy_text = "unknown" if busy_before is None else f"{busy_before:.0%}"
@@ -88,38 +90,38 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_ploomber.ploomber(root, args.reps, chain_rows[0] if chain_rows else None,
                                             rerun_rows[0] if rerun_rows else None, progress=_progress)
         if "sidebar" in chosen:
-            _progress("sidebar: Run → first step badge running on the tutorial (Playwright, Chromium)")
-            rows += bench_sidebar.sidebar(root, args.reps, progress=_progress)
+            _section(rows, failed, "sidebar", "sidebar: Run → first step badge running on the tutorial (Playwright, Chromium)",
+                     lambda: bench_sidebar.sidebar(root, args.reps, progress=_progress))
         if "cache_check" in chosen:
-            _progress("cache check: no-op rerun of the tutorial with a 100 MB --deps folder vs without")
-            rows += bench_cache.cache_check(root, args.reps)
+            _section(rows, failed, "cache_check", "cache check: no-op rerun of the tutorial with a 100 MB --deps folder vs without",
+                     lambda: bench_cache.cache_check(root, args.reps))
         if "array" in chosen:
-            _progress("4/5 100 MB numpy array: serializer path vs np.save + np.load")
-            rows += bench_data.array(root, args.reps)
+            _section(rows, failed, "array", "4/5 100 MB numpy array: serializer path vs np.save + np.load",
+                     lambda: bench_data.array(root, args.reps))
         if "load_ext" in chosen:
-            _progress("5/5 %load_ext scanflow_jupyter vs import mlflow")
-            rows += bench_startup.load_ext(args.startup_reps)
+            _section(rows, failed, "load_ext", "5/5 %load_ext scanflow_jupyter vs import mlflow",
+                     lambda: bench_startup.load_ext(args.startup_reps))
         if "inspect" in chosen:
-            _progress("inspect: `scanflow inspect` of a 1000-step chain vs 10 steps (text and --json)")
-            rows += bench_inspect.inspect(root, args.reps)
+            _section(rows, failed, "inspect", "inspect: `scanflow inspect` of a 1000-step chain vs 10 steps (text and --json)",
+                     lambda: bench_inspect.inspect(root, args.reps))
         if "docker" in chosen:
-            _progress("6/6 images: base, cold build, rebuild after one edit; docker vs local per-step overhead")
-            rows += bench_docker.docker(root, args.reps, progress=_progress)
+            _section(rows, failed, "docker", "6/6 images: base, cold build, rebuild after one edit; docker vs local per-step overhead",
+                     lambda: bench_docker.docker(root, args.reps, progress=_progress))
         if "agents" in chosen:
-            _progress("agents: sensor→actuator latency between two local agents, idle memory")
-            rows += bench_agents.agents(root, args.reps)
+            _section(rows, failed, "agents", "agents: sensor→actuator latency between two local agents, idle memory",
+                     lambda: bench_agents.agents(root, args.reps))
         if "server_runs" in chosen:
-            _progress("server extension: Runs list of 10 000 MLflow runs vs mlflow server REST")
-            rows += bench_server_runs.server_runs(root, args.reps)
+            _section(rows, failed, "server_runs", "server extension: Runs list of 10 000 MLflow runs vs mlflow server REST",
+                     lambda: bench_server_runs.server_runs(root, args.reps))
         if "serving" in chosen:
-            _progress("serving: /predict p50/p99 and req/s, scanflow serve vs mlflow models serve; hot swap at 50 req/s")
-            rows += bench_serving.serving(root, args.reps)
+            _section(rows, failed, "serving", "serving: /predict p50/p99 and req/s, scanflow serve vs mlflow models serve; hot swap at 50 req/s",
+                     lambda: bench_serving.serving(root, args.reps))
         if "k8s_compile" in chosen:
-            _progress("k8s: compile a 100-step pipeline to an Argo Workflow")
-            rows += bench_k8s_compile.k8s_compile(root, args.reps)
+            _section(rows, failed, "k8s_compile", "k8s: compile a 100-step pipeline to an Argo Workflow",
+                     lambda: bench_k8s_compile.k8s_compile(root, args.reps))
         if "k8s" in chosen:
-            _progress("k8s: 5-agent environment deploy vs kubectl apply --server-side")
-            rows += bench_k8s_deploy.k8s_deploy(root, args.reps, progress=_progress)
+            _section(rows, failed, "k8s", "k8s: 5-agent environment deploy vs kubectl apply --server-side",
+                     lambda: bench_k8s_deploy.k8s_deploy(root, args.reps, progress=_progress))
     finally:
         if args.keep:
             _progress(f"kept {root}")
@@ -144,7 +146,19 @@ def main(argv: list[str] | None = None) -> int:
                              "load_average_1min_at_end": os.getloadavg()[0]})
     met = [r.met for r in rows if r.met is not None]
     print(f"\n{sum(met)}/{len(met)} goals met; whole benchmark took {total:.0f} s; results in {path}")
-    return 0
+    for name, why in failed.items():
+        print(f"FAILED benchmark {name}: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _section(rows: list[Row], failed: dict[str, str], name: str, label: str, measure: Callable[[], list[Row]]) -> None:
+    """Run one benchmark; if it cannot finish (BenchError), say so and go on with the others."""
+    _progress(label)
+    try:
+        rows += measure()
+    except BenchError as exc:
+        failed[name] = str(exc)
+        _progress(f"  {name} FAILED: {exc}")
 
 
 if __name__ == "__main__":
