@@ -207,7 +207,7 @@ def run_as_notebook(project_root: str | Path, run_id: str, *, store: RunStore | 
             lines.append("# no outputs")
         cells.append(_code("\n".join(lines)))
     nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                                       "scanflow": {"run_id": run.run_id}},
+                                       "scanflow": {"run_id": run.run_id, "notebook": run.notebook}},
           "nbformat": 4, "nbformat_minor": 5}
     import nbformat
 

@@ -180,7 +180,33 @@ def parse_notebook_dict(nb: dict[str, Any], notebook_path: str) -> Application:
         if magic == "executor":
             step_names.add(parsed.args.name)
     _join_parts(app, markdown)
+    if not app.executors and not app.services and not app.agents:
+        generated = _generated_notebook(meta.get("scanflow"))
+        if generated is not None:
+            msgs.append(generated)
     return app
+
+
+def _generated_notebook(scanflow: Any) -> Message | None:
+    """The finding for a notebook Scanflow wrote itself (a run record or a step notebook),
+    opened or run as if it were the pipeline; None for any other notebook."""
+    if not isinstance(scanflow, dict):
+        return None
+    source = Path(str(scanflow.get("notebook") or "")).name
+    if scanflow.get("run_id"):
+        of = f" of {source}" if source else ""
+        return Message("error", "generated-notebook",
+                       f"this notebook is the record of run {scanflow['run_id']}{of} (written by \"Open run as notebook\"), "
+                       "not a pipeline: its cells load that run's parameters and outputs.",
+                       f"open {source or 'the notebook of that run'} to change and run the pipeline; run the cells here "
+                       "to explore the run's outputs.")
+    if scanflow.get("step"):
+        return Message("error", "generated-notebook",
+                       f"this notebook is step '{scanflow['step']}' of {source or 'a pipeline'} as Scanflow generated it "
+                       "(a step's input.ipynb or output.ipynb), not a pipeline.",
+                       f"open {source or 'the pipeline notebook'} to change and run the pipeline; `%scanflow debug "
+                       f"{scanflow['step']}` there loads this step's parameters and inputs into its kernel.")
+    return None
 
 
 def _continue_executor(app: Application, index: int, args: Any, body: str) -> None:

@@ -34,6 +34,9 @@ def has_errors(messages: list[Message]) -> bool:
 def validate(app: Application) -> list[Message]:
     """All findings for `app`: errors block running it, warnings do not."""
     msgs = list(app.messages)
+    generated = [m for m in msgs if m.code == "generated-notebook"]
+    if generated:  # a run record or step notebook: what it is and which notebook to open is all there is to say
+        return generated
     magic_errors = {"bad-arguments", "unknown-option", "unexpected-arguments", "bad-quoting", "unknown-magic"}
     if not app.executors and not app.services and not app.agents and not any(m.code in magic_errors for m in msgs):
         msgs.append(Message("error", "no-executors", "the notebook declares no %%executor cell, so there is nothing to run.",

@@ -111,6 +111,13 @@ _CASES: list[tuple[str, Source, str, int | None, str]] = [
      "the notebook has no kernelspec, so no step knows which kernel to start."),
     ("not-python", CASES_DIR / "r_kernel.ipynb", "not-python", None,
      "the notebook's kernel language is R; Scanflow steps run Python."),
+    # Notebooks Scanflow wrote (metadata.scanflow), opened or run as if they were the pipeline.
+    ("run-record", CASES_DIR / "run_record.ipynb", "generated-notebook", None,
+     "this notebook is the record of run 20261204-231500-ab12 of tutorial.ipynb (written by \"Open run as "
+     "notebook\"), not a pipeline: its cells load that run's parameters and outputs."),
+    ("step-notebook", CASES_DIR / "step_notebook.ipynb", "generated-notebook", None,
+     "this notebook is step 'extract' of linear_chain.ipynb as Scanflow generated it (a step's input.ipynb "
+     "or output.ipynb), not a pipeline."),
     # --- magic arguments (magic_args.parse_magic_line) -----------------------------------
     ("retries-negative", ["%%executor a --retries -1\nx = 1", OK], "bad-arguments", 0,
      "%%executor: argument --retries: must be 0 or more, got -1."),

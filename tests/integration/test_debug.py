@@ -100,3 +100,12 @@ def test_run_as_notebook_reproduces_the_outputs(runner, project, require):
     nbclient.NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(project.root)}}).execute()
     shown = json.loads(nb.cells[-1].outputs[0]["text"])
     assert shown == {"n": 3, "scale": 2.5, "xs": [0.0, 2.5, 5.0], "table": {"n": 3, "names": ["a", "b"]}}
+    # run (or opened in the sidebar) as if it were the pipeline: it says what it is and where the pipeline is
+    from scanflow_jupyter.notebook.application import InvalidApplication, load_application
+
+    with pytest.raises(InvalidApplication) as raised:
+        load_application(path)
+    [message] = [m for m in raised.value.messages if m.severity == "error"]
+    assert message.code == "generated-notebook"
+    assert outcome.result.run_id in message.text and "dbg.ipynb" in message.text
+    assert "open dbg.ipynb" in message.fix
