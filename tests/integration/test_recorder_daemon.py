@@ -169,3 +169,24 @@ def test_switched_off_means_a_spawned_child(own_daemon: Path, tmp_path: Path,
     assert not rp.warm and isinstance(rp._proc, subprocess.Popen)
     rp.close()
     assert _daemons(own_daemon) == []
+
+
+def test_the_warm_up_store_is_gone_before_the_daemon_serves(own_daemon: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon records a throwaway run once (so its children start warm), in its own temp folder:
+    nothing of it is left on disk or open in the daemon (nor in the children it forks)."""
+    scratch = tmp_path / "daemon-tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the daemon inherits the starting run's environment
+    rp = _warm_recorder(*_store(tmp_path / "a"))
+    try:
+        [daemon] = [p for p in _daemons(own_daemon) if p.pid != rp.pid and p.ppid() == 1]
+        assert list(scratch.iterdir()) == [], "the warm-up folder was left behind"
+        for proc in (daemon, psutil.Process(rp.pid)):
+            held = [f.path for f in proc.open_files() if "scanflow-recorder-warm-" in f.path]
+            assert held == [], f"{proc.pid} still holds the warm-up store: {held}"
+        parent = rp.start_pipeline(APP, "run-1", "local", tmp_path / "p.ipynb", {})
+        rp.finish_pipeline(parent, "succeeded", 0.1)
+    finally:
+        rp.close()
+    assert rp._proc.returncode == 0
