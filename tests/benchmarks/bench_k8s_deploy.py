@@ -15,6 +15,7 @@ fresh Python process. Every namespace is deleted at the end.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -37,10 +38,11 @@ def agent_cell(i: int) -> str:
             f"@sensor(every='60s')\ndef tick(ctx):\n    return {i}")
 
 
-def start_cluster() -> tuple[Path, Path]:
-    """(kubeconfig, bin dir) of the tests/k8s control plane (started or reused)."""
+def start_cluster() -> tuple[Path, Path, bool]:
+    """(kubeconfig, bin dir, started here) of the tests/k8s control plane (started or reused)."""
     from tests.k8s.fixture import cluster_sh
 
+    was_running = cluster_sh("status").returncode == 0
     up = cluster_sh("up", timeout=3600)
     if up.returncode != 0:
         raise BenchError(f"tests/k8s/cluster.sh up exited {up.returncode}:\n{up.stderr[-2000:]}")
@@ -50,7 +52,18 @@ def start_cluster() -> tuple[Path, Path]:
     bin_dir = Path(exports.get("PATH", "").split(":", 1)[0])
     if not kubeconfig.is_file() or not (bin_dir / "kubectl").exists():
         raise BenchError(f"cluster.sh up printed no usable KUBECONFIG / kubectl: {up.stdout}")
-    return kubeconfig, bin_dir
+    return kubeconfig, bin_dir, not was_running
+
+
+def stop_cluster(started_here: bool, say: Callable[[str], None]) -> None:
+    """Stop the cluster if this benchmark started it (as the tests' fixture does; SCANFLOW_K8S_KEEP=1 keeps it)."""
+    from tests.k8s.fixture import cluster_sh
+
+    if started_here and os.environ.get("SCANFLOW_K8S_KEEP") != "1":
+        say("k8s deploy: stopping the cluster this benchmark started")
+        down = cluster_sh("down", timeout=300)
+        if down.returncode != 0:
+            say(f"`cluster.sh down` exited {down.returncode}: {down.stderr[-500:]}")
 
 
 def k8s_deploy(root: Path, reps: int, progress: Callable[[str], None] | None = None) -> list[Row]:
@@ -61,7 +74,7 @@ def k8s_deploy(root: Path, reps: int, progress: Callable[[str], None] | None = N
     from scanflow_jupyter.notebook.parser import parse_notebook
 
     say = progress or (lambda _text: None)
-    kubeconfig, bin_dir = start_cluster()
+    kubeconfig, bin_dir, started_here = start_cluster()
     kubectl = [str(bin_dir / "kubectl"), "--kubeconfig", str(kubeconfig)]
     folder = root / "k8s"
     nb = nbs.write(nbs.notebook(["%scanflow_app bench-k8s"] + [agent_cell(i) for i in range(AGENTS)]),
@@ -127,6 +140,7 @@ def k8s_deploy(root: Path, reps: int, progress: Callable[[str], None] | None = N
         for team in teams:
             cluster.delete("Namespace", "v1", namespace_name(app, config(team)))
         cluster.close()
+        stop_cluster(started_here, say)
     s, k = median(fresh_s), median(fresh_k)
     ns_, nk = median(noop_s), median(noop_k)
     cs = median(cli_s)
