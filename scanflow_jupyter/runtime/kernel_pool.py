@@ -11,6 +11,7 @@ import asyncio
 import copy
 import itertools
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,3 +170,4 @@ class KernelPool:
         self._ready.clear()
         await asyncio.gather(*(self.discard(k) for k in list(self._live)), *self._discarding,
                              return_exceptions=True)
+        shutil.rmtree(self._tmp, ignore_errors=True)  # the kernels' IPC socket folder (one per run)

@@ -60,3 +60,27 @@ def test_without_on_started_acquire_is_unchanged(tmp_path: Path) -> None:
 
     kernel = asyncio.run(main())
     assert kernel.preamble is not None
+
+
+def test_the_pool_leaves_no_socket_folder_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run has one pool; its kernels' IPC sockets live in a temp folder that goes with the pool."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+
+    async def main() -> None:
+        pool = KernelPool("python3", str(tmp_path), dict(os.environ), warm=1)
+        pool.expect(2)
+        try:
+            kernel = await asyncio.wait_for(pool.acquire(), 120)
+            assert Path(pool._tmp).parent == scratch, "positive control: the folder is under TMPDIR"
+            assert list(Path(pool._tmp).iterdir()), "the kernels' sockets are in it"
+            pool.discard_soon(kernel)
+        finally:
+            await pool.kill_all()
+
+    asyncio.run(main())
+    assert list(scratch.iterdir()) == []
