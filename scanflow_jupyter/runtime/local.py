@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scanflow_jupyter.platform_support import zygote_enabled
 from scanflow_jupyter.redact import (
     process_secrets,
     redact_json,
@@ -52,10 +51,10 @@ class LocalBackend(Backend):
         self._imports: asyncio.Future[None] | None = None
 
     async def prepare(self, steps_to_run: int) -> None:
-        from scanflow_jupyter.runtime.fork_provisioner import Zygote
+        from scanflow_jupyter.runtime.fork_provisioner import start_shared_zygote
 
-        if steps_to_run and zygote_enabled():  # portable mode: classic kernel start, no zygote
-            Zygote.shared()  # started from this (the loop's) thread: kernels die with the runner
+        if steps_to_run:  # none in portable mode (classic kernel start)
+            start_shared_zygote()  # from this (the loop's) thread, if not yet: kernels die with the runner
         env = dict(os.environ)
         env["MPLBACKEND"] = INLINE_BACKEND  # figures reach output.ipynb, as in JupyterLab
         env["SCANFLOW_STEP"] = "1"

@@ -54,12 +54,9 @@ def warm_up() -> None:
             __import__(name)
         except ImportError as exc:  # the run then imports (and reports) it itself
             print(f"scanflow warm worker: cannot preload {name}: {exc}", file=sys.stderr)
-    from scanflow_jupyter.platform_support import zygote_enabled
+    from scanflow_jupyter.runtime.fork_provisioner import start_shared_zygote
 
-    if zygote_enabled():  # not in portable mode / with SCANFLOW_NO_ZYGOTE=1 (the runner starts none either)
-        from scanflow_jupyter.runtime.fork_provisioner import Zygote
-
-        Zygote.shared()
+    start_shared_zygote()  # none in portable mode / with SCANFLOW_NO_ZYGOTE=1 (the runner starts none either)
 
 
 def read_request() -> dict:
